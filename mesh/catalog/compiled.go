@@ -1,0 +1,237 @@
+package catalog
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strings"
+
+	"github.com/itchyny/gojq"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+
+	"sluice.dev/mesh/envelope"
+)
+
+// ErrUnknownType means the envelope names a type the catalog does not have.
+// The caller rejects the event (HTTP 400) or parks it (lane).
+var ErrUnknownType = errors.New("unknown event type")
+
+// Catalog is the compiled set of types.
+type Catalog struct {
+	types map[string]*CompiledType
+}
+
+// CompiledType is a type with its schema and key expression compiled.
+type CompiledType struct {
+	Name   string
+	Def    Type
+	schema *jsonschema.Schema
+	key    *gojq.Code
+}
+
+// Compile loads and compiles every type's schema (from schemas) and key
+// expression. Errors name the config key or the schema file.
+func Compile(cfg Config, schemas fs.FS) (*Catalog, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Catalog{types: map[string]*CompiledType{}}
+	comp := jsonschema.NewCompiler()
+	var errs []error
+	for _, name := range cfg.Names() {
+		def := cfg.Types[name].WithDefaults(name)
+		ct := &CompiledType{Name: name, Def: def}
+		b, err := fs.ReadFile(schemas, def.Schema)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("catalog.types.%s.schema: %w", name, err))
+			continue
+		}
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("catalog.types.%s.schema: %s: %w", name, def.Schema, err))
+			continue
+		}
+		url := "sluice:///" + def.Schema
+		if err := comp.AddResource(url, doc); err != nil {
+			errs = append(errs, fmt.Errorf("catalog.types.%s.schema: %w", name, err))
+			continue
+		}
+		if ct.schema, err = comp.Compile(url); err != nil {
+			errs = append(errs, fmt.Errorf("catalog.types.%s.schema: %s: %w", name, def.Schema, err))
+			continue
+		}
+		if def.Key != "" {
+			if ct.key, err = CompileJQ(def.Key); err != nil {
+				errs = append(errs, fmt.Errorf("catalog.types.%s.key: %w", name, err))
+				continue
+			}
+		}
+		c.types[name] = ct
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// CompileJQ parses and compiles a jq expression.
+func CompileJQ(expr string) (*gojq.Code, error) {
+	q, err := gojq.Parse(expr)
+	if err != nil {
+		return nil, err
+	}
+	return gojq.Compile(q)
+}
+
+// Type returns the compiled type name.
+func (c *Catalog) Type(name string) (*CompiledType, bool) {
+	t, ok := c.types[name]
+	return t, ok
+}
+
+// Names returns the type names, sorted.
+func (c *Catalog) Names() []string {
+	out := make([]string, 0, len(c.types))
+	for n := range c.types {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Prepare derives the key when the type says how and the envelope has none,
+// then checks the envelope and validates its data against the type's schema.
+// It returns *envelope.Invalid listing every field problem, or an error
+// wrapping ErrUnknownType.
+func (c *Catalog) Prepare(e *envelope.Envelope) error {
+	t, ok := c.types[e.Type]
+	if !ok {
+		if err := e.Check(); err != nil {
+			return err
+		}
+		return &envelope.Invalid{Fields: []envelope.FieldError{{Field: "type", Reason: fmt.Sprintf("unknown event type %q", e.Type)}}}
+	}
+	var fields []envelope.FieldError
+	if e.Key == "" && t.key != nil && len(e.Data) > 0 {
+		k, err := t.DeriveKey(e)
+		if err != nil {
+			fields = append(fields, envelope.FieldError{Field: "key", Reason: err.Error()})
+		} else {
+			e.Key = k
+		}
+	}
+	if err := e.Check(); err != nil {
+		var inv *envelope.Invalid
+		if errors.As(err, &inv) {
+			fields = append(fields, inv.Fields...)
+		}
+	}
+	if len(fields) == 0 {
+		fields = append(fields, t.ValidateData(e.Data)...)
+	}
+	if len(fields) > 0 {
+		return &envelope.Invalid{Fields: fields}
+	}
+	return nil
+}
+
+// IsUnknownType reports whether err is a Prepare error about the type.
+func IsUnknownType(err error) bool {
+	var inv *envelope.Invalid
+	if errors.As(err, &inv) {
+		for _, f := range inv.Fields {
+			if f.Field == "type" && strings.HasPrefix(f.Reason, "unknown event type") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// DeriveKey runs the type's key expression over the envelope.
+func (t *CompiledType) DeriveKey(e *envelope.Envelope) (string, error) {
+	in, err := AsJQ(e)
+	if err != nil {
+		return "", err
+	}
+	v, ok := t.key.Run(in).Next()
+	if !ok {
+		return "", errors.New("key expression gave no value")
+	}
+	switch x := v.(type) {
+	case error:
+		return "", fmt.Errorf("key expression: %w", x)
+	case string:
+		return x, nil
+	case int, float64:
+		return fmt.Sprint(x), nil
+	case nil:
+		return "", errors.New("key expression gave null")
+	}
+	return "", fmt.Errorf("key expression gave a %T, want a string", v)
+}
+
+// AsJQ turns an envelope into the generic value gojq works on.
+func AsJQ(e *envelope.Envelope) (any, error) {
+	var data any
+	if err := json.Unmarshal(e.Data, &data); err != nil {
+		return nil, err
+	}
+	m := map[string]any{"id": e.ID, "type": e.Type, "key": e.Key, "source": e.Source,
+		"occurred_at": e.OccurredAt.Format("2006-01-02T15:04:05.999999999Z07:00"), "data": data}
+	return m, nil
+}
+
+var printer = message.NewPrinter(language.English)
+
+// ValidateData checks data against the type's schema and returns one
+// FieldError per problem, fields named "data.<path>".
+func (t *CompiledType) ValidateData(data []byte) []envelope.FieldError {
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+	if err != nil {
+		return []envelope.FieldError{{Field: "data", Reason: "not valid JSON: " + err.Error()}}
+	}
+	err = t.schema.Validate(v)
+	if err == nil {
+		return nil
+	}
+	var ve *jsonschema.ValidationError
+	if !errors.As(err, &ve) {
+		return []envelope.FieldError{{Field: "data", Reason: err.Error()}}
+	}
+	var out []envelope.FieldError
+	leaves(ve, &out)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Field < out[j].Field })
+	return out
+}
+
+func leaves(ve *jsonschema.ValidationError, out *[]envelope.FieldError) {
+	if len(ve.Causes) > 0 {
+		for _, c := range ve.Causes {
+			leaves(c, out)
+		}
+		return
+	}
+	path := "data"
+	for _, tok := range ve.InstanceLocation {
+		path += "." + tok
+	}
+	switch k := ve.ErrorKind.(type) {
+	case *kind.Required:
+		for _, m := range k.Missing {
+			*out = append(*out, envelope.FieldError{Field: path + "." + m, Reason: "required"})
+		}
+	case *kind.AdditionalProperties:
+		for _, p := range k.Properties {
+			*out = append(*out, envelope.FieldError{Field: path + "." + p, Reason: "unknown field"})
+		}
+	default:
+		*out = append(*out, envelope.FieldError{Field: path, Reason: ve.ErrorKind.LocalizedString(printer)})
+	}
+}

@@ -1,0 +1,136 @@
+// Package envelope defines the event envelope producers send and its
+// structural checks (the type's JSON Schema is checked by the catalog).
+package envelope
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"time"
+
+	"sluice.dev/mesh/topology"
+)
+
+// Envelope is one event as producers send it.
+type Envelope struct {
+	// ID is unique per event: JetStream dedupe (Nats-Msg-Id) and the CRM's
+	// Idempotency-Key. 1-128 printable ASCII characters, no spaces.
+	ID string `json:"id"`
+	// Type selects the JSON Schema and the mapping: [A-Za-z0-9_-], 1-64.
+	Type string `json:"type"`
+	// Key is the ordering key (the entity). Events of one key reach the CRM
+	// in the order they were accepted. May be derived from Data by the type.
+	Key string `json:"key,omitempty"`
+	// Source names the producer (free text, optional).
+	Source string `json:"source,omitempty"`
+	// OccurredAt is when the event happened (RFC 3339).
+	OccurredAt time.Time `json:"occurred_at"`
+	// Data is the event's payload: a JSON object.
+	Data json.RawMessage `json:"data"`
+}
+
+// FieldError says which field of an event is wrong and why.
+type FieldError struct {
+	Field  string `json:"field"`
+	Reason string `json:"reason"`
+}
+
+func (e FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+// ErrInvalid is wrapped by every decode or check error; the caller rejects
+// the event (HTTP 400, or park in a lane) and never stores it.
+var ErrInvalid = errors.New("invalid event")
+
+// Invalid is the error returned for an invalid envelope: every field problem.
+type Invalid struct{ Fields []FieldError }
+
+func (e *Invalid) Error() string {
+	s := "invalid event:"
+	for i, f := range e.Fields {
+		if i > 0 {
+			s += ";"
+		}
+		s += " " + f.Error()
+	}
+	return s
+}
+
+// Unwrap lets errors.Is(err, ErrInvalid) match.
+func (e *Invalid) Unwrap() error { return ErrInvalid }
+
+var (
+	idRe   = regexp.MustCompile(`^[!-~]{1,128}$`)
+	typeRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+)
+
+// Decode parses one envelope strictly: unknown top-level fields, trailing
+// data and wrong JSON types are errors. It does not check required fields;
+// call Check for that (after deriving the key, if the type does).
+func Decode(b []byte) (*Envelope, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var e Envelope
+	if err := dec.Decode(&e); err != nil {
+		return nil, &Invalid{Fields: []FieldError{decodeField(err)}}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, &Invalid{Fields: []FieldError{{Field: "", Reason: "trailing data after the JSON object"}}}
+	}
+	return &e, nil
+}
+
+func decodeField(err error) FieldError {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return FieldError{Field: te.Field, Reason: fmt.Sprintf("must be a JSON %s", te.Type.Kind())}
+	}
+	var pe *time.ParseError
+	if errors.As(err, &pe) {
+		return FieldError{Field: "occurred_at", Reason: "must be an RFC 3339 timestamp"}
+	}
+	msg := err.Error()
+	const unknown = "json: unknown field "
+	if len(msg) > len(unknown) && msg[:len(unknown)] == unknown {
+		return FieldError{Field: msg[len(unknown)+1 : len(msg)-1], Reason: "unknown field"}
+	}
+	return FieldError{Field: "", Reason: "not a JSON object: " + msg}
+}
+
+// Check reports every missing or malformed field.
+func (e *Envelope) Check() error {
+	var fs []FieldError
+	if e.ID == "" {
+		fs = append(fs, FieldError{"id", "required"})
+	} else if !idRe.MatchString(e.ID) {
+		fs = append(fs, FieldError{"id", "must be 1-128 printable ASCII characters without spaces"})
+	}
+	if e.Type == "" {
+		fs = append(fs, FieldError{"type", "required"})
+	} else if !typeRe.MatchString(e.Type) {
+		fs = append(fs, FieldError{"type", "must be 1-64 characters of A-Z a-z 0-9 _ -"})
+	}
+	if e.Key == "" {
+		fs = append(fs, FieldError{"key", "required (or derived from data by the type's key expression)"})
+	} else if err := topology.CheckKey(e.Key); err != nil {
+		fs = append(fs, FieldError{"key", err.Error()})
+	}
+	if e.OccurredAt.IsZero() {
+		fs = append(fs, FieldError{"occurred_at", "required"})
+	}
+	d := bytes.TrimSpace(e.Data)
+	if len(d) == 0 || string(d) == "null" {
+		fs = append(fs, FieldError{"data", "required"})
+	} else if d[0] != '{' {
+		fs = append(fs, FieldError{"data", "must be a JSON object"})
+	}
+	if len(fs) > 0 {
+		return &Invalid{Fields: fs}
+	}
+	return nil
+}
+
+// Marshal encodes e compactly.
+func (e *Envelope) Marshal() ([]byte, error) { return json.Marshal(e) }

@@ -1,0 +1,194 @@
+package lane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"sluice.dev/mesh/topology"
+)
+
+// JetStream is the part of jetstream.JetStream the runner uses.
+type JetStream interface {
+	Consumer(ctx context.Context, stream, consumer string) (jetstream.Consumer, error)
+	CreateOrUpdateConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error)
+	PauseConsumer(ctx context.Context, stream, consumer string, until time.Time) (*jetstream.ConsumerPauseResponse, error)
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
+// Config configures a Group of lanes of one stage.
+type Config struct {
+	// Stage names the lanes ("enricher", "dispatcher").
+	Stage topology.Stage
+	// Names is the topology; the stage's stream and filters come from it.
+	Names topology.Names
+	// Handler processes each message.
+	Handler Handler
+	// Partitions lists the partitions this group runs. Default: all.
+	Partitions []int
+	// Logger receives lane events.
+	Logger zerolog.Logger
+	// PublishRetry is the nak delay when publishing an output or a parked
+	// message fails (JetStream unavailable). Default 1s.
+	PublishRetry time.Duration
+	// PullExpiry is the pull request expiry; a stalled pull is noticed
+	// after about twice this. Default 5s.
+	PullExpiry time.Duration
+	// Observe, if set, is called after each message is settled.
+	Observe func(stats Observation)
+}
+
+// Observation describes one settled message, for metrics and progress.
+type Observation struct {
+	Stage     topology.Stage
+	Partition int
+	Kind      Kind
+	Duration  time.Duration
+	Stored    time.Time
+	Err       error
+}
+
+func (c Config) withDefaults() Config {
+	if len(c.Partitions) == 0 {
+		for p := 0; p < c.Names.Partitions(); p++ {
+			c.Partitions = append(c.Partitions, p)
+		}
+	}
+	if c.PublishRetry == 0 {
+		c.PublishRetry = time.Second
+	}
+	if c.PullExpiry == 0 {
+		c.PullExpiry = 5 * time.Second
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.Stage == "" {
+		return errors.New("lane: Stage is required")
+	}
+	if c.Handler == nil {
+		return errors.New("lane: Handler is required")
+	}
+	if s, _ := c.Names.StageFilter(c.Stage, 0); s == "" {
+		return fmt.Errorf("lane: stage %q has no stream in the topology", c.Stage)
+	}
+	for _, p := range c.Partitions {
+		if p < 0 || p >= c.Names.Partitions() {
+			return fmt.Errorf("lane: partition %d out of range", p)
+		}
+	}
+	return nil
+}
+
+// Group runs the lanes of one stage.
+type Group struct {
+	cfg   Config
+	js    JetStream
+	mu    sync.Mutex
+	lanes map[int]*lane
+	wg    sync.WaitGroup
+}
+
+// NewGroup validates cfg and returns a stopped Group.
+func NewGroup(js JetStream, cfg Config) (*Group, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Group{cfg: cfg, js: js, lanes: map[int]*lane{}}, nil
+}
+
+// Start creates each lane's consumer and starts consuming. It returns the
+// first consumer-creation error; lanes that started keep running (call Stop).
+func (g *Group) Start(ctx context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, p := range g.cfg.Partitions {
+		l := newLane(g, p)
+		if _, err := l.consumer(ctx); err != nil {
+			return fmt.Errorf("lane %s: %w", l.name, err)
+		}
+		g.lanes[p] = l
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			l.run()
+		}()
+	}
+	return nil
+}
+
+// Stop stops every lane after its current message is settled; messages
+// already buffered are nak'd so they are redelivered at once to the next
+// consumer. If ctx ends first, handlers are cancelled.
+func (g *Group) Stop(ctx context.Context) error {
+	g.mu.Lock()
+	for _, l := range g.lanes {
+		l.stop()
+	}
+	g.mu.Unlock()
+	done := make(chan struct{})
+	go func() { g.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		g.mu.Lock()
+		for _, l := range g.lanes {
+			l.cancel()
+		}
+		g.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Restart drops partition p's consume loop and starts a new one (used by
+// the watchdog when a lane stalls). The message in hand, if any, is settled
+// first.
+func (g *Group) Restart(p int) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	l, ok := g.lanes[p]
+	if !ok {
+		return fmt.Errorf("lane: partition %d is not run here", p)
+	}
+	l.restartIter()
+	return nil
+}
+
+// Stats returns a snapshot of every lane, in partition order.
+func (g *Group) Stats() []Stats {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]Stats, 0, len(g.lanes))
+	for _, p := range g.cfg.Partitions {
+		if l, ok := g.lanes[p]; ok {
+			out = append(out, l.snapshot())
+		}
+	}
+	return out
+}
+
+// Stats describes one lane as its runner sees it.
+type Stats struct {
+	Stage     topology.Stage `json:"stage"`
+	Partition int            `json:"partition"`
+	Consumer  string         `json:"consumer"`
+	Settled   uint64         `json:"settled"`
+	Acked     uint64         `json:"acked"`
+	Retries   uint64         `json:"retries"`
+	Pauses    uint64         `json:"pauses"`
+	Parked    uint64         `json:"parked"`
+	LastAck   time.Time      `json:"last_ack,omitzero"`
+	LastError string         `json:"last_error,omitempty"`
+	LastSeq   uint64         `json:"last_seq"`
+	Restarts  uint64         `json:"restarts"`
+}

@@ -1,0 +1,342 @@
+package lane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Headers the runner sets on parked messages.
+const (
+	HeaderParkStage     = "Sluice-Park-Stage"
+	HeaderParkReason    = "Sluice-Park-Reason"
+	HeaderParkError     = "Sluice-Park-Error"
+	HeaderParkedAt      = "Sluice-Parked-At"
+	HeaderOriginStream  = "Sluice-Origin-Stream"
+	HeaderOriginSubject = "Sluice-Origin-Subject"
+	HeaderOriginSeq     = "Sluice-Origin-Seq"
+	HeaderDelivered     = "Sluice-Delivered"
+)
+
+type lane struct {
+	g      *Group
+	p      int
+	name   string
+	stream string
+	filter string
+	log    zerolog.Logger
+
+	ctx    context.Context // handler context; cancelled only on a hard stop
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	it       jetstream.MessagesContext
+	draining map[jetstream.MessagesContext]bool
+	stopping bool
+	stats    Stats
+
+	headSeq      uint64
+	headFailures int
+	headFirst    time.Time
+}
+
+func newLane(g *Group, p int) *lane {
+	stream, filter := g.cfg.Names.StageFilter(g.cfg.Stage, p)
+	name := g.cfg.Names.ConsumerName(g.cfg.Stage, p)
+	ctx, cancel := context.WithCancel(context.Background())
+	return &lane{
+		g: g, p: p, name: name, stream: stream, filter: filter,
+		log:    g.cfg.Logger.With().Str("lane", name).Logger(),
+		ctx:    ctx,
+		cancel: cancel,
+		stats:  Stats{Stage: g.cfg.Stage, Partition: p, Consumer: name},
+		draining: map[jetstream.MessagesContext]bool{},
+	}
+}
+
+// consumer creates the lane's durable consumer or updates it, keeping a
+// pause that is still running (an update must not cut an outlet pause short).
+func (l *lane) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	cfg := l.g.cfg.Names.LaneConsumerConfig(l.g.cfg.Stage, l.p, l.filter)
+	if c, err := l.g.js.Consumer(ctx, l.stream, l.name); err == nil {
+		if pu := c.CachedInfo().Config.PauseUntil; pu != nil && pu.After(time.Now()) {
+			cfg.PauseUntil = pu
+		}
+	}
+	return l.g.js.CreateOrUpdateConsumer(ctx, l.stream, cfg)
+}
+
+func (l *lane) run() {
+	defer l.cancel()
+	backoff := 100 * time.Millisecond
+	for {
+		if l.isStopping() {
+			return
+		}
+		it, err := l.open()
+		if err != nil {
+			l.setError(err)
+			l.log.Warn().Err(err).Dur("retry_in", backoff).Msg("lane cannot consume; retrying")
+			select {
+			case <-time.After(backoff):
+			case <-l.ctx.Done():
+				return
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		l.consume(it)
+	}
+}
+
+func (l *lane) open() (jetstream.MessagesContext, error) {
+	ctx, cancel := context.WithTimeout(l.ctx, 10*time.Second)
+	defer cancel()
+	c, err := l.consumer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	it, err := c.Messages(jetstream.PullMaxMessages(8), jetstream.PullExpiry(l.g.cfg.PullExpiry))
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopping {
+		it.Stop()
+		return nil, errors.New("stopping")
+	}
+	l.it = it
+	return it, nil
+}
+
+func (l *lane) consume(it jetstream.MessagesContext) {
+	for {
+		jm, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			l.setError(err)
+			l.log.Warn().Err(err).Msg("lane iterator error; reopening")
+			it.Stop()
+			return
+		}
+		l.mu.Lock()
+		drop := l.draining[it]
+		l.mu.Unlock()
+		if drop {
+			// Buffered after a stop or restart: hand it back at once.
+			_ = jm.Nak()
+			continue
+		}
+		l.handle(jm)
+	}
+}
+
+func (l *lane) stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopping = true
+	if l.it != nil {
+		l.draining[l.it] = true
+		l.it.Drain()
+	}
+}
+
+func (l *lane) restartIter() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stats.Restarts++
+	if l.it != nil {
+		l.draining[l.it] = true
+		l.it.Drain()
+	}
+}
+
+func (l *lane) isStopping() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stopping
+}
+
+func (l *lane) setError(err error) {
+	l.mu.Lock()
+	l.stats.LastError = err.Error()
+	l.mu.Unlock()
+}
+
+func (l *lane) snapshot() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stats
+}
+
+func (l *lane) handle(jm jetstream.Msg) {
+	start := time.Now()
+	m := &Msg{Subject: jm.Subject(), Data: jm.Data(), Header: jm.Headers(), raw: jm}
+	if md, err := jm.Metadata(); err == nil {
+		m.StreamSeq = md.Sequence.Stream
+		m.NumDelivered = md.NumDelivered
+		m.Stored = md.Timestamp
+	}
+	if m.StreamSeq == l.headSeq && l.headSeq != 0 {
+		m.Failures, m.FirstSeen = l.headFailures, l.headFirst
+	} else {
+		l.headSeq, l.headFailures, l.headFirst = m.StreamSeq, 0, start
+		m.FirstSeen = start
+	}
+
+	var o Outcome
+	p, typ, tok, err := l.g.cfg.Names.SubjectParts(m.Subject)
+	if err != nil {
+		o = Park("unroutable subject", err, nil)
+	} else {
+		m.Partition, m.Type, m.KeyToken = p, typ, tok
+		o = l.call(m)
+	}
+	l.settle(m, jm, o)
+	if obs := l.g.cfg.Observe; obs != nil {
+		obs(Observation{Stage: l.g.cfg.Stage, Partition: l.p, Kind: o.Kind, Duration: time.Since(start), Stored: m.Stored, Err: o.Err})
+	}
+}
+
+// call runs the handler with InProgress heartbeats, turning a panic into a
+// retry (the lane holds; nothing is skipped).
+func (l *lane) call(m *Msg) (o Outcome) {
+	every := l.g.cfg.Names.Config().AckWait / 3
+	var hb *time.Timer
+	hb = time.AfterFunc(every, func() {
+		_ = m.raw.InProgress()
+		hb.Reset(every)
+	})
+	defer hb.Stop()
+	defer func() {
+		if r := recover(); r != nil {
+			err := fmt.Errorf("handler panic: %v", r)
+			l.log.Error().Err(err).Uint64("seq", m.StreamSeq).Msg("handler panicked; holding the lane")
+			o = Retry(5*time.Second, err)
+		}
+	}()
+	return l.g.cfg.Handler(l.ctx, m)
+}
+
+func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ev := l.log.With().Uint64("seq", m.StreamSeq).Str("type", m.Type).Str("key", m.KeyToken).Logger()
+	switch o.Kind {
+	case KindDone, KindForward:
+		for _, out := range o.Out {
+			if _, err := l.g.js.PublishMsg(ctx, out); err != nil {
+				l.failed(jm, l.g.cfg.PublishRetry, fmt.Errorf("publish to %s: %w", out.Subject, err))
+				ev.Warn().Err(err).Msg("forward publish failed; holding the lane")
+				return
+			}
+		}
+		l.acked(jm, m)
+	case KindRetry:
+		l.failed(jm, o.Delay, o.Err)
+		ev.Debug().Err(o.Err).Dur("delay", o.Delay).Int("failures", l.headFailures).Msg("retry")
+	case KindPause:
+		until := time.Now().Add(o.Delay)
+		if _, err := l.g.js.PauseConsumer(ctx, l.stream, l.name, until); err != nil {
+			ev.Warn().Err(err).Msg("pause failed; naking with the pause delay instead")
+			l.failed(jm, o.Delay, o.Err)
+		} else {
+			l.failed(jm, 0, o.Err)
+		}
+		l.mu.Lock()
+		l.stats.Pauses++
+		l.mu.Unlock()
+		ev.Warn().Err(o.Err).Time("until", until).Msg("lane paused")
+		l.alert(ctx, "lane_paused", m, o.Reason, until)
+	case KindPark:
+		pm := l.parkMsg(m, o)
+		if _, err := l.g.js.PublishMsg(ctx, pm); err != nil {
+			l.failed(jm, l.g.cfg.PublishRetry, fmt.Errorf("publish parked: %w", err))
+			ev.Warn().Err(err).Msg("park publish failed; holding the lane")
+			return
+		}
+		l.mu.Lock()
+		l.stats.Parked++
+		l.mu.Unlock()
+		ev.Warn().Str("reason", o.Reason).Err(o.Err).Msg("event parked")
+		l.alert(ctx, "parked", m, o.Reason, time.Time{})
+		l.acked(jm, m)
+	}
+}
+
+func (l *lane) acked(jm jetstream.Msg, m *Msg) {
+	if err := jm.Ack(); err != nil {
+		// The server will redeliver after AckWait; outputs carry
+		// Nats-Msg-Id, so the repeat is deduplicated downstream.
+		l.log.Warn().Err(err).Uint64("seq", m.StreamSeq).Msg("ack failed")
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stats.Settled++
+	l.stats.Acked++
+	l.stats.LastAck = time.Now()
+	l.stats.LastSeq = m.StreamSeq
+	l.headFailures = 0
+}
+
+func (l *lane) failed(jm jetstream.Msg, delay time.Duration, err error) {
+	var nerr error
+	if delay > 0 {
+		nerr = jm.NakWithDelay(delay)
+	} else {
+		nerr = jm.Nak()
+	}
+	if nerr != nil {
+		l.log.Warn().Err(nerr).Msg("nak failed; the server redelivers after AckWait")
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.headFailures++
+	l.stats.Settled++
+	l.stats.Retries++
+	if err != nil {
+		l.stats.LastError = err.Error()
+	}
+}
+
+func (l *lane) parkMsg(m *Msg, o Outcome) *nats.Msg {
+	t, tok := m.Type, m.KeyToken
+	if t == "" {
+		t, tok = "_", "_"
+	}
+	pm := nats.NewMsg(l.g.cfg.Names.ParkedSubject(l.g.cfg.Stage, t, tok))
+	pm.Data = m.Data
+	for k, v := range m.Header {
+		pm.Header[k] = v
+	}
+	for k, v := range o.Header {
+		pm.Header[k] = v
+	}
+	id := m.Header.Get(nats.MsgIdHdr)
+	if id == "" {
+		id = l.stream + ":" + strconv.FormatUint(m.StreamSeq, 10)
+	}
+	pm.Header.Set(nats.MsgIdHdr, "park:"+string(l.g.cfg.Stage)+":"+id)
+	pm.Header.Set(HeaderParkStage, string(l.g.cfg.Stage))
+	pm.Header.Set(HeaderParkReason, o.Reason)
+	if o.Err != nil {
+		pm.Header.Set(HeaderParkError, o.Err.Error())
+	}
+	pm.Header.Set(HeaderParkedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	pm.Header.Set(HeaderOriginStream, l.stream)
+	pm.Header.Set(HeaderOriginSubject, m.Subject)
+	pm.Header.Set(HeaderOriginSeq, strconv.FormatUint(m.StreamSeq, 10))
+	pm.Header.Set(HeaderDelivered, strconv.FormatUint(m.NumDelivered, 10))
+	return pm
+}

@@ -1,0 +1,112 @@
+// Package lane runs ordered lanes: one durable JetStream pull consumer per
+// partition with MaxAckPending=1, and one goroutine per lane calling a
+// Handler for each message. The Handler only says what happened (an
+// Outcome); the runner alone decides ack, nak-with-delay, pause or park, so
+// every stage treats the bus the same way.
+package lane
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Handler processes one message of a lane. It must not ack or nak the
+// message itself: it returns an Outcome.
+type Handler func(ctx context.Context, m *Msg) Outcome
+
+// Middleware wraps a Handler (logging, metrics, validation).
+type Middleware func(Handler) Handler
+
+// Chain applies middlewares so that the first one is outermost.
+func Chain(h Handler, mws ...Middleware) Handler {
+	for i := len(mws) - 1; i >= 0; i-- {
+		h = mws[i](h)
+	}
+	return h
+}
+
+// Kind is what the runner does with a message.
+type Kind int
+
+// The outcome kinds.
+const (
+	// KindDone acks the message.
+	KindDone Kind = iota
+	// KindForward publishes the outputs (each acked by JetStream) and only
+	// then acks the message.
+	KindForward
+	// KindRetry naks the message with a delay; the lane holds until it is
+	// redelivered and succeeds.
+	KindRetry
+	// KindPause pauses the lane's consumer on the server for a while and naks
+	// the message; it stays at the head and nothing is skipped.
+	KindPause
+	// KindPark publishes the message to the parked stream with the reason and
+	// acks it, so the lane goes on.
+	KindPark
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindDone:
+		return "done"
+	case KindForward:
+		return "forward"
+	case KindRetry:
+		return "retry"
+	case KindPause:
+		return "pause"
+	case KindPark:
+		return "park"
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
+}
+
+// Outcome is a Handler's verdict on a message.
+type Outcome struct {
+	Kind Kind
+	// Delay is the nak delay (KindRetry) or the pause length (KindPause).
+	Delay time.Duration
+	// Reason is a short operator-facing reason (KindPark, also logged for
+	// retries and pauses).
+	Reason string
+	// Err is the underlying error, if any.
+	Err error
+	// Out are the messages to publish before acking (KindForward). Each
+	// should carry a Nats-Msg-Id header so a redelivery is deduplicated.
+	Out []*nats.Msg
+	// Header is added to the parked message (KindPark), e.g. the CRM's
+	// response.
+	Header nats.Header
+}
+
+// Done acks the message.
+func Done() Outcome { return Outcome{Kind: KindDone} }
+
+// Forward publishes out, waits for JetStream's acks, then acks the message.
+func Forward(out ...*nats.Msg) Outcome { return Outcome{Kind: KindForward, Out: out} }
+
+// Retry naks the message with delay after; the lane holds.
+func Retry(after time.Duration, err error) Outcome {
+	return Outcome{Kind: KindRetry, Delay: after, Err: err, Reason: errString(err)}
+}
+
+// Pause pauses the lane's consumer for d and leaves the message at the head.
+func Pause(d time.Duration, err error) Outcome {
+	return Outcome{Kind: KindPause, Delay: d, Err: err, Reason: errString(err)}
+}
+
+// Park moves the message to the parked stream with reason and acks it.
+func Park(reason string, err error, h nats.Header) Outcome {
+	return Outcome{Kind: KindPark, Reason: reason, Err: err, Header: h}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

@@ -1,0 +1,176 @@
+package topology
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamManager is the part of jetstream.JetStream that Ensure needs.
+type StreamManager interface {
+	Stream(ctx context.Context, name string) (jetstream.Stream, error)
+	CreateOrUpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error)
+	CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error)
+}
+
+func (n Names) storage() jetstream.StorageType {
+	if n.c.Memory {
+		return jetstream.MemoryStorage
+	}
+	return jetstream.FileStorage
+}
+
+// EventsStreamConfig is the config of the accepted-events stream.
+func (n Names) EventsStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name: n.EventsStream(),
+		Description: fmt.Sprintf("Sluice accepted events. Producers publish to %s.events.<type>.<key> "+
+			"(Nats-Msg-Id = event id); the transform stores them as %s.events.<partition>.<type>.<key> "+
+			"over %d partitions. Read by the enricher lanes.", n.c.Prefix, n.c.Prefix, n.c.Partitions),
+		Subjects:   []string{n.EventsIngestFilter()},
+		Retention:  jetstream.LimitsPolicy,
+		Discard:    jetstream.DiscardNew,
+		MaxAge:     n.c.EventsMaxAge,
+		MaxBytes:   n.c.MaxBytes,
+		Storage:    n.storage(),
+		Replicas:   n.c.Replicas,
+		Duplicates: n.c.DuplicateWindow,
+		SubjectTransform: &jetstream.SubjectTransformConfig{
+			Source:      n.EventsIngestFilter(),
+			Destination: n.EventsTransformDest(),
+		},
+	}
+}
+
+// DispatchStreamConfig is the config of the CRM-request stream. It is a work
+// queue: a request leaves the stream when the CRM accepted it.
+func (n Names) DispatchStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name: n.DispatchStream(),
+		Description: fmt.Sprintf("Sluice CRM-ready requests, written by the enricher to "+
+			"%s.dispatch.<partition>.<type>.<key>, removed when the dispatcher got a CRM 2xx. "+
+			"Nothing expires by age.", n.c.Prefix),
+		Subjects:   []string{n.c.Prefix + ".dispatch.*.*.*"},
+		Retention:  jetstream.WorkQueuePolicy,
+		Discard:    jetstream.DiscardNew,
+		MaxBytes:   n.c.MaxBytes,
+		Storage:    n.storage(),
+		Replicas:   n.c.Replicas,
+		Duplicates: n.c.DuplicateWindow,
+	}
+}
+
+// ParkedStreamConfig is the config of the parked-events stream.
+func (n Names) ParkedStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name: n.ParkedStream(),
+		Description: fmt.Sprintf("Sluice parked events: %s.parked.<stage>.<type>.<key>, the original "+
+			"message with Sluice-Park-* headers giving stage, reason, last error and origin. "+
+			"Kept until an operator acts.", n.c.Prefix),
+		Subjects:   []string{n.c.Prefix + ".parked.>"},
+		Retention:  jetstream.LimitsPolicy,
+		Discard:    jetstream.DiscardNew,
+		Storage:    n.storage(),
+		Replicas:   n.c.Replicas,
+		Duplicates: n.c.DuplicateWindow,
+	}
+}
+
+// AlertsStreamConfig is the config of the alerts stream.
+func (n Names) AlertsStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name: n.AlertsStream(),
+		Description: fmt.Sprintf("Sluice alert events (%s.alerts.<kind>): outlet paused, parked events, "+
+			"lane stalls. Read by the watchdog; kept 7 days.", n.c.Prefix),
+		Subjects:  []string{n.c.Prefix + ".alerts.>"},
+		Retention: jetstream.LimitsPolicy,
+		MaxAge:    7 * 24 * time.Hour,
+		Storage:   n.storage(),
+		Replicas:  n.c.Replicas,
+	}
+}
+
+// Ensure creates or updates every stream and KV bucket of the topology. It is
+// idempotent and safe to call from every service at start. It refuses to
+// change the partition count of an existing events stream.
+func (n Names) Ensure(ctx context.Context, js StreamManager) error {
+	if err := n.checkPartitions(ctx, js); err != nil {
+		return err
+	}
+	for _, cfg := range []jetstream.StreamConfig{
+		n.EventsStreamConfig(), n.DispatchStreamConfig(), n.ParkedStreamConfig(), n.AlertsStreamConfig(),
+	} {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+		}
+	}
+	_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      n.CRMIDBucket(),
+		Description: "Sluice CRM id map: base64url(entity key) -> the CRM's record id, filled from create responses",
+		Storage:     n.storage(),
+		Replicas:    n.c.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("ensure kv %s: %w", n.CRMIDBucket(), err)
+	}
+	return nil
+}
+
+func (n Names) checkPartitions(ctx context.Context, js StreamManager) error {
+	s, err := js.Stream(ctx, n.EventsStream())
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up stream %s: %w", n.EventsStream(), err)
+	}
+	st := s.CachedInfo().Config.SubjectTransform
+	if st == nil {
+		return nil
+	}
+	if want := n.EventsTransformDest(); st.Destination != want {
+		return fmt.Errorf("%w: stream %s has transform %q, config wants %q (topology.partitions); "+
+			"follow \"Changing the partition count\" in docs/runbook.md", ErrPartitionsChanged,
+			n.EventsStream(), st.Destination, want)
+	}
+	return nil
+}
+
+// LaneConsumerConfig is the durable ordered consumer of stage for partition
+// p on the given stream and filter.
+func (n Names) LaneConsumerConfig(stage Stage, p int, filter string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: n.ConsumerName(stage, p),
+		Description: fmt.Sprintf("Sluice %s lane, partition %d of %d: ordered (MaxAckPending=1), "+
+			"never skips (MaxDeliver unlimited), filter %s", stage, p, n.c.Partitions, filter),
+		FilterSubject: filter,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       n.c.AckWait,
+		MaxAckPending: 1,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		Replicas:      0,
+	}
+}
+
+// StageFilter returns the stream and filter subject stage reads for partition p.
+func (n Names) StageFilter(stage Stage, p int) (stream, filter string) {
+	switch stage {
+	case StageEnricher:
+		return n.EventsStream(), n.EventsPartitionFilter(p)
+	case StageDispatcher:
+		return n.DispatchStream(), n.DispatchPartitionFilter(p)
+	default:
+		return "", ""
+	}
+}
+
+// IsLaneConsumer reports whether a consumer name belongs to a Sluice lane.
+func IsLaneConsumer(name string) bool {
+	return strings.HasPrefix(name, string(StageEnricher)+"-") || strings.HasPrefix(name, string(StageDispatcher)+"-") ||
+		strings.HasPrefix(name, string(StageInbound)+"-")
+}

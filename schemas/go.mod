@@ -1,0 +1,3 @@
+module sluice.dev/schemas
+
+go 1.26.0

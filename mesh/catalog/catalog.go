@@ -82,6 +82,10 @@ type Target struct {
 	// IDFrom is a jq expression over a create response body giving the CRM
 	// record id. Default ".id".
 	IDFrom string `yaml:"id_from"`
+	// IDKey is a jq expression over the envelope naming the entity whose CRM
+	// id is remembered and looked up, e.g. `"lead:\(.data.lead_id)"` when
+	// lead events are ordered by customer. Default: the event's key.
+	IDKey string `yaml:"id_key"`
 }
 
 var identRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)

@@ -22,8 +22,11 @@ type Request struct {
 	// AcceptedAt is when the events stream stored the event (produce time,
 	// for produce→CRM latency).
 	AcceptedAt time.Time `json:"accepted_at"`
-	// Object is the CRM object; with Key it addresses the id map entry.
+	// Object is the CRM object; with IDKey it addresses the id map entry.
 	Object string `json:"object,omitempty"`
+	// IDKey is the entity whose CRM id is remembered (catalog id_key; the
+	// event key by default).
+	IDKey string `json:"id_key,omitempty"`
 	// Mode is send, create, update or upsert (see catalog.Target).
 	Mode string `json:"mode"`
 	// Method and Path of a send or create request.

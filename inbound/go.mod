@@ -1,7 +1,3 @@
 module sluice.dev/inbound
 
 go 1.26.0
-
-require sluice.dev/mesh v0.0.0
-
-replace sluice.dev/mesh => ../mesh

@@ -163,10 +163,23 @@ func (t Type) Validate(name string) error {
 	if t.CRM.Mode != ModeSend && t.CRM.Object == "" {
 		errs = append(errs, fmt.Errorf("%s.crm.object: required for mode %s", k, t.CRM.Mode))
 	}
+	if t.CRM.Object != "" && !objectRe.MatchString(t.CRM.Object) {
+		errs = append(errs, fmt.Errorf("%s.crm.object: %q must be dot-separated words of A-Z a-z 0-9 _ -", k, t.CRM.Object))
+	}
+	for key, m := range map[string]string{"method": t.CRM.Method, "update_method": t.CRM.UpdateMethod} {
+		switch m {
+		case "POST", "PUT", "PATCH", "DELETE", "GET":
+		default:
+			errs = append(errs, fmt.Errorf("%s.crm.%s: %q is not POST, PUT, PATCH, DELETE or GET", k, key, m))
+		}
+	}
 	return errors.Join(errs...)
 }
 
-var typeRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+var (
+	typeRe   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	objectRe = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
+)
 
 // Validate checks every type.
 func (c Config) Validate() error {

@@ -43,6 +43,7 @@ func Compile(cfg Config, schemas fs.FS) (*Catalog, error) {
 	}
 	c := &Catalog{types: map[string]*CompiledType{}}
 	comp := jsonschema.NewCompiler()
+	comp.AssertFormat()
 	var errs []error
 	for _, name := range cfg.Names() {
 		def := cfg.Types[name].WithDefaults(name)
@@ -117,8 +118,14 @@ func (c *Catalog) Prepare(e *envelope.Envelope) error {
 		}
 		return &envelope.Invalid{Fields: []envelope.FieldError{{Field: "type", Reason: fmt.Sprintf("unknown event type %q", e.Type)}}}
 	}
+	// The data is checked first so a key expression never runs over data
+	// that lacks the fields it reads (it would derive "customer:null").
 	var fields []envelope.FieldError
-	if e.Key == "" && t.key != nil && len(e.Data) > 0 {
+	d := bytes.TrimSpace(e.Data)
+	if len(d) > 0 && d[0] == '{' {
+		fields = append(fields, t.ValidateData(e.Data)...)
+	}
+	if len(fields) == 0 && e.Key == "" && t.key != nil && len(d) > 0 {
 		k, err := t.DeriveKey(e)
 		if err != nil {
 			fields = append(fields, envelope.FieldError{Field: "key", Reason: err.Error()})
@@ -129,11 +136,8 @@ func (c *Catalog) Prepare(e *envelope.Envelope) error {
 	if err := e.Check(); err != nil {
 		var inv *envelope.Invalid
 		if errors.As(err, &inv) {
-			fields = append(fields, inv.Fields...)
+			fields = append(inv.Fields, fields...)
 		}
-	}
-	if len(fields) == 0 {
-		fields = append(fields, t.ValidateData(e.Data)...)
 	}
 	if len(fields) > 0 {
 		return &envelope.Invalid{Fields: fields}

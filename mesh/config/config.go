@@ -2,7 +2,9 @@
 // overrides into a caller's struct. Keys are the structs' yaml tags; the
 // environment name of a key is the prefix, then the key path upper-cased
 // with dots and dashes turned into underscores (nats.url → SLUICE_NATS_URL).
-// Only scalar and string-list fields can be overridden from the environment.
+// Scalar and string-list fields can be overridden from the environment, and
+// string maps take one variable per entry: SLUICE_DISPATCHER_CRM_HEADERS_AUTHORIZATION
+// sets dispatcher.crm.headers[AUTHORIZATION] (for secrets kept out of files).
 package config
 
 import (
@@ -52,11 +54,13 @@ func Decode(b []byte, out any) error {
 	return nil
 }
 
-// Field is one overridable key.
+// Field is one overridable key. For a string map, Env is a prefix: each
+// variable <Env>_<NAME> sets entry NAME.
 type Field struct {
-	Key string
-	Env string
-	v   reflect.Value
+	Key   string
+	Env   string
+	IsMap bool
+	v     reflect.Value
 }
 
 // Fields lists every key of out that the environment can override, sorted.
@@ -90,10 +94,15 @@ func walk(v reflect.Value, path, prefix string, fs *[]Field) {
 		case sf.Type.Kind() == reflect.Struct && sf.Type != reflect.TypeOf(time.Time{}):
 			walk(fv, key, prefix, fs)
 		case scalar(sf.Type):
-			env := prefix + strings.NewReplacer(".", "_", "-", "_").Replace(strings.ToUpper(key))
-			*fs = append(*fs, Field{Key: key, Env: env, v: fv})
+			*fs = append(*fs, Field{Key: key, Env: envName(prefix, key), v: fv})
+		case sf.Type.Kind() == reflect.Map && sf.Type.Key().Kind() == reflect.String && sf.Type.Elem().Kind() == reflect.String:
+			*fs = append(*fs, Field{Key: key, Env: envName(prefix, key), IsMap: true, v: fv})
 		}
 	}
+}
+
+func envName(prefix, key string) string {
+	return prefix + strings.NewReplacer(".", "_", "-", "_").Replace(strings.ToUpper(key))
 }
 
 func scalar(t reflect.Type) bool {
@@ -119,6 +128,19 @@ func applyEnv(env []string, prefix string, out any) error {
 	}
 	var errs []error
 	for _, f := range Fields(prefix, out) {
+		if f.IsMap {
+			for k, v := range vals {
+				name, ok := strings.CutPrefix(k, f.Env+"_")
+				if !ok || name == "" {
+					continue
+				}
+				if f.v.IsNil() {
+					f.v.Set(reflect.MakeMap(f.v.Type()))
+				}
+				f.v.SetMapIndex(reflect.ValueOf(name), reflect.ValueOf(v))
+			}
+			continue
+		}
 		s, ok := vals[f.Env]
 		if !ok {
 			continue

@@ -66,6 +66,15 @@ var (
 	typeRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 )
 
+// ValidID reports whether id is an acceptable event id: 1-128 printable
+// ASCII characters without spaces (it travels as Nats-Msg-Id and as the
+// CRM's Idempotency-Key header).
+func ValidID(id string) bool { return idRe.MatchString(id) }
+
+// ValidType reports whether t is an acceptable type name: one subject token
+// of 1-64 characters of A-Z a-z 0-9 _ -.
+func ValidType(t string) bool { return typeRe.MatchString(t) }
+
 // Decode parses one envelope strictly: unknown top-level fields, trailing
 // data and wrong JSON types are errors. It does not check required fields;
 // call Check for that (after deriving the key, if the type does).

@@ -1,0 +1,196 @@
+// Package app is the sluice command: flag parsing, configuration and the
+// wiring of services into one process. Service logic lives in the service
+// modules; this package only assembles them.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+
+	"sluice.dev/e2e/crmsim"
+	"sluice.dev/mesh/config"
+)
+
+// Version is set at build time with -ldflags "-X sluice.dev/cmd/sluice/internal/app.Version=…".
+var Version = "0.1.0-dev"
+
+// Main runs the command line and returns the exit code.
+func Main(args []string) int {
+	root := newRoot(os.Stdout, os.Stderr)
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "sluice:", err)
+		if errors.Is(err, config.ErrInvalid) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "sluice",
+		Short: "Sluice streams product events to the CRM in order per key, and never loses one",
+		Long: "Sluice streams product events to the CRM over HTTP in order per key, never losing one,\n" +
+			"as a NATS JetStream microservice mesh. `sluice run` with no config starts everything on\n" +
+			"embedded defaults (embedded JetStream, SQLite sample product DB, CRM simulator, demo producer).",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.AddCommand(runCmd(stderr), crmsimCmd(stderr), configCmd(stdout))
+	return root
+}
+
+func newLogger(c LogConfig, w io.Writer) zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(c.Level)
+	if err != nil {
+		lvl = zerolog.InfoLevel
+	}
+	if c.Format == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05"}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func runCmd(stderr io.Writer) *cobra.Command {
+	var cfgPath, target string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run Sluice services (all in one process by default)",
+		Example: "  sluice run                         # everything, embedded defaults\n" +
+			"  sluice run --config sluice.yaml --target dispatcher",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !slices.Contains(Targets, target) {
+				return fmt.Errorf("%w: --target %q is not one of %s", config.ErrInvalid, target, strings.Join(Targets, ", "))
+			}
+			if target != "all" && os.Getenv(EnvPrefix+"NATS_URL") == "" && cfgPath == "" {
+				fmt.Fprintln(stderr, "note: a single target with no nats.url starts its own embedded NATS; set nats.url to join a mesh")
+			}
+			c, err := LoadConfig(cfgPath, target)
+			if err != nil {
+				return err
+			}
+			log := newLogger(c.Log, stderr)
+			ctx, stop := signalContext()
+			defer stop()
+			return Run(ctx, c, target, log)
+		},
+	}
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "YAML config file (env SLUICE_* overrides it)")
+	cmd.Flags().StringVarP(&target, "target", "t", "all", "service to run: "+strings.Join(Targets, "|"))
+	return cmd
+}
+
+func crmsimCmd(stderr io.Writer) *cobra.Command {
+	var c crmsim.Config
+	cmd := &cobra.Command{
+		Use:   "crmsim",
+		Short: "Run the CRM simulator alone (failure injection, request record, order check)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c = c.WithDefaults()
+			if err := c.Validate(); err != nil {
+				return fmt.Errorf("%w: %w", config.ErrInvalid, err)
+			}
+			log := newLogger(LogConfig{Level: "info", Format: "console"}, stderr)
+			sim, err := crmsim.New(c, log)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			if err := sim.Start(ctx); err != nil {
+				return err
+			}
+			log.Info().Str("url", sim.URL()).Msg("CRM simulator listening; control API under /_sim/")
+			fmt.Fprintln(cmd.OutOrStdout(), sim.URL())
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return sim.Stop(sctx)
+		},
+	}
+	cmd.Flags().StringVar(&c.Addr, "addr", "127.0.0.1:8099", "listen address")
+	cmd.Flags().Float64Var(&c.ErrorRate, "error-rate", 0, "fraction of requests answered 503")
+	cmd.Flags().DurationVar(&c.Latency, "latency", 0, "added latency per request")
+	cmd.Flags().DurationVar(&c.Jitter, "jitter", 0, "random extra latency up to this")
+	return cmd
+}
+
+func configCmd(stdout io.Writer) *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Inspect configuration"}
+	var cfgPath, target string
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "Load and validate the configuration (exit 2 naming the bad key)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := LoadConfig(cfgPath, target)
+			if err != nil {
+				return err
+			}
+			if _, err := loadCatalog(c.Catalog); err != nil {
+				return fmt.Errorf("%w: %w", config.ErrInvalid, err)
+			}
+			fmt.Fprintln(stdout, "configuration OK")
+			return nil
+		},
+	}
+	check.Flags().StringVarP(&cfgPath, "config", "c", "", "YAML config file")
+	check.Flags().StringVarP(&target, "target", "t", "all", "target to validate for")
+	print := &cobra.Command{
+		Use:   "print",
+		Short: "Print the effective configuration (defaults + file + env) as YAML",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := LoadConfig(cfgPath, "all")
+			if err != nil {
+				return err
+			}
+			c.Dispatcher.CRM.Headers = redact(c.Dispatcher.CRM.Headers)
+			return yaml.NewEncoder(stdout).Encode(c)
+		},
+	}
+	print.Flags().StringVarP(&cfgPath, "config", "c", "", "YAML config file")
+	env := &cobra.Command{
+		Use:   "env",
+		Short: "List every key that a SLUICE_* environment variable can override",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c := Config{}
+			for _, f := range config.Fields(EnvPrefix, &c) {
+				fmt.Fprintf(stdout, "%-45s %s\n", f.Key, f.Env)
+			}
+			return nil
+		},
+	}
+	cmd.AddCommand(check, print, env)
+	return cmd
+}
+
+func redact(h map[string]string) map[string]string {
+	if len(h) == 0 {
+		return h
+	}
+	out := make(map[string]string, len(h))
+	for k := range h {
+		out[k] = "<redacted>"
+	}
+	return out
+}

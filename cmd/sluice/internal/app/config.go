@@ -1,0 +1,201 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"sluice.dev/dispatcher"
+	"sluice.dev/e2e/crmsim"
+	"sluice.dev/enricher"
+	"sluice.dev/ingest"
+	"sluice.dev/mesh/catalog"
+	"sluice.dev/mesh/config"
+	"sluice.dev/mesh/embedded"
+	"sluice.dev/mesh/topology"
+)
+
+// EnvPrefix prefixes every environment override.
+const EnvPrefix = "SLUICE_"
+
+// Config is the whole YAML configuration file. Every section is documented
+// in docs/configuration.md.
+type Config struct {
+	// DataDir holds the embedded JetStream store and the sample SQLite
+	// product database. Default "./data".
+	DataDir string `yaml:"data_dir"`
+	// Log configures logging.
+	Log LogConfig `yaml:"log"`
+	// NATS says which NATS to use.
+	NATS NATSConfig `yaml:"nats"`
+	// Topology shapes the streams (partitions, replicas, retention).
+	Topology topology.Config `yaml:"topology"`
+	// Catalog lists the event types. Empty: the embedded sample marketplace.
+	Catalog catalog.Config `yaml:"catalog"`
+	// Ingest, Enricher and Dispatcher configure the services.
+	Ingest     ingest.Config     `yaml:"ingest"`
+	Enricher   enricher.Config   `yaml:"enricher"`
+	Dispatcher dispatcher.Config `yaml:"dispatcher"`
+	// Simulator is the built-in CRM simulator, started when
+	// dispatcher.crm.url is empty.
+	Simulator crmsim.Config `yaml:"simulator"`
+	// Demo is the demo producer.
+	Demo DemoConfig `yaml:"demo"`
+	// ProgressInterval is how often `run` prints progress; 0 turns it off.
+	// Default 5s.
+	ProgressInterval time.Duration `yaml:"progress_interval"`
+}
+
+// LogConfig configures the logger.
+type LogConfig struct {
+	// Level is trace, debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+	// Format is console (human) or json. Default console.
+	Format string `yaml:"format"`
+}
+
+// NATSConfig selects the NATS server.
+type NATSConfig struct {
+	// URL of an external NATS server (nats://host:4222, several comma
+	// separated). Empty: start an embedded server.
+	URL string `yaml:"url"`
+	// CredsFile is a .creds file for an external server (optional).
+	CredsFile string `yaml:"creds_file"`
+	// Embedded configures the embedded server (used when URL is empty).
+	Embedded embedded.Config `yaml:"embedded"`
+}
+
+// DemoConfig configures the demo producer.
+type DemoConfig struct {
+	// Enabled is auto (on when the CRM simulator is used), true or false.
+	Enabled string `yaml:"enabled"`
+	// Rate is events per second. Default 50.
+	Rate float64 `yaml:"rate"`
+	// Keys is the number of customers/cars the demo spreads events over.
+	// Default 40.
+	Keys int `yaml:"keys"`
+}
+
+// Defaults returns the configuration with every default filled.
+func Defaults() Config {
+	return Config{DataDir: "./data", Ingest: ingest.DefaultConfig()}.withDefaults()
+}
+
+func (c Config) withDefaults() Config {
+	if c.DataDir == "" {
+		c.DataDir = "./data"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "console"
+	}
+	if c.NATS.Embedded.StoreDir == "" {
+		c.NATS.Embedded.StoreDir = filepath.Join(c.DataDir, "jetstream")
+	}
+	c.NATS.Embedded = c.NATS.Embedded.WithDefaults()
+	c.Topology = c.Topology.WithDefaults()
+	c.Ingest = c.Ingest.WithDefaults()
+	c.Enricher = c.Enricher.WithDefaults()
+	if c.Enricher.DB.Driver == "sqlite" && c.Enricher.DB.DSN == "" {
+		c.Enricher.DB.DSN = filepath.Join(c.DataDir, "product.db")
+	}
+	c.Dispatcher = c.Dispatcher.WithDefaults()
+	c.Simulator = c.Simulator.WithDefaults()
+	if c.Demo.Enabled == "" {
+		c.Demo.Enabled = "auto"
+	}
+	if c.Demo.Rate == 0 {
+		c.Demo.Rate = 50
+	}
+	if c.Demo.Keys == 0 {
+		c.Demo.Keys = 40
+	}
+	if c.ProgressInterval == 0 {
+		c.ProgressInterval = 5 * time.Second
+	}
+	return c
+}
+
+// UsesSimulator reports whether the built-in CRM simulator stands in for
+// the CRM.
+func (c Config) UsesSimulator() bool { return c.Dispatcher.CRM.URL == "" }
+
+// DemoOn reports whether the demo producer runs.
+func (c Config) DemoOn() bool {
+	switch c.Demo.Enabled {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	return c.UsesSimulator()
+}
+
+func (c Config) validate(target string) error {
+	var errs []error
+	switch c.Log.Level {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: %q is not trace, debug, info, warn or error", c.Log.Level))
+	}
+	if c.Log.Format != "console" && c.Log.Format != "json" {
+		errs = append(errs, fmt.Errorf("log.format: %q is not console or json", c.Log.Format))
+	}
+	if c.NATS.URL == "" {
+		errs = append(errs, c.NATS.Embedded.Validate())
+	}
+	switch c.Demo.Enabled {
+	case "auto", "true", "false":
+	default:
+		errs = append(errs, fmt.Errorf("demo.enabled: %q is not auto, true or false", c.Demo.Enabled))
+	}
+	if c.Demo.Rate < 0 {
+		errs = append(errs, errors.New("demo.rate: must be >= 0"))
+	}
+	errs = append(errs, c.Topology.Validate())
+	if len(c.Catalog.Types) > 0 {
+		errs = append(errs, c.Catalog.Validate())
+	}
+	if wants(target, "ingest") {
+		errs = append(errs, c.Ingest.Validate())
+	}
+	if wants(target, "enricher") {
+		errs = append(errs, c.Enricher.Validate())
+	}
+	if wants(target, "dispatcher") {
+		if c.UsesSimulator() {
+			errs = append(errs, c.Simulator.Validate())
+			d := c.Dispatcher
+			d.CRM.URL = "http://127.0.0.1:1" // checked for the rest; the simulator gives the real URL
+			errs = append(errs, d.Validate())
+		} else {
+			errs = append(errs, c.Dispatcher.Validate())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// LoadConfig reads defaults, then the file (if any), then SLUICE_*
+// environment variables, and validates the result for target.
+func LoadConfig(path, target string) (Config, error) {
+	// Ingest's listen address defaults before the file is read, so that an
+	// explicit empty http_addr can turn HTTP off.
+	c := Config{Ingest: ingest.DefaultConfig()}
+	if err := config.Load(path, os.Environ(), EnvPrefix, &c); err != nil {
+		return c, err
+	}
+	c = c.withDefaults()
+	if err := c.validate(target); err != nil {
+		return c, fmt.Errorf("%w:\n%w", config.ErrInvalid, err)
+	}
+	return c, nil
+}
+
+// Targets lists the values of run --target.
+var Targets = []string{"all", "ingest", "enricher", "dispatcher"}
+
+func wants(target, service string) bool { return target == "all" || target == service }

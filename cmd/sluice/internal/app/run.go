@@ -1,0 +1,200 @@
+package app
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"sluice.dev/dispatcher"
+	"sluice.dev/e2e/crmsim"
+	"sluice.dev/enricher"
+	"sluice.dev/enricher/productdb"
+	"sluice.dev/ingest"
+	"sluice.dev/mesh/topology"
+	"sluice.dev/schemas"
+)
+
+// service is what run starts and stops.
+type service interface {
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
+}
+
+type named struct {
+	name string
+	svc  service
+}
+
+// Run starts target ("all" or one service) and blocks until ctx ends, then
+// stops everything in reverse order: producers first, so every accepted
+// event has been acked and every lane settled its message before NATS
+// connections are drained.
+func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error {
+	if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	b, err := openBus(c, log)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+
+	names := topology.New(c.Topology)
+	_, adminJS, err := b.connect("admin")
+	if err != nil {
+		return err
+	}
+	if err := ensureTopology(ctx, adminJS, names); err != nil {
+		return err
+	}
+	cat, err := loadCatalog(c.Catalog)
+	if err != nil {
+		return err
+	}
+
+	var started []named
+	stopAll := func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for i := len(started) - 1; i >= 0; i-- {
+			if err := started[i].svc.Stop(sctx); err != nil {
+				log.Warn().Err(err).Str("service", started[i].name).Msg("stop")
+			} else {
+				log.Info().Str("service", started[i].name).Msg("stopped")
+			}
+		}
+	}
+	defer stopAll()
+	start := func(name string, s service) error {
+		if err := s.Start(ctx); err != nil {
+			return fmt.Errorf("start %s: %w", name, err)
+		}
+		started = append(started, named{name, s})
+		log.Info().Str("service", name).Msg("started")
+		return nil
+	}
+
+	var st stats
+	demoOn := target == "all" && c.DemoOn() // before the simulator fills in crm.url
+	if wants(target, "dispatcher") {
+		if c.UsesSimulator() {
+			sim, err := crmsim.New(c.Simulator, log.With().Str("service", "crmsim").Logger())
+			if err != nil {
+				return err
+			}
+			if err := start("crmsim", sim); err != nil {
+				return err
+			}
+			c.Dispatcher.CRM.URL = sim.URL()
+			st.sim = sim
+			log.Info().Str("url", sim.URL()).Msg("no dispatcher.crm.url set: sending to the built-in CRM simulator")
+		}
+		nc, js, err := b.connect("dispatcher")
+		if err != nil {
+			return err
+		}
+		d, err := dispatcher.New(c.Dispatcher, dispatcher.Deps{NC: nc, JS: js, Names: names,
+			Logger: log.With().Str("service", "dispatcher").Logger()})
+		if err != nil {
+			return err
+		}
+		if err := start("dispatcher", d); err != nil {
+			return err
+		}
+		st.dispatcher = d
+	}
+	if wants(target, "enricher") {
+		db, dialect, err := openProductDB(ctx, c, log)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		nc, js, err := b.connect("enricher")
+		if err != nil {
+			return err
+		}
+		e, err := enricher.New(c.Enricher, enricher.Deps{NC: nc, JS: js, Names: names, Catalog: cat, DB: db,
+			Dialect: dialect, Logger: log.With().Str("service", "enricher").Logger()})
+		if err != nil {
+			return err
+		}
+		if err := start("enricher", e); err != nil {
+			return err
+		}
+	}
+	if wants(target, "ingest") {
+		nc, js, err := b.connect("ingest")
+		if err != nil {
+			return err
+		}
+		in, err := ingest.New(c.Ingest, ingest.Deps{NC: nc, JS: js, Names: names, Catalog: cat,
+			Logger: log.With().Str("service", "ingest").Logger()})
+		if err != nil {
+			return err
+		}
+		if err := start("ingest", in); err != nil {
+			return err
+		}
+		st.ingest = in
+		if a := in.Addr(); a != "" {
+			log.Info().Msgf("ingest HTTP on http://%s/v1/events", a)
+		}
+	}
+	if demoOn {
+		_, js, err := b.connect("demo")
+		if err != nil {
+			return err
+		}
+		httpURL := func() string {
+			if st.ingest != nil && st.ingest.Addr() != "" {
+				return "http://" + st.ingest.Addr()
+			}
+			return ""
+		}
+		if err := start("demo", newDemo(c.Demo, js, names, httpURL, log.With().Str("service", "demo").Logger())); err != nil {
+			return err
+		}
+	}
+	if c.ProgressInterval > 0 {
+		_, js, err := b.connect("progress")
+		if err != nil {
+			return err
+		}
+		st.js, st.names, st.target = js, names, target
+		go st.report(ctx, c.ProgressInterval, log)
+	}
+	log.Info().Str("target", target).Msg("sluice is running; Ctrl-C stops it cleanly")
+	<-ctx.Done()
+	log.Info().Msg("stopping: draining producers, settling lanes, flushing acks")
+	return nil
+}
+
+// openProductDB opens the product database. The default SQLite database
+// under data_dir is seeded with the sample marketplace when the sample
+// catalog is in use.
+func openProductDB(ctx context.Context, c Config, log zerolog.Logger) (*sql.DB, productdb.Dialect, error) {
+	db, err := productdb.Open(ctx, c.Enricher.DB)
+	if err != nil {
+		return nil, productdb.Dialect{}, fmt.Errorf("enricher.db: %w", err)
+	}
+	dialect, err := productdb.DialectFor(c.Enricher.DB.Driver)
+	if err != nil {
+		db.Close()
+		return nil, productdb.Dialect{}, fmt.Errorf("enricher.db.driver: %w", err)
+	}
+	if len(c.Catalog.Types) == 0 && c.Enricher.DB.Driver == "sqlite" {
+		if err := productdb.ExecScript(ctx, db, schemas.MarketplaceSeed()); err != nil {
+			db.Close()
+			return nil, productdb.Dialect{}, fmt.Errorf("seed sample product database: %w", err)
+		}
+		log.Info().Str("db", c.Enricher.DB.DSN).Msg("sample marketplace product database ready")
+	}
+	return db, dialect, nil
+}
+
+var errUsage = errors.New("usage")

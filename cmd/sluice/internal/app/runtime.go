@@ -1,0 +1,117 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"gopkg.in/yaml.v3"
+
+	"sluice.dev/mesh/catalog"
+	"sluice.dev/mesh/embedded"
+	"sluice.dev/mesh/topology"
+	"sluice.dev/schemas"
+)
+
+// bus is the NATS side of a run: the embedded server (if any) and a way to
+// open one connection per service.
+type bus struct {
+	srv   *server.Server
+	url   string
+	creds string
+	log   zerolog.Logger
+	conns []*nats.Conn
+}
+
+func openBus(c Config, log zerolog.Logger) (*bus, error) {
+	b := &bus{url: c.NATS.URL, creds: c.NATS.CredsFile, log: log}
+	if b.url == "" {
+		s, err := embedded.Start(c.NATS.Embedded)
+		if err != nil {
+			return nil, err
+		}
+		b.srv = s
+		b.url = s.ClientURL()
+		log.Info().Str("url", b.url).Str("store", c.NATS.Embedded.StoreDir).
+			Msgf("embedded NATS JetStream is listening; inspect it with: nats -s %s stream ls", b.url)
+	}
+	return b, nil
+}
+
+// connect opens a connection named for a service. With the embedded
+// server the connection is in-process (no TCP); it reconnects forever.
+func (b *bus) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
+	opts := []nats.Option{
+		nats.Name("sluice-" + name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				b.log.Warn().Err(err).Str("conn", name).Msg("NATS disconnected; reconnecting")
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { b.log.Info().Str("conn", name).Msg("NATS reconnected") }),
+	}
+	if b.srv != nil {
+		opts = append(opts, nats.InProcessServer(b.srv))
+	}
+	if b.creds != "" {
+		opts = append(opts, nats.UserCredentials(b.creds))
+	}
+	nc, err := nats.Connect(b.url, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", b.url, err)
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncTimeout(10*time.Second),
+		jetstream.WithPublishAsyncMaxPending(16384))
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	b.conns = append(b.conns, nc)
+	return nc, js, nil
+}
+
+// close drains every connection (pending acks and publishes are flushed)
+// and then stops the embedded server.
+func (b *bus) close() {
+	for _, nc := range b.conns {
+		_ = nc.Drain()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, nc := range b.conns {
+		for !nc.IsClosed() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if b.srv != nil {
+		b.srv.Shutdown()
+		b.srv.WaitForShutdown()
+	}
+}
+
+// loadCatalog compiles the configured types, or the embedded sample
+// marketplace when none are configured.
+func loadCatalog(c catalog.Config) (*catalog.Catalog, error) {
+	var schemaFS fs.FS = schemas.Marketplace()
+	if len(c.Types) == 0 {
+		var sample catalog.Config
+		if err := yaml.Unmarshal(schemas.MarketplaceCatalog(), &sample); err != nil {
+			return nil, fmt.Errorf("embedded sample catalog: %w", err)
+		}
+		c.Types = sample.Types
+	}
+	return catalog.Compile(c, c.SchemaFS(schemaFS))
+}
+
+func ensureTopology(ctx context.Context, js jetstream.JetStream, names topology.Names) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return names.Ensure(ctx, js)
+}

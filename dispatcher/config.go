@@ -1,0 +1,233 @@
+package dispatcher
+
+import (
+	"errors"
+	"fmt"
+	"net/textproto"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config configures the dispatcher. YAML keys live under "dispatcher.".
+// The zero value is not usable: call WithDefaults, then Validate.
+type Config struct {
+	// CRM is where requests are sent.
+	CRM CRMConfig `yaml:"crm"`
+	// Retry says how often a failing request is tried before the outlet is
+	// paused.
+	Retry RetryConfig `yaml:"retry"`
+	// Pause is how long a partition's consumer is paused on the server after
+	// Retry.Tries failures in a row; a larger Retry-After wins. While paused
+	// nothing of the partition is delivered; the failing request stays at
+	// the head and is tried again when the pause expires. Default 10s.
+	Pause time.Duration `yaml:"pause"`
+	// StatusPolicy says what a non-retryable 4xx answer does. Keys are "4xx"
+	// (every 4xx) or an exact code such as "422" (wins over "4xx"); values
+	// are "hold" (default: treated like any failure, the partition waits
+	// until the CRM accepts, order is never broken) or "park" (the event is
+	// moved to the parked stream with the CRM's status and response and the
+	// partition goes on). 408 and 429 are always retried and cannot be
+	// configured.
+	//
+	// Warning: "park" lets later events of the same key reach the CRM after
+	// the parked one (they are not held behind it). Per-key isolation of
+	// parked keys comes in a later version.
+	StatusPolicy map[string]string `yaml:"status_policy"`
+}
+
+// CRMConfig is the CRM endpoint.
+type CRMConfig struct {
+	// URL is the CRM's base URL (http or https); each request's path is
+	// appended to it. Required. When the built-in CRM simulator is used,
+	// the command fills it with the simulator's address before Validate.
+	// Credentials go in Headers, never in the URL.
+	URL string `yaml:"url"`
+	// Timeout bounds one request, response body included. Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Headers are added to every request, e.g. Authorization. Their values
+	// are never logged. They may override Content-Type and User-Agent, not
+	// the Idempotency-Key or X-Sluice-* headers.
+	Headers map[string]string `yaml:"headers"`
+	// MaxIdleConnsPerHost is the keep-alive pool size of the shared HTTP
+	// transport. Default 0: the number of partitions run here plus 4.
+	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+}
+
+// RetryConfig is the retry schedule of one request.
+type RetryConfig struct {
+	// Tries is how many failures in a row pause the outlet. Default 3.
+	Tries int `yaml:"tries"`
+	// Delay is the wait between tries; a larger Retry-After wins. Default
+	// 2s, so the default 3 tries take about 4s (all within 6s).
+	Delay time.Duration `yaml:"delay"`
+}
+
+// Status policies.
+const (
+	PolicyHold = "hold"
+	PolicyPark = "park"
+)
+
+// Defaults.
+const (
+	DefaultTimeout    = 10 * time.Second
+	DefaultTries      = 3
+	DefaultRetryDelay = 2 * time.Second
+	DefaultPause      = 10 * time.Second
+)
+
+// WithDefaults returns c with zero fields set to their defaults.
+// MaxIdleConnsPerHost stays 0: New turns it into partitions+4.
+func (c Config) WithDefaults() Config {
+	if c.CRM.Timeout == 0 {
+		c.CRM.Timeout = DefaultTimeout
+	}
+	if c.Retry.Tries == 0 {
+		c.Retry.Tries = DefaultTries
+	}
+	if c.Retry.Delay == 0 {
+		c.Retry.Delay = DefaultRetryDelay
+	}
+	if c.Pause == 0 {
+		c.Pause = DefaultPause
+	}
+	return c
+}
+
+// reservedHeaders are set by the dispatcher for each request and cannot be
+// configured.
+var reservedHeaders = map[string]bool{
+	"Idempotency-Key": true, "Host": true, "Content-Length": true,
+	"Transfer-Encoding": true, "Connection": true,
+}
+
+// Validate reports every invalid field, each named by its config key.
+// Header values never appear in its errors.
+func (c Config) Validate() error {
+	var errs []error
+	if err := validateURL(c.CRM.URL); err != nil {
+		errs = append(errs, fmt.Errorf("dispatcher.crm.url: %w", err))
+	}
+	if c.CRM.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("dispatcher.crm.timeout: must be > 0"))
+	}
+	if c.CRM.MaxIdleConnsPerHost < 0 {
+		errs = append(errs, fmt.Errorf("dispatcher.crm.max_idle_conns_per_host: must be >= 0"))
+	}
+	for _, name := range sortedKeys(c.CRM.Headers) {
+		k := "dispatcher.crm.headers." + name
+		canon := textproto.CanonicalMIMEHeaderKey(name)
+		switch {
+		case !validHeaderName(name):
+			errs = append(errs, fmt.Errorf("%s: not a valid header name", k))
+		case reservedHeaders[canon] || strings.HasPrefix(canon, "X-Sluice-"):
+			errs = append(errs, fmt.Errorf("%s: set by the dispatcher, cannot be configured", k))
+		case !validHeaderValue(c.CRM.Headers[name]):
+			errs = append(errs, fmt.Errorf("%s: value contains control characters", k))
+		}
+	}
+	if c.Retry.Tries < 1 {
+		errs = append(errs, fmt.Errorf("dispatcher.retry.tries: must be >= 1"))
+	}
+	if c.Retry.Delay <= 0 {
+		errs = append(errs, fmt.Errorf("dispatcher.retry.delay: must be > 0"))
+	}
+	if c.Pause <= 0 {
+		errs = append(errs, fmt.Errorf("dispatcher.pause: must be > 0"))
+	}
+	for _, code := range sortedKeys(c.StatusPolicy) {
+		k := "dispatcher.status_policy." + code
+		if err := validPolicyKey(code); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", k, err))
+		}
+		if v := c.StatusPolicy[code]; v != PolicyHold && v != PolicyPark {
+			errs = append(errs, fmt.Errorf("%s: %q is not %s or %s", k, v, PolicyHold, PolicyPark))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func validateURL(raw string) error {
+	if raw == "" {
+		return errors.New("required (the CRM's base URL, http or https)")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("not a valid URL")
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("scheme %q is not http or https", u.Scheme)
+	case u.Host == "":
+		return errors.New("has no host")
+	case u.User != nil:
+		return errors.New("must not contain credentials; put them in dispatcher.crm.headers")
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return errors.New("must not have a query or fragment")
+	}
+	return nil
+}
+
+func validPolicyKey(code string) error {
+	if code == "4xx" {
+		return nil
+	}
+	n, err := strconv.Atoi(code)
+	if err != nil || len(code) != 3 || n < 400 || n > 499 {
+		return errors.New(`key must be "4xx" or a status code 400-499`)
+	}
+	if n == 408 || n == 429 {
+		return errors.New("408 and 429 are always retried")
+	}
+	return nil
+}
+
+// policyFor returns the policy for a 4xx status (not 408/429).
+func (c Config) policyFor(status int) string {
+	if p, ok := c.StatusPolicy[strconv.Itoa(status)]; ok {
+		return p
+	}
+	if p, ok := c.StatusPolicy["4xx"]; ok {
+		return p
+	}
+	return PolicyHold
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			continue
+		}
+		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue allows visible characters, spaces, tabs and non-ASCII
+// bytes (obs-text), as net/http does.
+func validHeaderValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,129 @@
+package dispatcher
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"sluice.dev/mesh/crmreq"
+)
+
+const (
+	// maxResponse is how much of a CRM response body is read.
+	maxResponse = 1 << 20
+	// maxParkedResponse is how much of it a parked message carries.
+	maxParkedResponse = 2 << 10
+	userAgent         = "sluice/0.1"
+)
+
+// Headers the dispatcher sets on parked messages, next to lane's
+// Sluice-Park-* headers.
+const (
+	HeaderCRMStatus   = "Sluice-Crm-Status"
+	HeaderCRMResponse = "Sluice-Crm-Response"
+)
+
+// crmClient sends requests to the CRM over one shared keep-alive transport.
+type crmClient struct {
+	base      string
+	timeout   time.Duration
+	headers   http.Header
+	client    *http.Client
+	transport *http.Transport // owned by us; nil when the caller gave a client
+}
+
+func newCRMClient(cfg CRMConfig, client *http.Client, idleConns int) *crmClient {
+	c := &crmClient{
+		base:    strings.TrimRight(cfg.URL, "/"),
+		timeout: cfg.Timeout,
+		headers: http.Header{},
+		client:  client,
+	}
+	for k, v := range cfg.Headers {
+		c.headers.Set(k, v)
+	}
+	if c.client == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConns = max(100, idleConns)
+		t.MaxIdleConnsPerHost = idleConns
+		t.IdleConnTimeout = 90 * time.Second
+		c.transport = t
+		c.client = &http.Client{
+			Transport: t,
+			// A redirect would turn a POST into a GET on another URL: the
+			// answer is taken as is (3xx counts as a failure).
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	return c
+}
+
+func (c *crmClient) close() {
+	if c.transport != nil {
+		c.transport.CloseIdleConnections()
+	}
+}
+
+// response is what came back from one CRM request.
+type response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+	// Err is set when no complete answer came (wraps ErrCRMUnreachable).
+	Err error
+	// Timeout tells a timeout from other transport errors.
+	Timeout bool
+}
+
+// do sends one request. The returned error means the request could not
+// even be built (the caller parks); transport failures are in response.Err.
+func (c *crmClient) do(ctx context.Context, r crmreq.Request, method, path string) (response, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	var body io.Reader
+	if len(r.Body) > 0 {
+		body = bytes.NewReader(r.Body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return response{}, fmt.Errorf("%w: build request: %w", ErrUndecodable, err)
+	}
+	h := req.Header
+	h.Set("Content-Type", "application/json")
+	h.Set("User-Agent", userAgent)
+	for k, v := range c.headers {
+		h[k] = v
+	}
+	// Go's transport also treats a request with Idempotency-Key as
+	// idempotent and may resend it on a dead keep-alive connection.
+	h.Set("Idempotency-Key", r.EventID)
+	h.Set("X-Sluice-Event-Id", r.EventID)
+	h.Set("X-Sluice-Key", r.Key)
+	h.Set("X-Sluice-Type", r.Type)
+	if !r.OccurredAt.IsZero() {
+		h.Set("X-Sluice-Occurred-At", r.OccurredAt.UTC().Format(time.RFC3339Nano))
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return response{Err: fmt.Errorf("%w: %w", ErrCRMUnreachable, err), Timeout: isTimeout(err)}, nil
+	}
+	defer resp.Body.Close()
+	out := response{Status: resp.StatusCode, Header: resp.Header}
+	out.Body, err = io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		out.Err = fmt.Errorf("%w: read response: %w", ErrCRMUnreachable, err)
+		out.Timeout = isTimeout(err)
+	}
+	return out, nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}

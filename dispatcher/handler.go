@@ -1,0 +1,159 @@
+package dispatcher
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"sluice.dev/mesh/catalog"
+	"sluice.dev/mesh/crmreq"
+	"sluice.dev/mesh/lane"
+)
+
+// kvTimeout bounds one CRM id bucket read or write.
+const kvTimeout = 5 * time.Second
+
+// Handler returns the lane handler that sends one dispatch message to the
+// CRM. It may be run by another lane.Group (tests, e2e); the CRM id bucket
+// is opened on first use.
+func (s *Service) Handler() lane.Handler { return s.handle }
+
+func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
+	r, err := DecodeRequest(m.Data)
+	if err != nil {
+		return lane.Park("undecodable request", err, nil)
+	}
+	switch r.Mode {
+	case catalog.ModeSend:
+		return s.send(ctx, m, r, r.Method, r.Path)
+	case catalog.ModeCreate:
+		return s.create(ctx, m, r)
+	default: // update, upsert
+		if id, ok := s.ids.pendingID(r.EventID); ok {
+			// An upsert that created the record; only the Put is left.
+			return s.remember(ctx, r, id)
+		}
+		kctx, cancel := context.WithTimeout(ctx, kvTimeout)
+		id, found, err := s.ids.lookup(kctx, r.Object, r.IDKey)
+		cancel()
+		if err != nil {
+			return s.storeFailed(r, err)
+		}
+		switch {
+		case found:
+			path := strings.ReplaceAll(r.UpdatePath, "{crm_id}", url.PathEscape(id))
+			return s.send(ctx, m, r, r.UpdateMethod, path)
+		case r.Mode == catalog.ModeUpdate:
+			return lane.Park(fmt.Sprintf("no CRM id for %s %s", r.Object, r.IDKey),
+				fmt.Errorf("%w: %s", ErrNoCRMID, kvKey(r.Object, r.IDKey)), nil)
+		default:
+			return s.create(ctx, m, r)
+		}
+	}
+}
+
+// send sends one request whose answer body is not needed.
+func (s *Service) send(ctx context.Context, m *lane.Msg, r crmreq.Request, method, path string) lane.Outcome {
+	if _, o, ok := s.call(ctx, m, r, method, path, false); !ok {
+		return o
+	}
+	s.metrics.deliveredOne(r.AcceptedAt)
+	return lane.Done()
+}
+
+// create sends a create request and remembers the CRM id it returns.
+func (s *Service) create(ctx context.Context, m *lane.Msg, r crmreq.Request) lane.Outcome {
+	if id, ok := s.ids.pendingID(r.EventID); ok {
+		// The CRM accepted this create earlier; only the Put failed.
+		return s.remember(ctx, r, id)
+	}
+	code, err := s.jq.get(r.IDFrom)
+	if err != nil {
+		return lane.Park("undecodable request", err, nil)
+	}
+	res, o, ok := s.call(ctx, m, r, r.Method, r.Path, true)
+	if !ok {
+		return o
+	}
+	id, err := extractID(ctx, code, res.Body)
+	if err != nil {
+		return lane.Park("crm id not in create response", err, crmHeaders(res))
+	}
+	return s.remember(ctx, r, id)
+}
+
+// remember stores a created record's id; the message is acked only after
+// the Put succeeded.
+func (s *Service) remember(ctx context.Context, r crmreq.Request, id string) lane.Outcome {
+	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	if err := s.ids.store(kctx, r.EventID, r.Object, r.IDKey, id); err != nil {
+		return s.storeFailed(r, err)
+	}
+	s.metrics.deliveredOne(r.AcceptedAt)
+	return lane.Done()
+}
+
+func (s *Service) storeFailed(r crmreq.Request, err error) lane.Outcome {
+	s.log.Warn().Err(err).Str("event_id", r.EventID).Str("object", r.Object).
+		Msg("crm id store failed; retrying")
+	return lane.Retry(s.cfg.Retry.Delay, err)
+}
+
+// call sends one request. ok is true for a 2xx answer (with a complete body
+// when needBody); otherwise o says what the runner does.
+func (s *Service) call(ctx context.Context, m *lane.Msg, r crmreq.Request, method, path string, needBody bool) (res response, o lane.Outcome, ok bool) {
+	res, err := s.crm.do(ctx, r, method, path)
+	if err != nil {
+		return res, lane.Park("undecodable request", err, nil), false
+	}
+	if res.Err != nil && ctx.Err() != nil {
+		// The lane is being stopped hard: hand the message back.
+		return res, lane.Retry(s.cfg.Retry.Delay, res.Err), false
+	}
+	s.metrics.status(res)
+	switch {
+	case res.Status/100 == 2 && (res.Err == nil || !needBody):
+		return res, lane.Outcome{}, true
+	case res.Err == nil && res.Status/100 == 4 && res.Status != http.StatusRequestTimeout &&
+		res.Status != http.StatusTooManyRequests && s.cfg.policyFor(res.Status) == PolicyPark:
+		return res, lane.Park("crm rejected: "+strconv.Itoa(res.Status), &StatusError{Status: res.Status}, crmHeaders(res)), false
+	}
+	return res, s.failure(m, r, res), false
+}
+
+// failure decides between a retry and a pause: every Tries-th failure in a
+// row pauses the partition's consumer.
+func (s *Service) failure(m *lane.Msg, r crmreq.Request, res response) lane.Outcome {
+	err := res.Err
+	var ra time.Duration
+	if err == nil {
+		ra, _ = ParseRetryAfter(res.Header.Get("Retry-After"), time.Now())
+		err = &StatusError{Status: res.Status, RetryAfter: ra}
+	}
+	attempt := m.Failures + 1
+	if attempt%s.cfg.Retry.Tries != 0 {
+		d := max(s.cfg.Retry.Delay, ra)
+		s.log.Debug().Err(err).Int("status", res.Status).Int("attempt", attempt).Str("event_id", r.EventID).
+			Int("partition", m.Partition).Dur("retry_in", d).Msg("crm request failed; retrying")
+		return lane.Retry(d, err)
+	}
+	d := max(s.cfg.Pause, ra)
+	s.log.Warn().Err(err).Int("status", res.Status).Int("attempt", attempt).Str("event_id", r.EventID).
+		Int("partition", m.Partition).Dur("pause", d).Msg("crm request failed; pausing the outlet")
+	return lane.Pause(d, err)
+}
+
+// crmHeaders are the parked message's record of the CRM's answer.
+func crmHeaders(res response) nats.Header {
+	h := nats.Header{}
+	h.Set(HeaderCRMStatus, strconv.Itoa(res.Status))
+	h.Set(HeaderCRMResponse, headerSafe(string(res.Body), maxParkedResponse))
+	return h
+}

@@ -1,0 +1,186 @@
+package dispatcher
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/big"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/itchyny/gojq"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// maxCachedJQ bounds the compiled id_from cache; expressions come from the
+// catalog, so a handful is normal.
+const (
+	maxCachedJQ = 256
+	maxIDLen    = 1024
+)
+
+// jqCache compiles each distinct id_from expression once.
+type jqCache struct {
+	mu   sync.Mutex
+	code map[string]*gojq.Code
+}
+
+func (c *jqCache) get(expr string) (*gojq.Code, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if code, ok := c.code[expr]; ok {
+		return code, nil
+	}
+	q, err := gojq.Parse(expr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: id_from %q: %w", ErrUndecodable, expr, err)
+	}
+	code, err := gojq.Compile(q)
+	if err != nil {
+		return nil, fmt.Errorf("%w: id_from %q: %w", ErrUndecodable, expr, err)
+	}
+	if c.code == nil {
+		c.code = map[string]*gojq.Code{}
+	}
+	if len(c.code) < maxCachedJQ {
+		c.code[expr] = code
+	}
+	return code, nil
+}
+
+// extractID runs code over a create response body and returns the CRM id:
+// the first result, a non-empty string or a number.
+func extractID(ctx context.Context, code *gojq.Code, body []byte) (string, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return "", fmt.Errorf("%w: body is not JSON", ErrNoIDInResponse)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	res, ok := code.RunWithContext(ctx, v).Next()
+	if !ok {
+		return "", fmt.Errorf("%w: id_from gave no result", ErrNoIDInResponse)
+	}
+	var id string
+	switch x := res.(type) {
+	case error:
+		return "", fmt.Errorf("%w: id_from: %w", ErrNoIDInResponse, x)
+	case string:
+		id = x
+	case json.Number:
+		id = x.String()
+	case int:
+		id = strconv.Itoa(x)
+	case *big.Int:
+		id = x.String()
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return "", fmt.Errorf("%w: id_from gave %v", ErrNoIDInResponse, x)
+		}
+		id = strconv.FormatFloat(x, 'f', -1, 64)
+	default:
+		return "", fmt.Errorf("%w: id_from gave a %T, want a string or number", ErrNoIDInResponse, res)
+	}
+	if id == "" || len(id) > maxIDLen {
+		return "", fmt.Errorf("%w: id_from gave an empty or over-long id", ErrNoIDInResponse)
+	}
+	return id, nil
+}
+
+// kv is the part of jetstream.KeyValue the id store uses.
+type kv interface {
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
+	Put(ctx context.Context, key string, value []byte) (uint64, error)
+}
+
+// bucketOpener is the part of jetstream.JetStream that opens a KV bucket.
+type bucketOpener interface {
+	KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error)
+}
+
+// idStore maps <object>.<base64url(id key)> to CRM ids in the KV bucket.
+// It opens the bucket on first use, so a Handler works before Start.
+type idStore struct {
+	js     bucketOpener
+	bucket string
+
+	mu sync.Mutex
+	kv kv
+	// pending holds ids of creates the CRM accepted but whose Put failed,
+	// by event id, so the retry stores the id without creating again.
+	pending map[string]string
+}
+
+func (s *idStore) open(ctx context.Context) (kv, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.kv != nil {
+		return s.kv, nil
+	}
+	b, err := s.js.KeyValue(ctx, s.bucket)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("%w: %s (run topology Ensure): %w", ErrBucketMissing, s.bucket, err)
+		}
+		return nil, fmt.Errorf("%w: open %s: %w", ErrIDStore, s.bucket, err)
+	}
+	s.kv = b
+	return b, nil
+}
+
+// lookup returns the CRM id of an entity; found is false when none is known.
+func (s *idStore) lookup(ctx context.Context, object, idKey string) (id string, found bool, err error) {
+	b, err := s.open(ctx)
+	if err != nil {
+		return "", false, err
+	}
+	e, err := b.Get(ctx, kvKey(object, idKey))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return "", false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("%w: get: %w", ErrIDStore, err)
+	}
+	return string(e.Value()), true, nil
+}
+
+// store remembers id; on failure it keeps it pending under eventID.
+func (s *idStore) store(ctx context.Context, eventID, object, idKey, id string) error {
+	b, err := s.open(ctx)
+	if err == nil {
+		_, err = b.Put(ctx, kvKey(object, idKey), []byte(id))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		if s.pending == nil {
+			s.pending = map[string]string{}
+		}
+		// At most one message per partition is in hand, so this stays small;
+		// the bound only guards against a store that never recovers.
+		if len(s.pending) < 4096 {
+			s.pending[eventID] = id
+		}
+		if errors.Is(err, ErrBucketMissing) || errors.Is(err, ErrIDStore) {
+			return err
+		}
+		return fmt.Errorf("%w: put: %w", ErrIDStore, err)
+	}
+	delete(s.pending, eventID)
+	return nil
+}
+
+// pendingID returns the id of a create that the CRM accepted but that
+// could not be stored yet.
+func (s *idStore) pendingID(eventID string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id, ok := s.pending[eventID]
+	return id, ok
+}

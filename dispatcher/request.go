@@ -1,0 +1,211 @@
+package dispatcher
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"sluice.dev/mesh/catalog"
+	"sluice.dev/mesh/crmreq"
+	"sluice.dev/mesh/topology"
+)
+
+// Limits on the fields of a dispatch message.
+const (
+	maxIDKeyLen  = 512
+	maxIDFromLen = 1024
+	maxPathLen   = 2048
+	// MaxRetryAfter caps a CRM's Retry-After, so a bogus answer cannot stop
+	// a partition for days.
+	MaxRetryAfter = time.Hour
+)
+
+var (
+	eventIDRe = regexp.MustCompile(`^[!-~]{1,128}$`)
+	typeRe    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	methodRe  = regexp.MustCompile(`^[A-Z]{1,16}$`)
+	objectRe  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,3}$`)
+)
+
+// DecodeRequest parses the body of a dispatch message strictly (unknown
+// fields and trailing data are errors), fills the catalog's defaults
+// (mode send, method POST, update method PATCH, id_from ".id", id_key =
+// key) and checks every field that ends up in a URL, a header or a KV key.
+// Errors wrap ErrUndecodable.
+func DecodeRequest(b []byte) (crmreq.Request, error) {
+	var r crmreq.Request
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return r, fmt.Errorf("%w: %w", ErrUndecodable, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return r, fmt.Errorf("%w: trailing data after the JSON object", ErrUndecodable)
+	}
+	if r.Mode == "" {
+		r.Mode = catalog.ModeSend
+	}
+	if r.Method == "" {
+		r.Method = http.MethodPost
+	}
+	if r.UpdateMethod == "" {
+		r.UpdateMethod = http.MethodPatch
+	}
+	if r.IDFrom == "" {
+		r.IDFrom = ".id"
+	}
+	if r.IDKey == "" {
+		r.IDKey = r.Key
+	}
+	if err := checkRequest(r); err != nil {
+		return r, fmt.Errorf("%w: %w", ErrUndecodable, err)
+	}
+	return r, nil
+}
+
+func checkRequest(r crmreq.Request) error {
+	if !eventIDRe.MatchString(r.EventID) {
+		return errors.New("event_id: 1-128 printable ASCII characters required")
+	}
+	if !typeRe.MatchString(r.Type) {
+		return errors.New("type: 1-64 characters of A-Z a-z 0-9 _ - required")
+	}
+	if err := topology.CheckKey(r.Key); err != nil {
+		return fmt.Errorf("key: %w", err)
+	}
+	needCreate, needUpdate := false, false
+	switch r.Mode {
+	case catalog.ModeSend, catalog.ModeCreate:
+		needCreate = true
+	case catalog.ModeUpdate:
+		needUpdate = true
+	case catalog.ModeUpsert:
+		needCreate, needUpdate = true, true
+	default:
+		return fmt.Errorf("mode: %q is not send, create, update or upsert", r.Mode)
+	}
+	if needCreate {
+		if !methodRe.MatchString(r.Method) {
+			return fmt.Errorf("method: %q is not an HTTP method", r.Method)
+		}
+		if err := checkPath(r.Path); err != nil {
+			return fmt.Errorf("path: %w", err)
+		}
+	}
+	if needUpdate {
+		if !methodRe.MatchString(r.UpdateMethod) {
+			return fmt.Errorf("update_method: %q is not an HTTP method", r.UpdateMethod)
+		}
+		if err := checkPath(r.UpdatePath); err != nil {
+			return fmt.Errorf("update_path: %w", err)
+		}
+	}
+	if r.Mode != catalog.ModeSend {
+		if !objectRe.MatchString(r.Object) {
+			return fmt.Errorf("object: %q must be dot-separated A-Z a-z 0-9 _ - words", r.Object)
+		}
+		if len(r.IDKey) > maxIDKeyLen || !utf8.ValidString(r.IDKey) {
+			return fmt.Errorf("id_key: at most %d bytes of UTF-8", maxIDKeyLen)
+		}
+		if len(r.IDFrom) > maxIDFromLen {
+			return fmt.Errorf("id_from: longer than %d bytes", maxIDFromLen)
+		}
+	}
+	return nil
+}
+
+// checkPath accepts an absolute path (with an optional query) that cannot
+// change the CRM host once appended to the base URL.
+func checkPath(p string) error {
+	switch {
+	case p == "":
+		return errors.New("required")
+	case len(p) > maxPathLen:
+		return fmt.Errorf("longer than %d bytes", maxPathLen)
+	case p[0] != '/' || strings.HasPrefix(p, "//"):
+		return errors.New(`must start with a single "/"`)
+	case strings.ContainsAny(p, "#\\"):
+		return errors.New(`must not contain "#" or "\"`)
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] <= ' ' || p[i] >= 0x7f {
+			return errors.New("must not contain spaces, control or non-ASCII characters (escape them)")
+		}
+	}
+	if _, err := url.Parse(p); err != nil {
+		return errors.New("not a valid URL path")
+	}
+	return nil
+}
+
+// kvKey is the CRM id bucket key of an entity: <object>.<base64url(idKey)>.
+func kvKey(object, idKey string) string {
+	return object + "." + base64.RawURLEncoding.EncodeToString([]byte(idKey))
+}
+
+// ParseRetryAfter parses a Retry-After header value: delay-seconds or an
+// HTTP date (relative to now). A date in the past gives 0. The result is
+// capped at MaxRetryAfter. ok is false for an empty or unparsable value.
+func ParseRetryAfter(v string, now time.Time) (d time.Duration, ok bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if v[0] >= '0' && v[0] <= '9' {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			var ne *strconv.NumError
+			if errors.As(err, &ne) && errors.Is(ne.Err, strconv.ErrRange) {
+				return MaxRetryAfter, true
+			}
+			return 0, false
+		}
+		if n >= uint64(MaxRetryAfter/time.Second) {
+			return MaxRetryAfter, true
+		}
+		return time.Duration(n) * time.Second, true
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
+	}
+	d = t.Sub(now)
+	switch {
+	case d < 0:
+		return 0, true
+	case d > MaxRetryAfter:
+		return MaxRetryAfter, true
+	}
+	return d, true
+}
+
+// headerSafe turns s into a NATS/HTTP header value: control characters
+// become spaces, invalid UTF-8 is replaced, and the result is cut at max
+// bytes on a rune boundary.
+func headerSafe(s string, max int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}

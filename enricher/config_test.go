@@ -132,7 +132,10 @@ func TestStartTwiceAndStopIdempotent(t *testing.T) {
 	require.NoError(t, h.svc.Start(ctx))
 	require.ErrorIs(t, h.svc.Start(ctx), enricher.ErrStarted)
 	require.Len(t, h.svc.Stats().Lanes, 2)
+	require.NoError(t, h.svc.Restart(1))
+	require.Error(t, h.svc.Restart(2))
 	require.NoError(t, h.svc.Stop(ctx))
+	require.Error(t, h.svc.Restart(1))
 	require.NoError(t, h.svc.Stop(ctx))
 	require.Empty(t, h.svc.Stats().Lanes)
 }

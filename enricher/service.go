@@ -210,6 +210,18 @@ func (s *Service) Stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// Restart drops partition p's consume loop and starts a new one (for the
+// watchdog, when a lane stalls). The message in hand is settled first.
+func (s *Service) Restart(p int) error {
+	s.mu.Lock()
+	g := s.group
+	s.mu.Unlock()
+	if g == nil {
+		return errors.New("enricher: not started")
+	}
+	return g.Restart(p)
+}
+
 // Stats returns the lanes' and the cache's counters.
 func (s *Service) Stats() Stats {
 	s.mu.Lock()

@@ -83,7 +83,7 @@ func New(cfg Config, logger zerolog.Logger) (*Sim, error) {
 	}
 	s := &Sim{cfg: cfg, log: logger.With().Str("component", "crmsim").Logger()}
 	s.control = s.controlMux()
-	s.resetLocked()
+	s.resetLocked(newState(cfg.RecordCapacity))
 	return s, nil
 }
 
@@ -201,13 +201,14 @@ func (s *Sim) Reject(id string, status int) {
 // failure settings of the Config the sim was created with (ending any
 // outage).
 func (s *Sim) Reset() {
+	st := newState(s.cfg.RecordCapacity) // allocate outside the lock
 	s.mu.Lock()
-	s.resetLocked()
+	s.resetLocked(st)
 	s.mu.Unlock()
 	s.log.Info().Msg("reset")
 }
 
-func (s *Sim) resetLocked() {
+func (s *Sim) resetLocked(st *state) {
 	c := s.cfg
 	s.rng = rand.New(rand.NewPCG(uint64(c.Seed), 0x5eed))
 	s.errorRate = c.ErrorRate
@@ -222,7 +223,8 @@ func (s *Sim) resetLocked() {
 	}
 	s.latency.Store(int64(c.Latency))
 	s.jitter.Store(int64(c.Jitter))
-	s.st = newState(c.RecordCapacity)
+	st.start = time.Now()
+	s.st = st
 }
 
 // Delivered is the number of 2xx answers (duplicates included).
@@ -260,7 +262,6 @@ func (s *Sim) snapshot() snapshot {
 
 var (
 	hdrJSON      = []string{"application/json"}
-	hdrNoSniff   = []string{"nosniff"}
 	bodyEmpty    = []byte("{}")
 	bodyNotFound = []byte(`{"error":"not found"}`)
 	bodyUnavail  = []byte(`{"error":"service unavailable"}`)
@@ -307,7 +308,6 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	wh := w.Header()
 	wh["Content-Type"] = hdrJSON
-	wh["X-Content-Type-Options"] = hdrNoSniff
 	var body []byte
 	switch {
 	case rec.Status == http.StatusServiceUnavailable || rec.Status == http.StatusTooManyRequests:

@@ -3,13 +3,10 @@ package loadgen
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 
 	"sluice.dev/mesh/envelope"
@@ -19,23 +16,27 @@ import (
 // PublishOptions tune a publisher.
 type PublishOptions struct {
 	// Rate caps events per second; 0 publishes as fast as the server acks.
-	Rate float64
-	// Concurrency is the number of keys in flight at once (each key's
-	// events go one after another). Default 32 for JetStream, 4 for HTTP.
-	Concurrency int
+	Rate float64 `yaml:"rate"`
+	// Concurrency bounds the work in flight: JetStream, the events awaiting
+	// their ack (default 256); HTTP, the parallel requests (default 4).
+	// Either way a key has at most one event (or batch) in flight.
+	Concurrency int `yaml:"concurrency"`
 	// BatchSize is the number of events per HTTP request. Default 100.
-	BatchSize int
+	BatchSize int `yaml:"batch_size"`
 	// MaxAttempts bounds the attempts per event (JetStream) or batch
 	// (HTTP); 0 retries until ctx ends. Retries reuse the event ids.
-	MaxAttempts int
+	MaxAttempts int `yaml:"max_attempts"`
 	// RetryWait is the first wait between attempts; it doubles up to 2s.
 	// Default 20ms.
-	RetryWait time.Duration
+	RetryWait time.Duration `yaml:"retry_wait"`
+	// AckTimeout is how long PublishJetStream waits for an ack before it
+	// publishes the event again (same id). Default 5s.
+	AckTimeout time.Duration `yaml:"ack_timeout"`
 	// HTTPClient sends the HTTP batches; default a client keeping
 	// Concurrency connections alive.
-	HTTPClient *http.Client
+	HTTPClient *http.Client `yaml:"-"`
 	// Header is added to every HTTP request (e.g. Authorization).
-	Header http.Header
+	Header http.Header `yaml:"-"`
 }
 
 func (o PublishOptions) withDefaults(concurrency int) PublishOptions {
@@ -48,6 +49,9 @@ func (o PublishOptions) withDefaults(concurrency int) PublishOptions {
 	if o.RetryWait <= 0 {
 		o.RetryWait = 20 * time.Millisecond
 	}
+	if o.AckTimeout <= 0 {
+		o.AckTimeout = 5 * time.Second
+	}
 	return o
 }
 
@@ -55,13 +59,15 @@ func (o PublishOptions) withDefaults(concurrency int) PublishOptions {
 type Result struct {
 	// Published is the number of events the server acknowledged as stored.
 	Published int `json:"published"`
-	// Duplicates is the number of those the server already had (JetStream
-	// dedupe by Nats-Msg-Id, e.g. after a retry or a second run).
+	// Duplicates is the number of those the server already had (dedupe by
+	// Nats-Msg-Id, e.g. after a retry or a second run; over HTTP as
+	// reported in ingest's 202 results).
 	Duplicates int `json:"duplicates"`
 	// Retries is the number of attempts beyond the first.
 	Retries int `json:"retries"`
-	// Failed is the number of events not published (given up, rejected,
-	// held back behind such an event of their key, or cut off by ctx).
+	// Failed is the number of events not known to be stored: given up,
+	// rejected, held back behind such an event of their key, or cut off by
+	// ctx (an event in flight when ctx ended may still have been stored).
 	Failed int `json:"failed"`
 	// Requests is the number of HTTP requests sent (HTTP only).
 	Requests int `json:"requests"`
@@ -88,8 +94,8 @@ func (r *Result) add(o Result) {
 // and returns its counts and the first error per failed key.
 type worker func(ctx context.Context, in <-chan *envelope.Envelope) (Result, []error)
 
-// fanOut sends events to opts.Concurrency workers, a key always to the
-// same one, at opts.Rate.
+// fanOut sends events to opts.Concurrency workers (PublishHTTP's), a key
+// always to the same one, at opts.Rate.
 func fanOut(ctx context.Context, events []*envelope.Envelope, opts PublishOptions, buf int, work worker) (Result, error) {
 	start := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
@@ -156,18 +162,28 @@ type retrier struct {
 	wait    time.Duration
 }
 
-// again waits before the next attempt, at least min; it returns false when
-// the attempts are used up or ctx ended.
-func (r *retrier) again(ctx context.Context, atLeast time.Duration) bool {
+// next counts a failed attempt and returns the wait before the next one,
+// at least atLeast; ok is false when the attempts are used up.
+func (r *retrier) next(atLeast time.Duration) (d time.Duration, ok bool) {
 	r.attempt++
 	if r.opts.MaxAttempts > 0 && r.attempt >= r.opts.MaxAttempts {
-		return false
+		return 0, false
 	}
 	if r.wait == 0 {
 		r.wait = r.opts.RetryWait
 	}
-	d := max(r.wait, atLeast)
+	d = max(r.wait, atLeast)
 	r.wait = min(2*r.wait, 2*time.Second)
+	return d, true
+}
+
+// again waits before the next attempt, at least atLeast; it returns false
+// when the attempts are used up or ctx ended.
+func (r *retrier) again(ctx context.Context, atLeast time.Duration) bool {
+	d, ok := r.next(atLeast)
+	if !ok {
+		return false
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -176,61 +192,4 @@ func (r *retrier) again(ctx context.Context, atLeast time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
-}
-
-// MsgPublisher is the part of jetstream.JetStream PublishJetStream needs.
-type MsgPublisher interface {
-	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
-}
-
-// PublishJetStream publishes each event to names.EventSubject(type, key)
-// with Nats-Msg-Id = event id and waits for the ack. A key's next event is
-// published only after the previous one was acked; different keys go in
-// parallel (opts.Concurrency). A failed publish is retried with the same
-// message id, so the stream stores it once. It returns when every event
-// was published, gave up (opts.MaxAttempts) or ctx ended.
-func PublishJetStream(ctx context.Context, js MsgPublisher, names topology.Names, events []*envelope.Envelope,
-	opts PublishOptions) (Result, error) {
-	opts = opts.withDefaults(32)
-	return fanOut(ctx, events, opts, 256, func(ctx context.Context, in <-chan *envelope.Envelope) (Result, []error) {
-		var res Result
-		var errs []error
-		failed := map[string]bool{}
-		for ev := range in {
-			if failed[ev.Key] || ctx.Err() != nil {
-				continue
-			}
-			data, err := ev.Marshal()
-			if err != nil {
-				failed[ev.Key] = true
-				errs = append(errs, fmt.Errorf("%w: %s: %w", ErrGaveUp, ev.ID, err))
-				continue
-			}
-			msg := &nats.Msg{Subject: names.EventSubject(ev.Type, ev.Key), Data: data,
-				Header: nats.Header{nats.MsgIdHdr: []string{ev.ID}}}
-			r := retrier{opts: opts}
-			for {
-				ack, err := js.PublishMsg(ctx, msg)
-				if err == nil {
-					res.Published++
-					if ack.Duplicate {
-						res.Duplicates++
-					}
-					break
-				}
-				if ctx.Err() != nil {
-					break
-				}
-				if !r.again(ctx, 0) {
-					if ctx.Err() == nil {
-						failed[ev.Key] = true
-						errs = append(errs, fmt.Errorf("%w: %s after %d attempts: %w", ErrGaveUp, ev.ID, r.attempt, err))
-					}
-					break
-				}
-				res.Retries++
-			}
-		}
-		return res, errs
-	})
 }

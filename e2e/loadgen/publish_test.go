@@ -87,24 +87,37 @@ func TestPublishJetStream(t *testing.T) {
 	require.EqualValues(t, 600, info.State.Msgs)
 }
 
-// flaky is a MsgPublisher that fails chosen attempts and records the ids
-// it stored, in order.
+// flaky is an AsyncPublisher that fails chosen attempts (or never answers
+// them) and records the ids it stored, in order.
 type flaky struct {
 	mu       sync.Mutex
 	attempts map[string]int
 	stored   []string
 	fail     func(id string, attempt int) bool
-	inFlight map[string]bool // per key
+	silent   func(id string, attempt int) bool // never answered
+	inFlight map[string]bool                   // per key
 	overlap  bool
 }
 
 func newFlaky(fail func(id string, attempt int) bool) *flaky {
-	return &flaky{attempts: map[string]int{}, fail: fail, inFlight: map[string]bool{}}
+	return &flaky{attempts: map[string]int{}, fail: fail, inFlight: map[string]bool{},
+		silent: func(string, int) bool { return false }}
 }
 
-func (f *flaky) PublishMsg(ctx context.Context, m *nats.Msg, _ ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+type future struct {
+	ok  chan *jetstream.PubAck
+	err chan error
+	msg *nats.Msg
+}
+
+func (f *future) Ok() <-chan *jetstream.PubAck { return f.ok }
+func (f *future) Err() <-chan error            { return f.err }
+func (f *future) Msg() *nats.Msg               { return f.msg }
+
+func (f *flaky) PublishMsgAsync(m *nats.Msg, _ ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
 	id := m.Header.Get(nats.MsgIdHdr)
 	key := id[:strings.LastIndexByte(id, '#')]
+	fut := &future{ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1), msg: m}
 	f.mu.Lock()
 	if f.inFlight[key] {
 		f.overlap = true
@@ -113,15 +126,31 @@ func (f *flaky) PublishMsg(ctx context.Context, m *nats.Msg, _ ...jetstream.Publ
 	f.attempts[id]++
 	n := f.attempts[id]
 	f.mu.Unlock()
-	time.Sleep(50 * time.Microsecond)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.inFlight[key] = false
-	if f.fail(id, n) {
-		return nil, errors.New("nats: timeout")
+	if f.silent(id, n) {
+		f.mu.Lock()
+		f.inFlight[key] = false
+		f.mu.Unlock()
+		return fut, nil
 	}
-	f.stored = append(f.stored, id)
-	return &jetstream.PubAck{Sequence: uint64(len(f.stored))}, nil
+	go func() {
+		time.Sleep(100 * time.Microsecond)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.inFlight[key] = false
+		if f.fail(id, n) {
+			fut.err <- errors.New("nats: timeout")
+			return
+		}
+		dup := false
+		for _, s := range f.stored {
+			dup = dup || s == id
+		}
+		if !dup {
+			f.stored = append(f.stored, id)
+		}
+		fut.ok <- &jetstream.PubAck{Sequence: uint64(len(f.stored)), Duplicate: dup}
+	}()
+	return fut, nil
 }
 
 func seqOf(id string) int {
@@ -146,6 +175,25 @@ func TestPublishJetStreamRetriesWithTheSameIDInOrder(t *testing.T) {
 	require.Equal(t, 2*failing, res.Retries)
 	requirePerKeyOrder(t, p, f.stored)
 	require.False(t, f.overlap, "two events of one key were in flight at once")
+}
+
+func TestPublishJetStreamRepublishesWhenNoAckComes(t *testing.T) {
+	p := plan(t, loadgen.PlanConfig{Events: 200, Seed: 7})
+	f := newFlaky(func(string, int) bool { return false })
+	f.silent = func(id string, attempt int) bool { return seqOf(id) == 2 && attempt == 1 }
+	res, err := loadgen.PublishJetStream(context.Background(), f, topology.New(topology.Config{}), p.Events,
+		loadgen.PublishOptions{AckTimeout: 30 * time.Millisecond, RetryWait: time.Millisecond, Concurrency: 8})
+	require.NoError(t, err)
+	require.Equal(t, 200, res.Published)
+	silent := 0
+	for k := range p.Expected() {
+		if len(p.Expected()[k]) >= 2 {
+			silent++
+			require.Equal(t, 2, f.attempts[k+"#2"])
+		}
+	}
+	require.Equal(t, silent, res.Retries)
+	requirePerKeyOrder(t, p, f.stored)
 }
 
 func TestPublishJetStreamGivesUpAndHoldsTheKey(t *testing.T) {

@@ -184,7 +184,9 @@ func (t *CompiledType) DeriveKey(e *envelope.Envelope) (string, error) {
 // AsJQ turns an envelope into the generic value gojq works on.
 func AsJQ(e *envelope.Envelope) (any, error) {
 	var data any
-	if err := json.Unmarshal(e.Data, &data); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(e.Data))
+	dec.UseNumber() // ids above 2^53 keep every digit
+	if err := dec.Decode(&data); err != nil {
 		return nil, err
 	}
 	m := map[string]any{"id": e.ID, "type": e.Type, "key": e.Key, "source": e.Source,

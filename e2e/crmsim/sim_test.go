@@ -214,14 +214,14 @@ func TestErrorRateIsSeededAndRoughlyRight(t *testing.T) {
 
 func TestLatency(t *testing.T) {
 	s := newSim(t, crmsim.Config{})
-	s.SetLatency(40*time.Millisecond, 20*time.Millisecond)
+	s.SetLatency(100*time.Millisecond, 20*time.Millisecond)
 	t0 := time.Now()
 	do(t, s.Handler(), req{method: "POST", path: "/api/x"})
-	require.GreaterOrEqual(t, time.Since(t0), 40*time.Millisecond)
+	require.GreaterOrEqual(t, time.Since(t0), 100*time.Millisecond)
 	s.SetLatency(0, 0)
 	t0 = time.Now()
 	do(t, s.Handler(), req{method: "POST", path: "/api/x"})
-	require.Less(t, time.Since(t0), 40*time.Millisecond)
+	require.Less(t, time.Since(t0), 100*time.Millisecond)
 }
 
 func TestConfigValidate(t *testing.T) {

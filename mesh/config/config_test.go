@@ -18,10 +18,10 @@ type inner struct {
 }
 
 type root struct {
-	DataDir string `yaml:"data_dir"`
-	Count   int    `yaml:"count"`
-	On      bool   `yaml:"on"`
-	Inner   inner  `yaml:"inner"`
+	DataDir string            `yaml:"data_dir"`
+	Count   int               `yaml:"count"`
+	On      bool              `yaml:"on"`
+	Inner   inner             `yaml:"inner"`
 	Map     map[string]string `yaml:"map"`
 }
 

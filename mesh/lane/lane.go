@@ -53,10 +53,10 @@ func newLane(g *Group, p int) *lane {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &lane{
 		g: g, p: p, name: name, stream: stream, filter: filter,
-		log:    g.cfg.Logger.With().Str("lane", name).Logger(),
-		ctx:    ctx,
-		cancel: cancel,
-		stats:  Stats{Stage: g.cfg.Stage, Partition: p, Consumer: name},
+		log:      g.cfg.Logger.With().Str("lane", name).Logger(),
+		ctx:      ctx,
+		cancel:   cancel,
+		stats:    Stats{Stage: g.cfg.Stage, Partition: p, Consumer: name},
 		draining: map[jetstream.MessagesContext]bool{},
 	}
 }

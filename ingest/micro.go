@@ -13,7 +13,7 @@ import (
 // ServiceName and ServiceVersion identify the micro service ($SRV.*).
 const (
 	ServiceName    = "sluice-ingest"
-	ServiceVersion = "1.0.0"
+	ServiceVersion = "0.1.0"
 )
 
 func (s *Service) validateSubject() string { return s.deps.Names.Config().Prefix + ".ingest.validate" }

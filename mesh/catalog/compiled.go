@@ -136,7 +136,14 @@ func (c *Catalog) Prepare(e *envelope.Envelope) error {
 	if err := e.Check(); err != nil {
 		var inv *envelope.Invalid
 		if errors.As(err, &inv) {
-			fields = append(inv.Fields, fields...)
+			for _, f := range inv.Fields {
+				// A key the type derives is missing only because the data
+				// is invalid; the data errors say why.
+				if f.Field == "key" && e.Key == "" && t.key != nil && len(fields) > 0 {
+					continue
+				}
+				fields = append(fields, f)
+			}
 		}
 	}
 	if len(fields) > 0 {

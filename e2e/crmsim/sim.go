@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"sluice.dev/mesh/crmreq"
 )
 
 // Sim is a running (or servable) CRM simulator. All methods are safe for
@@ -294,11 +296,11 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(time.Duration(d))
 	}
 	h := r.Header
-	rec.IdempotencyKey = header(h, "Idempotency-Key")
-	rec.Key = header(h, "X-Sluice-Key")
-	rec.EventID = header(h, "X-Sluice-Event-Id")
-	rec.Type = header(h, "X-Sluice-Type")
-	rec.OccurredAt = header(h, "X-Sluice-Occurred-At")
+	rec.IdempotencyKey = header(h, crmreq.HeaderIdempotencyKey)
+	rec.Key = header(h, crmreq.HeaderKey)
+	rec.EventID = header(h, crmreq.HeaderEventID)
+	rec.Type = header(h, crmreq.HeaderType)
+	rec.OccurredAt = header(h, crmreq.HeaderOccurredAt)
 
 	s.mu.Lock()
 	retryAfter := s.retryAfter

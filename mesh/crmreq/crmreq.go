@@ -40,3 +40,12 @@ type Request struct {
 	// Body is the JSON body built by the type's mapping.
 	Body json.RawMessage `json:"body"`
 }
+
+// Headers of every CRM request. The CRM simulator reads the same names.
+const (
+	HeaderIdempotencyKey = "Idempotency-Key"
+	HeaderEventID        = "X-Sluice-Event-Id"
+	HeaderKey            = "X-Sluice-Key"
+	HeaderType           = "X-Sluice-Type"
+	HeaderOccurredAt     = "X-Sluice-Occurred-At"
+)

@@ -58,24 +58,24 @@ func (c Config) WithDefaults() Config {
 func (c Config) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		errs = append(errs, fmt.Errorf("crmsim.addr: %q is not host:port: %w", c.Addr, err))
+		errs = append(errs, fmt.Errorf("simulator.addr: %q is not host:port: %w", c.Addr, err))
 	}
 	if err := checkRate(c.ErrorRate); err != nil {
-		errs = append(errs, fmt.Errorf("crmsim.error_rate: %w", err))
+		errs = append(errs, fmt.Errorf("simulator.error_rate: %w", err))
 	}
 	if c.Latency < 0 {
-		errs = append(errs, fmt.Errorf("crmsim.latency: %s must be >= 0", c.Latency))
+		errs = append(errs, fmt.Errorf("simulator.latency: %s must be >= 0", c.Latency))
 	}
 	if c.Jitter < 0 {
-		errs = append(errs, fmt.Errorf("crmsim.jitter: %s must be >= 0", c.Jitter))
+		errs = append(errs, fmt.Errorf("simulator.jitter: %s must be >= 0", c.Jitter))
 	}
 	for id, st := range c.Reject {
 		if st < 400 || st > 499 {
-			errs = append(errs, fmt.Errorf("crmsim.reject[%q]: status %d must be a 4xx", id, st))
+			errs = append(errs, fmt.Errorf("simulator.reject[%q]: status %d must be a 4xx", id, st))
 		}
 	}
 	if c.RecordCapacity < 0 {
-		errs = append(errs, fmt.Errorf("crmsim.record_capacity: %d must be >= 0", c.RecordCapacity))
+		errs = append(errs, fmt.Errorf("simulator.record_capacity: %d must be >= 0", c.RecordCapacity))
 	}
 	return errors.Join(errs...)
 }

@@ -103,7 +103,7 @@ func (s *Sim) Start(ctx context.Context) error {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("crmsim.addr: listen %s: %w", s.cfg.Addr, err)
+		return fmt.Errorf("simulator.addr: listen %s: %w", s.cfg.Addr, err)
 	}
 	s.srv = &http.Server{
 		Handler:           s,

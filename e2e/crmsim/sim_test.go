@@ -229,13 +229,13 @@ func TestConfigValidate(t *testing.T) {
 		cfg  crmsim.Config
 		want string
 	}{
-		{crmsim.Config{ErrorRate: 1.5}, "crmsim.error_rate"},
-		{crmsim.Config{ErrorRate: -0.1}, "crmsim.error_rate"},
-		{crmsim.Config{Latency: -time.Second}, "crmsim.latency"},
-		{crmsim.Config{Jitter: -time.Second}, "crmsim.jitter"},
-		{crmsim.Config{Addr: "nope"}, "crmsim.addr"},
+		{crmsim.Config{ErrorRate: 1.5}, "simulator.error_rate"},
+		{crmsim.Config{ErrorRate: -0.1}, "simulator.error_rate"},
+		{crmsim.Config{Latency: -time.Second}, "simulator.latency"},
+		{crmsim.Config{Jitter: -time.Second}, "simulator.jitter"},
+		{crmsim.Config{Addr: "nope"}, "simulator.addr"},
 		{crmsim.Config{Reject: map[string]int{"a": 200}}, `crmsim.reject["a"]`},
-		{crmsim.Config{RecordCapacity: -1}, "crmsim.record_capacity"},
+		{crmsim.Config{RecordCapacity: -1}, "simulator.record_capacity"},
 	}
 	for _, tc := range cases {
 		err := tc.cfg.WithDefaults().Validate()

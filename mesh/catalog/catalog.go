@@ -62,7 +62,7 @@ type Lookup struct {
 const (
 	ModeSend   = "send"   // one request as configured (Method, Path)
 	ModeCreate = "create" // create, remember the returned CRM id
-	ModeUpdate = "update" // update by the remembered CRM id (waits for it)
+	ModeUpdate = "update" // update by the remembered CRM id (parked when none is known)
 	ModeUpsert = "upsert" // create when no id is known for the key, update otherwise
 )
 

@@ -102,6 +102,8 @@ func TestCompileErrorsNameTheKey(t *testing.T) {
 		{"bad mode", catalog.Type{Schema: "signup.json", CRM: catalog.Target{Mode: "merge", Path: "/x"}}, "catalog.types.t.crm.mode"},
 		{"upsert without update path", catalog.Type{Schema: "signup.json", CRM: catalog.Target{Mode: "upsert", Object: "o", Path: "/x"}},
 			"catalog.types.t.crm.update_path"},
+		{"bad body jq", catalog.Type{Schema: "signup.json", Body: "{", CRM: catalog.Target{Path: "/x"}}, "catalog.types.t.body"},
+		{"bad id_from jq", catalog.Type{Schema: "signup.json", CRM: catalog.Target{Path: "/x", IDFrom: ".id |"}}, "catalog.types.t.crm.id_from"},
 		{"bad method", catalog.Type{Schema: "signup.json", CRM: catalog.Target{Method: "post", Path: "/x"}}, "catalog.types.t.crm.method"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -73,12 +73,38 @@ func Compile(cfg Config, schemas fs.FS) (*Catalog, error) {
 				continue
 			}
 		}
+		if err := checkJQ(name, def); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		c.types[name] = ct
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// checkJQ compiles every other jq expression of a type (the services
+// compile them again for use), so a config check finds a broken mapping
+// before an event does.
+func checkJQ(name string, def Type) error {
+	var errs []error
+	check := func(key, expr string) {
+		if expr == "" {
+			return
+		}
+		if _, err := CompileJQ(expr); err != nil {
+			errs = append(errs, fmt.Errorf("catalog.types.%s.%s: %w", name, key, err))
+		}
+	}
+	check("body", def.Body)
+	check("crm.id_from", def.CRM.IDFrom)
+	check("crm.id_key", def.CRM.IDKey)
+	for i, l := range def.Lookups {
+		check(fmt.Sprintf("lookups[%d].from", i), l.From)
+	}
+	return errors.Join(errs...)
 }
 
 // CompileJQ parses and compiles a jq expression.

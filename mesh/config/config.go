@@ -137,6 +137,13 @@ func applyEnv(env []string, prefix string, out any) error {
 				if f.v.IsNil() {
 					f.v.Set(reflect.MakeMap(f.v.Type()))
 				}
+				// The variable replaces a file entry that differs only in
+				// case (Authorization vs AUTHORIZATION), so one value wins.
+				for _, mk := range f.v.MapKeys() {
+					if strings.EqualFold(mk.String(), name) {
+						f.v.SetMapIndex(mk, reflect.Value{})
+					}
+				}
 				f.v.SetMapIndex(reflect.ValueOf(name), reflect.ValueOf(v))
 			}
 			continue

@@ -40,6 +40,14 @@ func TestEnvSetsMapEntries(t *testing.T) {
 	require.Equal(t, map[string]string{"AUTHORIZATION": "Bearer s3cret"}, c.Map)
 }
 
+func TestEnvMapEntryReplacesFileEntryOfAnyCase(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	require.NoError(t, os.WriteFile(p, []byte("map:\n  Authorization: from-file\n  Other: x\n"), 0o600))
+	var c root
+	require.NoError(t, config.Load(p, []string{"X_MAP_AUTHORIZATION=from-env"}, "X_", &c))
+	require.Equal(t, map[string]string{"AUTHORIZATION": "from-env", "Other": "x"}, c.Map)
+}
+
 func TestLoadErrorsNameTheKey(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "c.yaml")
 	require.NoError(t, os.WriteFile(p, []byte("inner:\n  ulr: x\n"), 0o600))

@@ -45,6 +45,10 @@ type lane struct {
 	headSeq      uint64
 	headFailures int
 	headFirst    time.Time
+
+	hbMu  sync.Mutex
+	hb    *time.Timer   // InProgress heartbeat, reused for every message
+	hbMsg jetstream.Msg // the message in hand; nil between messages
 }
 
 func newLane(g *Group, p int) *lane {
@@ -212,13 +216,8 @@ func (l *lane) handle(jm jetstream.Msg) {
 // call runs the handler with InProgress heartbeats, turning a panic into a
 // retry (the lane holds; nothing is skipped).
 func (l *lane) call(m *Msg) (o Outcome) {
-	every := l.g.cfg.Names.Config().AckWait / 3
-	var hb *time.Timer
-	hb = time.AfterFunc(every, func() {
-		_ = m.raw.InProgress()
-		hb.Reset(every)
-	})
-	defer hb.Stop()
+	l.beat(m.raw)
+	defer l.beat(nil)
 	defer func() {
 		if r := recover(); r != nil {
 			err := fmt.Errorf("handler panic: %v", r)
@@ -229,27 +228,69 @@ func (l *lane) call(m *Msg) (o Outcome) {
 	return l.g.cfg.Handler(l.ctx, m)
 }
 
+// beat starts InProgress heartbeats for jm every AckWait/3, or stops them
+// (jm nil). One timer per lane is reused for every message.
+func (l *lane) beat(jm jetstream.Msg) {
+	l.hbMu.Lock()
+	defer l.hbMu.Unlock()
+	l.hbMsg = jm
+	if jm == nil {
+		if l.hb != nil {
+			l.hb.Stop()
+		}
+		return
+	}
+	every := l.g.cfg.Names.Config().AckWait / 3
+	if l.hb == nil {
+		l.hb = time.AfterFunc(every, l.heartbeat)
+		return
+	}
+	l.hb.Reset(every)
+}
+
+// heartbeat is the timer's function: it tells the server the message in
+// hand is still being worked on and re-arms the timer while it is.
+func (l *lane) heartbeat() {
+	l.hbMu.Lock()
+	jm := l.hbMsg
+	l.hbMu.Unlock()
+	if jm == nil {
+		return
+	}
+	_ = jm.InProgress()
+	l.hbMu.Lock()
+	if l.hbMsg == jm {
+		l.hb.Reset(l.g.cfg.Names.Config().AckWait / 3)
+	}
+	l.hbMu.Unlock()
+}
+
+// event is a log event about message m, with its sequence, type and key;
+// the fields are only built when the level is enabled.
+func (l *lane) event(e *zerolog.Event, m *Msg) *zerolog.Event {
+	return e.Uint64("seq", m.StreamSeq).Str("type", m.Type).Str("key", m.KeyToken)
+}
+
 func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ev := l.log.With().Uint64("seq", m.StreamSeq).Str("type", m.Type).Str("key", m.KeyToken).Logger()
 	switch o.Kind {
 	case KindDone, KindForward:
 		for _, out := range o.Out {
 			if _, err := l.g.js.PublishMsg(ctx, out); err != nil {
 				l.failed(jm, l.g.cfg.PublishRetry, fmt.Errorf("publish to %s: %w", out.Subject, err))
-				ev.Warn().Err(err).Msg("forward publish failed; holding the lane")
+				l.event(l.log.Warn(), m).Err(err).Msg("forward publish failed; holding the lane")
 				return
 			}
 		}
 		l.acked(jm, m)
 	case KindRetry:
 		l.failed(jm, o.Delay, o.Err)
-		ev.Debug().Err(o.Err).Dur("delay", o.Delay).Int("failures", l.headFailures).Msg("retry")
+		l.event(l.log.Debug(), m).Err(o.Err).Dur("delay", o.Delay).Int("failures", l.headFailures).Msg("retry")
 	case KindPause:
 		until := time.Now().Add(o.Delay)
 		if _, err := l.g.js.PauseConsumer(ctx, l.stream, l.name, until); err != nil {
-			ev.Warn().Err(err).Msg("pause failed; naking with the pause delay instead")
+			l.event(l.log.Warn(), m).Err(err).Msg("pause failed; naking with the pause delay instead")
 			l.failed(jm, o.Delay, o.Err)
 		} else {
 			l.failed(jm, 0, o.Err)
@@ -257,19 +298,19 @@ func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome) {
 		l.mu.Lock()
 		l.stats.Pauses++
 		l.mu.Unlock()
-		ev.Warn().Err(o.Err).Time("until", until).Msg("lane paused")
+		l.event(l.log.Warn(), m).Err(o.Err).Time("until", until).Msg("lane paused")
 		l.alert(ctx, "lane_paused", m, o.Reason, until)
 	case KindPark:
 		pm := l.parkMsg(m, o)
 		if _, err := l.g.js.PublishMsg(ctx, pm); err != nil {
 			l.failed(jm, l.g.cfg.PublishRetry, fmt.Errorf("publish parked: %w", err))
-			ev.Warn().Err(err).Msg("park publish failed; holding the lane")
+			l.event(l.log.Warn(), m).Err(err).Msg("park publish failed; holding the lane")
 			return
 		}
 		l.mu.Lock()
 		l.stats.Parked++
 		l.mu.Unlock()
-		ev.Warn().Str("reason", o.Reason).Err(o.Err).Msg("event parked")
+		l.event(l.log.Warn(), m).Str("reason", o.Reason).Err(o.Err).Msg("event parked")
 		l.alert(ctx, "parked", m, o.Reason, time.Time{})
 		l.acked(jm, m)
 	}

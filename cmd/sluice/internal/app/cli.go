@@ -143,6 +143,9 @@ func configCmd(stdout io.Writer) *cobra.Command {
 		Use:   "check",
 		Short: "Load and validate the configuration (exit 2 naming the bad key)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !slices.Contains(Targets, target) {
+				return fmt.Errorf("%w: --target %q is not one of %s", config.ErrInvalid, target, strings.Join(Targets, ", "))
+			}
 			c, err := LoadConfig(cfgPath, target)
 			if err != nil {
 				return err
@@ -164,8 +167,7 @@ func configCmd(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c.Dispatcher.CRM.Headers = redact(c.Dispatcher.CRM.Headers)
-			return yaml.NewEncoder(stdout).Encode(c)
+			return yaml.NewEncoder(stdout).Encode(redacted(c))
 		},
 	}
 	print.Flags().StringVarP(&cfgPath, "config", "c", "", "YAML config file")
@@ -184,13 +186,25 @@ func configCmd(stdout io.Writer) *cobra.Command {
 	return cmd
 }
 
-func redact(h map[string]string) map[string]string {
-	if len(h) == 0 {
-		return h
+// redacted returns c with every secret replaced: CRM headers, ingest
+// tokens and a product database DSN that carries credentials.
+func redacted(c Config) Config {
+	if len(c.Dispatcher.CRM.Headers) > 0 {
+		h := make(map[string]string, len(c.Dispatcher.CRM.Headers))
+		for k := range c.Dispatcher.CRM.Headers {
+			h[k] = "<redacted>"
+		}
+		c.Dispatcher.CRM.Headers = h
 	}
-	out := make(map[string]string, len(h))
-	for k := range h {
-		out[k] = "<redacted>"
+	if len(c.Ingest.Tokens) > 0 {
+		toks := slices.Clone(c.Ingest.Tokens)
+		for i := range toks {
+			toks[i].Token = "<redacted>"
+		}
+		c.Ingest.Tokens = toks
 	}
-	return out
+	if c.Enricher.DB.Driver != "sqlite" && strings.ContainsAny(c.Enricher.DB.DSN, "@=") {
+		c.Enricher.DB.DSN = "<redacted: may hold credentials>"
+	}
+	return c
 }

@@ -43,8 +43,8 @@ type Config struct {
 	Simulator crmsim.Config `yaml:"simulator"`
 	// Demo is the demo producer.
 	Demo DemoConfig `yaml:"demo"`
-	// ProgressInterval is how often `run` prints progress; 0 turns it off.
-	// Default 5s.
+	// ProgressInterval is how often `run` prints progress; a negative value
+	// (e.g. -1s) turns it off. Default 5s.
 	ProgressInterval time.Duration `yaml:"progress_interval"`
 }
 

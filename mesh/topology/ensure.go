@@ -164,6 +164,8 @@ func (n Names) StageFilter(stage Stage, p int) (stream, filter string) {
 		return n.EventsStream(), n.EventsPartitionFilter(p)
 	case StageDispatcher:
 		return n.DispatchStream(), n.DispatchPartitionFilter(p)
+	case StageInbound:
+		return n.InboundStream(), n.InboundPartitionFilter(p)
 	default:
 		return "", ""
 	}

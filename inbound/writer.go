@@ -1,0 +1,327 @@
+package inbound
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/itchyny/gojq"
+	"github.com/nats-io/nats.go"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+
+	"sluice.dev/mesh/lane"
+	"sluice.dev/mesh/topology"
+)
+
+// Headers on stored and parked inbound messages.
+const (
+	HeaderSource     = "Sluice-Inbound-Source"
+	HeaderItemID     = "Sluice-Inbound-Id"
+	HeaderDelivery   = "Sluice-Inbound-Delivery"
+	HeaderReceivedAt = "Sluice-Inbound-Received-At"
+	// HeaderErrors on a parked item is the JSON list of every problem
+	// ([{"field": ..., "reason": ...}]).
+	HeaderErrors = "Sluice-Inbound-Errors"
+)
+
+// Invalid lists every validation problem of a stored item. It wraps
+// ErrInvalid.
+type Invalid struct{ Fields []FieldError }
+
+func (e *Invalid) Error() string {
+	parts := make([]string, len(e.Fields))
+	for i, f := range e.Fields {
+		parts[i] = f.Field + ": " + f.Reason
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Unwrap lets errors.Is(err, ErrInvalid) match.
+func (e *Invalid) Unwrap() error { return ErrInvalid }
+
+// Validate checks an item of type typ against its schema and semantic
+// checks that need no database (enum), and derives its entity key. It is
+// what the writer does before any query, exported for tests and tools.
+func (s *Service) Validate(typ string, raw []byte) (entity string, err error) {
+	t, ok := s.types[typ]
+	if !ok {
+		return "", fmt.Errorf("%w: %q", ErrUnknownType, typ)
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		return "", &Invalid{[]FieldError{{"item", "not valid JSON: " + err.Error()}}}
+	}
+	problems := t.validate(doc)
+	if len(problems) == 0 {
+		if entity, err = t.entity(doc); err != nil {
+			problems = append(problems, FieldError{"key", err.Error()})
+		}
+	}
+	for _, c := range t.checks {
+		if c.enum == nil {
+			continue
+		}
+		if fe := c.checkEnum(doc); fe != nil {
+			problems = append(problems, *fe)
+		}
+	}
+	if len(problems) > 0 {
+		return "", &Invalid{problems}
+	}
+	return entity, nil
+}
+
+func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
+	id := m.Header.Get(nats.MsgIdHdr)
+	if id == "" {
+		return s.park("no webhook id", fmt.Errorf("%w: message has no %s", ErrInvalid, nats.MsgIdHdr), nil)
+	}
+	entity, err := s.Validate(m.Type, m.Data)
+	var inv *Invalid
+	switch {
+	case errors.As(err, &inv):
+		return s.park("invalid webhook", err, inv.Fields)
+	case err != nil:
+		return s.park("unknown type", err, nil)
+	}
+	if topology.KeyToken(entity) != m.KeyToken {
+		return s.park("subject mismatch", fmt.Errorf("%w: key %q does not match subject token %q", ErrInvalid, entity, m.KeyToken), nil)
+	}
+	t := s.types[m.Type]
+	doc, _ := jsonschema.UnmarshalJSON(bytes.NewReader(m.Data)) // valid: Validate parsed it
+	var problems []FieldError
+	for _, c := range t.checks {
+		if c.Exists == nil {
+			continue
+		}
+		fe, err := s.checkExists(ctx, c, doc)
+		if err != nil {
+			return s.retry(m, fmt.Errorf("check %s: %w", c.Name, err))
+		}
+		if fe != nil {
+			problems = append(problems, *fe)
+		}
+	}
+	if len(problems) > 0 {
+		return s.park("invalid webhook", &Invalid{problems}, problems)
+	}
+	w, err := t.work(doc)
+	if err != nil {
+		return s.park("mapping failed", err, nil)
+	}
+	w.webhookID, w.entity = id, entity
+	w.receivedAt, _ = time.Parse(time.RFC3339Nano, m.Header.Get(HeaderReceivedAt))
+	if w.receivedAt.IsZero() {
+		w.receivedAt = m.Stored
+	}
+	outcome, err := s.store.apply(ctx, w)
+	switch {
+	case errors.Is(err, ErrRowMissing):
+		return s.park("row missing", err, nil)
+	case err != nil && isDataError(err):
+		return s.park("rejected by database", fmt.Errorf("%w: %w", ErrRejected, err), nil)
+	case err != nil:
+		return s.retry(m, err)
+	}
+	s.count(outcome)
+	s.log.Debug().Str("webhook_id", id).Str("type", m.Type).Str("entity", entity).Str("outcome", outcome).Msg("webhook settled")
+	return lane.Done()
+}
+
+func (s *Service) park(reason string, err error, fields []FieldError) lane.Outcome {
+	s.stats.parked.Add(1)
+	h := nats.Header{}
+	if len(fields) == 0 {
+		fields = []FieldError{{"item", err.Error()}}
+	}
+	b, _ := json.Marshal(fields)
+	h.Set(HeaderErrors, string(b))
+	return lane.Park(reason, err, h)
+}
+
+// retry holds the lane: the database is unavailable (or locked). The
+// delay doubles from retry_min to retry_max; the item is never parked.
+func (s *Service) retry(m *lane.Msg, err error) lane.Outcome {
+	s.stats.dbErrors.Add(1)
+	d := s.cfg.RetryMin << min(m.Failures, 20)
+	if d > s.cfg.RetryMax || d <= 0 {
+		d = s.cfg.RetryMax
+	}
+	if m.Failures == 0 || m.Failures%10 == 0 {
+		s.log.Warn().Err(err).Str("type", m.Type).Uint64("seq", m.StreamSeq).Int("failures", m.Failures).
+			Dur("retry_in", d).Msg("database unavailable; holding the lane")
+	}
+	return lane.Retry(d, err)
+}
+
+func (s *Service) checkExists(ctx context.Context, c compiledCheck, doc any) (*FieldError, error) {
+	v, err := evalOne(c.value, doc)
+	if err != nil {
+		return &FieldError{"checks." + c.Name, err.Error()}, nil
+	}
+	if v == nil {
+		if c.Optional {
+			return nil, nil
+		}
+		return &FieldError{"checks." + c.Name, "value is null"}, nil
+	}
+	p, err := sqlValue(v)
+	if err != nil {
+		return &FieldError{"checks." + c.Name, err.Error()}, nil
+	}
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ok, err := s.store.exists(qctx, *c.Exists, p)
+	switch {
+	case err != nil && isDataError(err):
+		return &FieldError{"checks." + c.Name, "value not comparable with " + c.Exists.Table + "." + c.Exists.Column}, nil
+	case err != nil:
+		return nil, err
+	case !ok:
+		return &FieldError{"checks." + c.Name, fmt.Sprintf("no %s row with %s = %s", c.Exists.Table, c.Exists.Column, canonical(v))}, nil
+	}
+	return nil, nil
+}
+
+func (c compiledCheck) checkEnum(doc any) *FieldError {
+	v, err := evalOne(c.value, doc)
+	if err != nil {
+		return &FieldError{"checks." + c.Name, err.Error()}
+	}
+	if v == nil && c.Optional {
+		return nil
+	}
+	if !c.enum[canonical(v)] {
+		return &FieldError{"checks." + c.Name, fmt.Sprintf("%s is not one of the allowed values", canonical(v))}
+	}
+	return nil
+}
+
+var printer = message.NewPrinter(language.English)
+
+func (t *compiledType) validate(doc any) []FieldError {
+	err := t.schema.Validate(doc)
+	if err == nil {
+		return nil
+	}
+	var ve *jsonschema.ValidationError
+	if !errors.As(err, &ve) {
+		return []FieldError{{"item", err.Error()}}
+	}
+	var out []FieldError
+	leaves(ve, &out)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Field < out[j].Field })
+	return out
+}
+
+func leaves(ve *jsonschema.ValidationError, out *[]FieldError) {
+	if len(ve.Causes) > 0 {
+		for _, c := range ve.Causes {
+			leaves(c, out)
+		}
+		return
+	}
+	path := "item"
+	for _, tok := range ve.InstanceLocation {
+		path += "." + tok
+	}
+	switch k := ve.ErrorKind.(type) {
+	case *kind.Required:
+		for _, m := range k.Missing {
+			*out = append(*out, FieldError{path + "." + m, "required"})
+		}
+	case *kind.AdditionalProperties:
+		for _, p := range k.Properties {
+			*out = append(*out, FieldError{path + "." + p, "unknown field"})
+		}
+	default:
+		*out = append(*out, FieldError{path, ve.ErrorKind.LocalizedString(printer)})
+	}
+}
+
+func (t *compiledType) entity(doc any) (string, error) {
+	v, err := evalOne(t.key, doc)
+	if err != nil {
+		return "", err
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", fmt.Errorf("key expression gave %s, want a string", canonical(v))
+	}
+	return s, topology.CheckKey(s)
+}
+
+// work evaluates the origin marker, version and column expressions.
+func (t *compiledType) work(doc any) (*work, error) {
+	w := &work{typ: t, vals: map[string]any{}}
+	if t.origin != nil {
+		v, err := evalOne(t.origin, doc)
+		if err != nil {
+			return nil, fmt.Errorf("%w: origin: %w", ErrMapping, err)
+		}
+		w.origin = v != nil && v != false && v != ""
+	}
+	if t.version != nil {
+		v, err := evalOne(t.version, doc)
+		if err != nil {
+			return nil, fmt.Errorf("%w: version: %w", ErrMapping, err)
+		}
+		switch x := v.(type) {
+		case string:
+			w.version = x
+		case nil, bool, map[string]any, []any:
+			return nil, fmt.Errorf("%w: version is %s, want a number or a time", ErrMapping, canonical(v))
+		default:
+			w.version = canonical(x)
+		}
+		if w.version == "" || len(w.version) > 100 {
+			return nil, fmt.Errorf("%w: version must be 1-100 characters", ErrMapping)
+		}
+	}
+	for _, c := range t.cols {
+		v, err := evalOne(t.colCode[c], doc)
+		if err != nil {
+			return nil, fmt.Errorf("%w: write.columns.%s: %w", ErrMapping, c, err)
+		}
+		if w.vals[c], err = sqlValue(v); err != nil {
+			return nil, fmt.Errorf("%w: write.columns.%s: %w", ErrMapping, c, err)
+		}
+	}
+	for _, k := range t.def.Write.Key {
+		if w.vals[k] == nil {
+			return nil, fmt.Errorf("%w: key column %s is null", ErrMapping, k)
+		}
+	}
+	w.hash = contentHash(t.def.Write.Table, w.vals)
+	return w, nil
+}
+
+// evalOne runs code on doc and returns its first output (null when none).
+func evalOne(code *gojq.Code, doc any) (any, error) {
+	it := code.Run(doc)
+	v, ok := it.Next()
+	if !ok {
+		return nil, nil
+	}
+	if err, isErr := v.(error); isErr {
+		return nil, err
+	}
+	return v, nil
+}
+
+// canonical is the JSON text of v (numbers of any Go type print alike).
+func canonical(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}

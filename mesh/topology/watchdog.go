@@ -1,0 +1,76 @@
+package topology
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// AdvisoryPrefix is the first part of every JetStream advisory subject.
+const AdvisoryPrefix = "$JS.EVENT.ADVISORY"
+
+// AdvisoriesStream is the stream that captures the JetStream advisories of
+// Sluice's streams and lane consumers for the watchdog.
+func (n Names) AdvisoriesStream() string { return n.c.StreamPrefix + "_ADVISORIES" }
+
+// WatchedStreams are the streams whose advisories the watchdog captures:
+// events, dispatch, parked, alerts and the inbound stage's stream when the
+// topology has one.
+func (n Names) WatchedStreams() []string {
+	out := []string{n.EventsStream(), n.DispatchStream(), n.ParkedStream(), n.AlertsStream()}
+	if s, _ := n.StageFilter(StageInbound, 0); s != "" {
+		out = append(out, s)
+	}
+	return out
+}
+
+// AdvisorySubjects are the subjects the advisories stream captures: for each
+// watched stream, $JS.EVENT.ADVISORY.CONSUMER.<kind>.<stream>.<consumer>
+// (pause, NAK, max deliveries, terminated, created/deleted, leader elected,
+// quorum lost, pinned) and $JS.EVENT.ADVISORY.STREAM.<kind>.<stream>
+// (created/deleted/updated, leader elected, quorum lost). The subjects name
+// the streams so that two Sluice topologies in one account do not overlap,
+// and the per-request API audit advisories ($JS.EVENT.ADVISORY.API) are left
+// out: they would record every info call.
+func (n Names) AdvisorySubjects() []string {
+	var out []string
+	for _, s := range n.WatchedStreams() {
+		out = append(out,
+			AdvisoryPrefix+".CONSUMER.*."+s+".*",
+			AdvisoryPrefix+".STREAM.*."+s,
+		)
+	}
+	return out
+}
+
+// AdvisoriesStreamConfig is the config of the advisories stream: advisories
+// are core-NATS messages sent only while someone listens, so the stream
+// keeps them while the watchdog restarts. Kept 24h, at most 100k messages,
+// the oldest dropped first (advisories are diagnostics, not data).
+func (n Names) AdvisoriesStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name: n.AdvisoriesStream(),
+		Description: "Sluice JetStream advisories (consumer pause, NAK, max deliveries, terminated, " +
+			"consumer/stream created or deleted, leader elected, quorum lost) of the Sluice streams. " +
+			"Read by the watchdog; kept 24h.",
+		Subjects:  n.AdvisorySubjects(),
+		Retention: jetstream.LimitsPolicy,
+		Discard:   jetstream.DiscardOld,
+		MaxAge:    24 * time.Hour,
+		MaxMsgs:   100_000,
+		Storage:   n.storage(),
+		Replicas:  n.c.Replicas,
+	}
+}
+
+// EnsureWatchdog creates or updates the advisories stream. The watchdog
+// calls it at start, after Ensure.
+func (n Names) EnsureWatchdog(ctx context.Context, js StreamManager) error {
+	cfg := n.AdvisoriesStreamConfig()
+	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+	}
+	return nil
+}

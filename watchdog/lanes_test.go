@@ -1,0 +1,240 @@
+package watchdog_test
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/mesh/topology"
+	"sluice.dev/watchdog"
+)
+
+func TestPausedPastItsDeadlineIsResumed(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		pauseFor time.Duration // pause deadline from now
+		clockAdd time.Duration // how far the watchdog's clock is ahead
+		maxPause time.Duration
+		want     string
+	}{
+		// The server still reports a pause whose deadline passed long ago
+		// (as seen from the watchdog's clock).
+		{"overrun", 30 * time.Minute, 2 * time.Hour, time.Hour, "after its deadline"},
+		// A pause far longer than any outlet pause (bogus or forgotten).
+		{"longer than max_pause", 2 * time.Hour, 0, time.Minute, "longer than watchdog.max_pause"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, 2, 5*time.Second)
+			ctx := context.Background()
+			e.laneConsumer(t, 1, 1)
+			stream := e.names.DispatchStream()
+			consumer := e.names.ConsumerName(topology.StageDispatcher, 1)
+			_, err := e.js.PauseConsumer(ctx, stream, consumer, time.Now().Add(tc.pauseFor))
+			require.NoError(t, err)
+			cfg := e.fastConfig()
+			cfg.MaxPause = tc.maxPause
+			w := e.start(t, cfg, watchdog.Deps{Now: func() time.Time { return time.Now().Add(tc.clockAdd) }})
+
+			require.Eventually(t, func() bool {
+				info, err := e.js.Consumer(ctx, stream, consumer)
+				return err == nil && !info.CachedInfo().Paused
+			}, 5*time.Second, 20*time.Millisecond, "the watchdog did not resume the consumer")
+			require.Eventually(t, func() bool {
+				for _, txt := range e.slack.texts(t) {
+					if strings.Contains(txt, "pause_overrun") && strings.Contains(txt, tc.want) &&
+						strings.Contains(txt, consumer) {
+						return true
+					}
+				}
+				return false
+			}, 5*time.Second, 20*time.Millisecond)
+			require.Equal(t, uint64(1), w.Stats().Actions[watchdog.ActionResume])
+		})
+	}
+}
+
+// A lane with work and nobody pulling: the watchdog asks the owning
+// service to restart the lane over the control subject, Slack gets ONE
+// alert and, once the lane drained, ONE recovery message, however many
+// polls run in between.
+func TestNoPullerRestartRequestedOneAlertOneRecovery(t *testing.T) {
+	e := newEnv(t, 4, 5*time.Second)
+	c := e.laneConsumer(t, 3, 3)
+
+	restarts := make(chan int, 100)
+	sub, err := watchdog.ServeControl(e.nc, e.names, "dispatcher", func(p int) error {
+		restarts <- p
+		return nil
+	}, zerolog.Nop())
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+
+	cfg := e.fastConfig()
+	cfg.NoPullerAfter = 200 * time.Millisecond
+	w := e.start(t, cfg, watchdog.Deps{})
+
+	select {
+	case p := <-restarts:
+		require.Equal(t, 3, p)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no restart request arrived on the control subject")
+	}
+	// Many polls pass while the condition holds: still one alert.
+	time.Sleep(10 * cfg.PollInterval)
+	require.Len(t, e.slack.texts(t), 1)
+	// The "restarted" lane pulls and drains its work.
+	drain(t, c)
+
+	require.Eventually(t, func() bool { return len(e.slack.texts(t)) >= 2 }, 5*time.Second, 20*time.Millisecond)
+	require.Never(t, func() bool { return len(e.slack.texts(t)) > 2 }, 20*cfg.PollInterval, 20*time.Millisecond)
+	texts := e.slack.texts(t)
+	require.Contains(t, texts[0], "no_puller")
+	require.Contains(t, texts[0], "dispatcher-003")
+	require.Contains(t, texts[0], ":rotating_light:")
+	require.Contains(t, texts[1], ":white_check_mark:")
+	require.Contains(t, texts[1], "dispatcher-003")
+
+	hooks := e.hook.alerts(t)
+	require.Len(t, hooks, 2)
+	require.Equal(t, watchdog.StateOpen, hooks[0].State)
+	require.Equal(t, watchdog.StateRecovered, hooks[1].State)
+	require.Equal(t, "no_puller/dispatcher-003", hooks[1].Key)
+
+	st := w.Stats()
+	require.GreaterOrEqual(t, st.Actions[watchdog.ActionRestart], uint64(1))
+	require.Zero(t, st.ConditionsOpen)
+	require.Zero(t, st.AlertsFailed)
+}
+
+// A client holds the head without acking (long AckWait) while its pull
+// request waits: no progress, not paused, someone pulling = stalled.
+func TestStalledLaneIsRestarted(t *testing.T) {
+	e := newEnv(t, 2, time.Minute)
+	c := e.laneConsumer(t, 0, 2)
+	it, err := c.Messages()
+	require.NoError(t, err)
+	defer it.Stop()
+	held, err := it.Next()
+	require.NoError(t, err)
+
+	var restarted atomic.Int32
+	release := make(chan struct{}, 1)
+	sub, err := watchdog.ServeControl(e.nc, e.names, "dispatcher", func(p int) error {
+		if p != 0 {
+			return watchdog.ErrNotOwner
+		}
+		if restarted.Add(1) == 1 {
+			release <- struct{}{}
+		}
+		return nil
+	}, zerolog.Nop())
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+
+	cfg := e.fastConfig()
+	cfg.StallAfter = 300 * time.Millisecond
+	e.start(t, cfg, watchdog.Deps{})
+
+	select {
+	case <-release:
+	case <-time.After(10 * time.Second):
+		t.Fatal("stall not detected")
+	}
+	require.Eventually(t, func() bool { return len(e.slack.texts(t)) == 1 }, 5*time.Second, 20*time.Millisecond)
+	require.Contains(t, e.slack.texts(t)[0], "stall")
+	// The restarted loop settles the head and the rest.
+	require.NoError(t, held.DoubleAck(context.Background()))
+	next, err := it.Next()
+	require.NoError(t, err)
+	require.NoError(t, next.DoubleAck(context.Background()))
+
+	require.Eventually(t, func() bool { return len(e.slack.texts(t)) == 2 }, 5*time.Second, 20*time.Millisecond)
+	texts := e.slack.texts(t)
+	require.Contains(t, texts[0], "stall/dispatcher-000")
+	require.Contains(t, texts[1], ":white_check_mark:")
+}
+
+func TestDeletedLaneConsumerAndStreamAreRecreated(t *testing.T) {
+	e := newEnv(t, 2, 5*time.Second)
+	ctx := context.Background()
+	e.laneConsumer(t, 0, 0)
+	w := e.start(t, e.fastConfig(), watchdog.Deps{})
+	require.Eventually(t, func() bool { return w.Stats().Polls >= 2 }, 5*time.Second, 10*time.Millisecond)
+
+	consumer := e.names.ConsumerName(topology.StageDispatcher, 0)
+	require.NoError(t, e.js.DeleteConsumer(ctx, e.names.DispatchStream(), consumer))
+	require.Eventually(t, func() bool {
+		_, err := e.js.Consumer(ctx, e.names.DispatchStream(), consumer)
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond, "consumer not recreated")
+
+	require.NoError(t, e.js.DeleteStream(ctx, e.names.ParkedStream()))
+	require.Eventually(t, func() bool {
+		_, err := e.js.Stream(ctx, e.names.ParkedStream())
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond, "stream not recreated")
+	require.Eventually(t, func() bool {
+		st := w.Stats()
+		return st.Actions[watchdog.ActionRecreateConsumer] >= 1 && st.Actions[watchdog.ActionRecreateStream] >= 1
+	}, 5*time.Second, 20*time.Millisecond)
+	require.Zero(t, w.Stats().Actions[watchdog.ActionRecreateStream+"_failed"])
+}
+
+func TestParkedRisingAlerts(t *testing.T) {
+	e := newEnv(t, 2, 5*time.Second)
+	ctx := context.Background()
+	cfg := e.fastConfig()
+	cfg.ParkedRising = 200 * time.Millisecond
+	w := e.start(t, cfg, watchdog.Deps{})
+	require.Eventually(t, func() bool { return w.Stats().Polls >= 2 }, 5*time.Second, 10*time.Millisecond)
+	_, err := e.js.Publish(ctx, e.names.ParkedSubject(topology.StageDispatcher, "t", "k"), []byte(`{}`))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(e.slack.texts(t)) == 2 }, 5*time.Second, 20*time.Millisecond)
+	texts := e.slack.texts(t)
+	require.Contains(t, texts[0], "parked_rising")
+	require.Contains(t, texts[0], "1 event(s) parked")
+	require.Contains(t, texts[1], "no new parked events")
+}
+
+// A head that is nak'd again and again without the ack floor moving is a
+// redelivery loop; acking it recovers.
+func TestRedeliveryLoopIsReported(t *testing.T) {
+	e := newEnv(t, 1, 5*time.Second)
+	c := e.laneConsumer(t, 0, 1)
+	cfg := e.fastConfig()
+	cfg.RedeliveryLoop = 3
+	e.start(t, cfg, watchdog.Deps{})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var ack atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			batch, err := c.Fetch(1, jetstream.FetchMaxWait(100*time.Millisecond))
+			if err != nil {
+				continue
+			}
+			for m := range batch.Messages() {
+				if ack.Load() {
+					_ = m.DoubleAck(ctx)
+				} else {
+					_ = m.Nak()
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	defer func() { cancel(); <-done }()
+	require.Eventually(t, func() bool { return len(e.slack.texts(t)) == 1 }, 5*time.Second, 20*time.Millisecond)
+	require.Contains(t, e.slack.texts(t)[0], "redelivery_loop/dispatcher-000")
+	ack.Store(true)
+	require.Eventually(t, func() bool { return len(e.slack.texts(t)) == 2 }, 5*time.Second, 20*time.Millisecond)
+	require.Contains(t, e.slack.texts(t)[1], ":white_check_mark:")
+}

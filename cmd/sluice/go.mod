@@ -51,6 +51,8 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 	modernc.org/sqlite v1.62.0 // indirect
+	sluice.dev/inbound v0.0.0
+	sluice.dev/watchdog v0.0.0
 )
 
 replace sluice.dev/mesh => ../../mesh

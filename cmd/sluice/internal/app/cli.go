@@ -203,8 +203,17 @@ func redacted(c Config) Config {
 		}
 		c.Ingest.Tokens = toks
 	}
-	if c.Enricher.DB.Driver != "sqlite" && strings.ContainsAny(c.Enricher.DB.DSN, "@=") {
-		c.Enricher.DB.DSN = "<redacted: may hold credentials>"
+	for _, db := range []*string{&c.Enricher.DB.DSN, &c.Inbound.DB.DSN} {
+		if strings.ContainsAny(*db, "@=") && !strings.HasSuffix(*db, ".db") {
+			*db = "<redacted: may hold credentials>"
+		}
+	}
+	if len(c.Inbound.Sources) > 0 {
+		srcs := slices.Clone(c.Inbound.Sources)
+		for i := range srcs {
+			srcs[i].Secrets = []string{"<redacted>"}
+		}
+		c.Inbound.Sources = srcs
 	}
 	return c
 }

@@ -10,11 +10,13 @@ import (
 	"sluice.dev/dispatcher"
 	"sluice.dev/e2e/crmsim"
 	"sluice.dev/enricher"
+	"sluice.dev/inbound"
 	"sluice.dev/ingest"
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/config"
 	"sluice.dev/mesh/embedded"
 	"sluice.dev/mesh/topology"
+	"sluice.dev/watchdog"
 )
 
 // EnvPrefix prefixes every environment override.
@@ -38,6 +40,10 @@ type Config struct {
 	Ingest     ingest.Config     `yaml:"ingest"`
 	Enricher   enricher.Config   `yaml:"enricher"`
 	Dispatcher dispatcher.Config `yaml:"dispatcher"`
+	// Inbound receives the CRM's webhooks and writes them to our database.
+	Inbound inbound.Config `yaml:"inbound"`
+	// Watchdog watches the lanes and services, acts and alerts.
+	Watchdog watchdog.Config `yaml:"watchdog"`
 	// Simulator is the built-in CRM simulator, started when
 	// dispatcher.crm.url is empty.
 	Simulator crmsim.Config `yaml:"simulator"`
@@ -104,6 +110,15 @@ func (c Config) withDefaults() Config {
 		c.Enricher.DB.DSN = filepath.Join(c.DataDir, "product.db")
 	}
 	c.Dispatcher = c.Dispatcher.WithDefaults()
+	c.Watchdog = c.Watchdog.WithDefaults()
+	if c.Inbound.DB.DSN == "" && (c.Inbound.DB.Driver == "" || c.Inbound.DB.Driver == "sqlite") {
+		c.Inbound.DB = c.Enricher.DB // the sample: one SQLite product database
+	}
+	if len(c.Inbound.Sources) == 0 && c.UsesSimulator() {
+		// Demo only: the built-in CRM simulator signs with this secret.
+		c.Inbound.Sources = []inbound.Source{{Name: "crm", Secrets: []string{DemoWebhookSecret}}}
+	}
+	c.Inbound = c.Inbound.WithDefaults()
 	c.Simulator = c.Simulator.WithDefaults()
 	if c.Demo.Enabled == "" {
 		c.Demo.Enabled = "auto"
@@ -166,6 +181,12 @@ func (c Config) validate(target string) error {
 	if wants(target, "enricher") {
 		errs = append(errs, c.Enricher.Validate())
 	}
+	if wants(target, "watchdog") {
+		errs = append(errs, c.Watchdog.Validate())
+	}
+	if c.runs(target, "inbound") {
+		errs = append(errs, c.Inbound.Validate())
+	}
 	if wants(target, "dispatcher") {
 		if c.UsesSimulator() {
 			errs = append(errs, c.Simulator.Validate())
@@ -196,6 +217,20 @@ func LoadConfig(path, target string) (Config, error) {
 }
 
 // Targets lists the values of run --target.
-var Targets = []string{"all", "ingest", "enricher", "dispatcher"}
+var Targets = []string{"all", "ingest", "enricher", "dispatcher", "inbound", "watchdog"}
+
+// DemoWebhookSecret signs the simulator's webhooks when no inbound source
+// is configured and the simulator stands in for the CRM. It is public:
+// never use it with a real CRM.
+const DemoWebhookSecret = "whsec_c2x1aWNlLWRlbW8td2ViaG9vay1zZWNyZXQ="
 
 func wants(target, service string) bool { return target == "all" || target == service }
+
+// runs reports whether target runs service. Under "all", inbound runs only
+// when a webhook source is configured (or the simulator's demo one is).
+func (c Config) runs(target, service string) bool {
+	if service == "inbound" && target == "all" {
+		return len(c.Inbound.Sources) > 0
+	}
+	return wants(target, service)
+}

@@ -1,8 +1,12 @@
 package app
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -11,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"sluice.dev/e2e/loadgen"
+	"sluice.dev/inbound"
 	"sluice.dev/mesh/topology"
 )
 
@@ -20,6 +25,10 @@ import (
 // counting per key across rounds, so the simulator can check per-key order.
 type demo struct {
 	cfg     DemoConfig
+	// webhookURL gives the inbound endpoint (empty: no webhooks); the
+	// demo plays the CRM posting signed webhooks back with webhookSecret.
+	webhookURL    func() string
+	webhookSecret string
 	js      jetstream.JetStream
 	names   topology.Names
 	httpURL func() string
@@ -35,10 +44,14 @@ func newDemo(cfg DemoConfig, js jetstream.JetStream, names topology.Names, httpU
 func (d *demo) Start(context.Context) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go func() {
 		defer d.wg.Done()
 		d.loop(ctx)
+	}()
+	go func() {
+		defer d.wg.Done()
+		d.webhooks(ctx)
 	}()
 	return nil
 }
@@ -89,4 +102,68 @@ func (d *demo) loop(ctx context.Context) {
 		}
 	}
 	d.log.Info().Int("published", total).Msg("demo producer stopped")
+}
+
+// webhooks plays the CRM calling back: every 3 s a signed webhook (a lead
+// status change or a note) is posted to the inbound endpoint, and now and
+// then the same delivery twice (CRMs retry), which inbound deduplicates.
+func (d *demo) webhooks(ctx context.Context) {
+	if d.webhookURL == nil || d.webhookSecret == "" {
+		return
+	}
+	statuses := []string{"contacted", "test_drive_scheduled", "negotiating", "won", "lost"}
+	client := &http.Client{Timeout: 5 * time.Second}
+	t := time.NewTicker(3 * time.Second)
+	defer t.Stop()
+	for n := 1; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		u := d.webhookURL()
+		if u == "" {
+			continue
+		}
+		now := time.Now().UTC()
+		lead := 1 + n%60
+		var item map[string]any
+		if n%2 == 0 {
+			item = map[string]any{"type": "lead_status_changed", "data": map[string]any{"lead_id": lead,
+				"status": statuses[n%len(statuses)], "updated_at": now.Format(time.RFC3339), "reason": "demo"}}
+		} else {
+			item = map[string]any{"type": "note_added", "data": map[string]any{"note_id": fmt.Sprintf("note_demo%d", n),
+				"lead_id": lead, "body": "Customer asked for a test drive on Saturday."}}
+		}
+		id := fmt.Sprintf("wh_demo_%d_%d", now.Unix(), n)
+		item["id"], item["occurred_at"] = id, now.Format(time.RFC3339)
+		item["actor"] = map[string]any{"kind": "user", "name": "agent.priya"}
+		body, _ := json.Marshal(item)
+		for try := 0; try < 1+n%4/3; try++ { // every 4th delivery is sent twice
+			if err := d.postWebhook(ctx, client, u, id, body); err != nil {
+				d.log.Warn().Err(err).Msg("demo webhook")
+			}
+		}
+	}
+}
+
+func (d *demo) postWebhook(ctx context.Context, client *http.Client, url, id string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if err := inbound.SignHeaders(req.Header, d.webhookSecret, id, time.Now(), body); err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("inbound answered %d", resp.StatusCode)
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"sluice.dev/dispatcher"
 	"sluice.dev/e2e/crmsim"
+	"sluice.dev/inbound"
 	"sluice.dev/ingest"
 	"sluice.dev/mesh/topology"
 )
@@ -25,6 +26,7 @@ type stats struct {
 	ingest     *ingest.Service
 	dispatcher *dispatcher.Service
 	sim        *crmsim.Sim
+	inbound    *inbound.Service
 }
 
 // laneLag is one lane's backlog as the server sees it.
@@ -106,6 +108,11 @@ func (s *stats) line(ctx context.Context, lastDelivered *uint64, since time.Dura
 	}
 	if s.sim != nil {
 		fmt.Fprintf(&b, " | crm-sim 2xx %d of %d requests", s.sim.Delivered(), s.sim.Attempts())
+	}
+	if s.inbound != nil {
+		is := s.inbound.Stats()
+		fmt.Fprintf(&b, " | webhooks received %d, applied %d, skipped %d, parked %d",
+			is.Received, is.Applied, is.Stale+is.Echo+is.Unchanged, is.Parked)
 	}
 	return b.String()
 }

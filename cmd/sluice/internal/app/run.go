@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -14,9 +15,11 @@ import (
 	"sluice.dev/e2e/crmsim"
 	"sluice.dev/enricher"
 	"sluice.dev/enricher/productdb"
+	"sluice.dev/inbound"
 	"sluice.dev/ingest"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/schemas"
+	"sluice.dev/watchdog"
 )
 
 // service is what run starts and stops.
@@ -145,6 +148,52 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			log.Info().Msgf("ingest HTTP on http://%s/v1/events", a)
 		}
 	}
+	if c.runs(target, "inbound") {
+		db, err := productdb.Open(ctx, c.Inbound.DB)
+		if err != nil {
+			return fmt.Errorf("inbound.db: %w", err)
+		}
+		defer db.Close()
+		if len(c.Inbound.Types) == 0 && c.Inbound.CatalogFile == "" && c.Inbound.DB.Driver == "sqlite" {
+			for _, script := range []string{schemas.MarketplaceSeed(), schemas.InboundSetup()} {
+				if err := productdb.ExecScript(ctx, db, script); err != nil {
+					return fmt.Errorf("seed sample inbound tables: %w", err)
+				}
+			}
+		}
+		nc, js, err := b.connect("inbound")
+		if err != nil {
+			return err
+		}
+		in, err := inbound.New(c.Inbound, inbound.Deps{NC: nc, JS: js, Names: names, DB: db,
+			Logger: log.With().Str("service", "inbound").Logger()})
+		if err != nil {
+			return err
+		}
+		if err := start("inbound", in); err != nil {
+			return err
+		}
+		st.inbound = in
+		log.Info().Msgf("inbound CRM webhooks on http://%s%s", in.Addr(), c.Inbound.Path)
+	}
+	if wants(target, "watchdog") {
+		nc, js, err := b.connect("watchdog")
+		if err != nil {
+			return err
+		}
+		wcfg := c.Watchdog
+		if c.runs(target, "inbound") && !slices.Contains(wcfg.Services, inbound.ServiceName) {
+			wcfg.Services = append(slices.Clone(wcfg.Services), inbound.ServiceName)
+		}
+		w, err := watchdog.New(wcfg, watchdog.Deps{NC: nc, JS: js, Names: names,
+			Logger: log.With().Str("service", "watchdog").Logger()})
+		if err != nil {
+			return err
+		}
+		if err := start("watchdog", w); err != nil {
+			return err
+		}
+	}
 	if demoOn {
 		_, js, err := b.connect("demo")
 		if err != nil {
@@ -156,7 +205,12 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			}
 			return ""
 		}
-		if err := start("demo", newDemo(c.Demo, js, names, httpURL, log.With().Str("service", "demo").Logger())); err != nil {
+		dm := newDemo(c.Demo, js, names, httpURL, log.With().Str("service", "demo").Logger())
+		if st.inbound != nil && len(c.Inbound.Sources) > 0 && len(c.Inbound.Sources[0].Secrets) > 0 {
+			dm.webhookSecret = c.Inbound.Sources[0].Secrets[0]
+			dm.webhookURL = func() string { return "http://" + st.inbound.Addr() + c.Inbound.Path }
+		}
+		if err := start("demo", dm); err != nil {
 			return err
 		}
 	}

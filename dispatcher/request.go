@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -30,12 +29,65 @@ const (
 	MaxRetryAfter = time.Hour
 )
 
-var (
-	eventIDRe = regexp.MustCompile(`^[!-~]{1,128}$`)
-	typeRe    = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	methodRe  = regexp.MustCompile(`^[A-Z]{1,16}$`)
-	objectRe  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,3}$`)
-)
+// The field checks below are hand-written matchers, run for every
+// dispatch message; each comment gives the equivalent regular expression.
+
+// validEventID matches ^[!-~]{1,128}$.
+func validEventID(s string) bool {
+	if len(s) < 1 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '!' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// validWord matches ^[A-Za-z0-9_-]{1,max}$.
+func validWord(s string, max int) bool {
+	if len(s) < 1 || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validType matches ^[A-Za-z0-9_-]{1,64}$.
+func validType(s string) bool { return validWord(s, 64) }
+
+// validMethod matches ^[A-Z]{1,16}$.
+func validMethod(s string) bool {
+	if len(s) < 1 || len(s) > 16 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 'A' || s[i] > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// validObject matches ^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,3}$.
+func validObject(s string) bool {
+	for n := 1; ; n++ {
+		word, rest, more := strings.Cut(s, ".")
+		if n > 4 || !validWord(word, 64) {
+			return false
+		}
+		if !more {
+			return true
+		}
+		s = rest
+	}
+}
 
 // DecodeRequest parses the body of a dispatch message strictly (unknown
 // fields and trailing data are errors), fills the catalog's defaults
@@ -74,10 +126,10 @@ func DecodeRequest(b []byte) (crmreq.Request, error) {
 }
 
 func checkRequest(r crmreq.Request) error {
-	if !eventIDRe.MatchString(r.EventID) {
+	if !validEventID(r.EventID) {
 		return errors.New("event_id: 1-128 printable ASCII characters required")
 	}
-	if !typeRe.MatchString(r.Type) {
+	if !validType(r.Type) {
 		return errors.New("type: 1-64 characters of A-Z a-z 0-9 _ - required")
 	}
 	if err := topology.CheckKey(r.Key); err != nil {
@@ -95,7 +147,7 @@ func checkRequest(r crmreq.Request) error {
 		return fmt.Errorf("mode: %q is not send, create, update or upsert", r.Mode)
 	}
 	if needCreate {
-		if !methodRe.MatchString(r.Method) {
+		if !validMethod(r.Method) {
 			return fmt.Errorf("method: %q is not an HTTP method", r.Method)
 		}
 		if err := checkPath(r.Path); err != nil {
@@ -103,7 +155,7 @@ func checkRequest(r crmreq.Request) error {
 		}
 	}
 	if needUpdate {
-		if !methodRe.MatchString(r.UpdateMethod) {
+		if !validMethod(r.UpdateMethod) {
 			return fmt.Errorf("update_method: %q is not an HTTP method", r.UpdateMethod)
 		}
 		if err := checkPath(r.UpdatePath); err != nil {
@@ -111,7 +163,7 @@ func checkRequest(r crmreq.Request) error {
 		}
 	}
 	if r.Mode != catalog.ModeSend {
-		if !objectRe.MatchString(r.Object) {
+		if !validObject(r.Object) {
 			return fmt.Errorf("object: %q must be dot-separated A-Z a-z 0-9 _ - words", r.Object)
 		}
 		if len(r.IDKey) > maxIDKeyLen || !utf8.ValidString(r.IDKey) {

@@ -203,3 +203,26 @@ func TestDecodeRequestRoundTrip(t *testing.T) {
 	in.IDKey, in.UpdateMethod = "k.1", "PATCH"
 	require.Equal(t, in, out)
 }
+
+// TestFieldMatchers checks the hand-written matchers against the regular
+// expressions they replace.
+func TestFieldMatchers(t *testing.T) {
+	cases := []struct {
+		re    *regexp.Regexp
+		match func(string) bool
+	}{
+		{regexp.MustCompile(`^[!-~]{1,128}$`), validEventID},
+		{regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`), validType},
+		{regexp.MustCompile(`^[A-Z]{1,16}$`), validMethod},
+		{regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,3}$`), validObject},
+	}
+	inputs := []string{"", "a", "A", "POST", "post", "PATCHPATCHPATCHPA", "PATCHPATCHPATCHP", "contacts",
+		"crm.contacts", "a.b.c.d", "a.b.c.d.e", ".a", "a.", "a..b", "a-b_c.D9", "a b", "é", "x\n", "~!",
+		"r1:evt-000001", strings.Repeat("x", 64), strings.Repeat("x", 65), strings.Repeat("x", 128),
+		strings.Repeat("x", 129), strings.Repeat("x", 64) + "." + strings.Repeat("y", 65), "\x7f", " "}
+	for i, c := range cases {
+		for _, in := range inputs {
+			require.Equal(t, c.re.MatchString(in), c.match(in), "matcher %d on %q", i, in)
+		}
+	}
+}

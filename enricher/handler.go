@@ -120,12 +120,26 @@ func (s *Service) mappingFailed(ctx context.Context, what string, err error) lan
 func (s *Service) jq(ctx context.Context, code *gojq.Code, in any) (any, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
 	defer cancel()
-	return first(ctx, code, in)
+	return first(doneCtx{Context: ctx, done: ctx.Done()}, code, in)
 }
+
+// doneCtx answers Done from a field: gojq checks Done before every
+// instruction, and a cancelCtx's Done is an atomic load and a type
+// assertion each time.
+type doneCtx struct {
+	context.Context
+	done <-chan struct{}
+}
+
+func (c doneCtx) Done() <-chan struct{} { return c.done }
 
 // lookup resolves one lookup of the event; ok false means stop with o.
 func (s *Service) lookup(ctx context.Context, m *lane.Msg, lk *lookup, in any) (row any, o lane.Outcome, ok bool) {
-	v, err := s.jq(ctx, lk.from, in)
+	v, ok := walk(in, lk.path)
+	var err error
+	if lk.path == nil || !ok {
+		v, err = s.jq(ctx, lk.from, in)
+	}
 	if errors.Is(err, errNoOutput) {
 		v, err = nil, nil
 	}

@@ -13,7 +13,7 @@ import (
 // from the cache or the database. found is false when no row has the key;
 // err is a database error (worth retrying unless productdb.IsDataError).
 func (s *Service) fetch(ctx context.Context, lk *lookup, key any) (row map[string]any, found bool, err error) {
-	ck := lk.cache + fmt.Sprintf("%T:", key) + productdb.KeyString(key)
+	ck := lk.cache + keyType(key) + productdb.KeyString(key)
 	if s.cache != nil {
 		if r, ok := s.cache.Get(ck); ok {
 			s.hits.Add(1)
@@ -34,6 +34,19 @@ func (s *Service) fetch(ctx context.Context, lk *lookup, key any) (row map[strin
 		s.cache.Add(ck, row)
 	}
 	return row, true, nil
+}
+
+// keyType is the cache key's type prefix: "<Go type>:".
+func keyType(key any) string {
+	switch key.(type) {
+	case string:
+		return "string:"
+	case int64:
+		return "int64:"
+	case float64:
+		return "float64:"
+	}
+	return fmt.Sprintf("%T:", key)
 }
 
 // queryRow runs query with one parameter and converts the first row with

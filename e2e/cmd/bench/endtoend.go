@@ -25,6 +25,9 @@ type e2eResult struct {
 	latencyN    int
 	latencyRate float64
 	rssKB       int64
+	// cpuPerEvent is the CPU time of the sluice process (and of the
+	// simulator) per event over the sustained run and the drain.
+	cpuPerEvent, simCPUPerEvent time.Duration
 }
 
 // runEndToEnd measures (b) against `sluice run` in its own process.
@@ -91,6 +94,7 @@ progress_interval: 1h
 	if _, err := measure(o.warmupEvents, nil); err != nil {
 		return res, fmt.Errorf("warm-up: %w", err)
 	}
+	cpu0, simCPU0 := p.cpuTime(), sim.cpuTime()
 	if res.throughput, err = measure(o.events, nil); err != nil {
 		return res, err
 	}
@@ -120,6 +124,8 @@ progress_interval: 1h
 		return res, err
 	}
 	res.drain = float64(len(events)) / end.Sub(drainStart).Seconds()
+	res.cpuPerEvent = (p.cpuTime() - cpu0) / time.Duration(o.events+len(events))
+	res.simCPUPerEvent = (sim.cpuTime() - simCPU0) / time.Duration(o.events+len(events))
 
 	if !o.skipLatency {
 		if err := latencyRun(ctx, o, sim, js, names, &res); err != nil {

@@ -9,6 +9,9 @@
 //	(c) the ratio b/a;
 //	(d) peak RSS of the Sluice process.
 //
+// It also prints the CPU time the Sluice process and the simulator spend
+// per event, which is steadier than events/s on a shared machine.
+//
 // The simulator always runs as a separate process (`sluice crmsim`), and so
 // does Sluice for (b) (`sluice run`), so the figures include real loopback
 // HTTP and NATS TCP.
@@ -93,6 +96,8 @@ func run(ctx context.Context, o options) error {
 	}
 	fmt.Printf("(b) Sluice end to end, sustained:               %8.0f events/s (%.1fM/hour)\n", res.throughput, res.throughput*3600/1e6)
 	fmt.Printf("    backlog drain (events stored before start): %8.0f events/s\n", res.drain)
+	fmt.Printf("    CPU per event (sustained + drain runs):     %8.0f µs sluice, %.0f µs simulator\n",
+		float64(res.cpuPerEvent)/1e3, float64(res.simCPUPerEvent)/1e3)
 	if res.latencyN > 0 {
 		fmt.Printf("    produce→CRM latency at %.0f/s for %s: p50 %s  p99 %s  max %s  (%d events, achieved %.0f/s)\n",
 			o.latencyRate, o.latencyFor, res.p50.Round(10*time.Microsecond), res.p99.Round(10*time.Microsecond),

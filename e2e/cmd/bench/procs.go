@@ -50,6 +50,28 @@ func (p *proc) peakRSS() int64 {
 	return 0
 }
 
+// cpuTime is the CPU time (user + system) the process has used so far, 0
+// when unknown. /proc/<pid>/stat counts in clock ticks of 1/100 s.
+func (p *proc) cpuTime() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name (which may hold spaces) start with
+	// the state; utime and stime are the 12th and 13th of them.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
 func (p *proc) stop() {
 	_ = p.cmd.Process.Signal(syscall.SIGINT)
 	done := make(chan struct{})

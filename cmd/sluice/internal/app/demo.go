@@ -24,17 +24,17 @@ import (
 // process (else published to JetStream). Ids are "d<start>:<key>#<n>", n
 // counting per key across rounds, so the simulator can check per-key order.
 type demo struct {
-	cfg     DemoConfig
+	cfg DemoConfig
 	// webhookURL gives the inbound endpoint (empty: no webhooks); the
 	// demo plays the CRM posting signed webhooks back with webhookSecret.
 	webhookURL    func() string
 	webhookSecret string
-	js      jetstream.JetStream
-	names   topology.Names
-	httpURL func() string
-	log     zerolog.Logger
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	js            jetstream.JetStream
+	names         topology.Names
+	httpURL       func() string
+	log           zerolog.Logger
+	cancel        context.CancelFunc
+	wg            sync.WaitGroup
 }
 
 func newDemo(cfg DemoConfig, js jetstream.JetStream, names topology.Names, httpURL func() string, log zerolog.Logger) *demo {

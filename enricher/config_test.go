@@ -2,11 +2,13 @@ package enricher_test
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
 
 	"sluice.dev/enricher"
 	"sluice.dev/enricher/productdb"
@@ -77,12 +79,20 @@ func TestNewNamesTheBrokenExpression(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			cat := loadCatalog(t, c.mutate)
-			_, err := enricher.New(fastConfig(dbc), enricher.Deps{NC: h.nc, JS: h.js, Names: h.names, Catalog: cat, DB: db})
+			// The catalog compiles every expression, so a broken one is
+			// refused (naming its key) before the enricher is built.
+			b, err := os.ReadFile("testdata/catalog.yaml")
+			require.NoError(t, err)
+			var cfg catalog.Config
+			require.NoError(t, yaml.Unmarshal(b, &cfg))
+			c.mutate(&cfg)
+			_, err = catalog.Compile(cfg, os.DirFS("testdata/schemas"))
 			require.ErrorContains(t, err, c.want)
 		})
 	}
-	_, err := enricher.New(fastConfig(dbc), enricher.Deps{JS: h.js, Catalog: loadCatalog(t, nil), DB: db})
+	_, err := enricher.New(fastConfig(dbc), enricher.Deps{NC: h.nc, JS: h.js, Names: h.names, Catalog: loadCatalog(t, nil), DB: db})
+	require.NoError(t, err)
+	_, err = enricher.New(fastConfig(dbc), enricher.Deps{JS: h.js, Catalog: loadCatalog(t, nil), DB: db})
 	require.ErrorContains(t, err, "Deps.NC")
 	_, err = enricher.New(enricher.Config{}, enricher.Deps{})
 	require.ErrorContains(t, err, "enricher.db.dsn")

@@ -140,9 +140,17 @@ func (g *Group) Stop(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		// Hard stop: cancel handlers and close iterators outright (a drain
+		// waits for a server that may be gone). Unsettled messages come back
+		// after AckWait.
 		g.mu.Lock()
 		for _, l := range g.lanes {
 			l.cancel()
+			l.mu.Lock()
+			if l.it != nil {
+				l.it.Stop()
+			}
+			l.mu.Unlock()
 		}
 		g.mu.Unlock()
 		<-done
@@ -191,4 +199,7 @@ type Stats struct {
 	LastError string         `json:"last_error,omitempty"`
 	LastSeq   uint64         `json:"last_seq"`
 	Restarts  uint64         `json:"restarts"`
+	// MissedHeartbeats counts pulls that went quiet (the server's idle
+	// heartbeats stopped); each is followed by a new pull.
+	MissedHeartbeats uint64 `json:"missed_heartbeats"`
 }

@@ -13,6 +13,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// errStopping is returned by open when the lane is being stopped.
+var errStopping = errors.New("lane: stopping")
+
 // Headers the runner sets on parked messages.
 const (
 	HeaderParkStage     = "Sluice-Park-Stage"
@@ -91,6 +94,9 @@ func (l *lane) run() {
 			return
 		}
 		it, err := l.open()
+		if errors.Is(err, errStopping) {
+			return
+		}
 		if err != nil {
 			l.setError(err)
 			l.log.Warn().Err(err).Dur("retry_in", backoff).Msg("lane cannot consume; retrying")
@@ -122,7 +128,7 @@ func (l *lane) open() (jetstream.MessagesContext, error) {
 	defer l.mu.Unlock()
 	if l.stopping {
 		it.Stop()
-		return nil, errors.New("stopping")
+		return nil, errStopping
 	}
 	l.it = it
 	return it, nil
@@ -136,9 +142,23 @@ func (l *lane) consume(it jetstream.MessagesContext) {
 				return
 			}
 			l.setError(err)
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				// The iterator has already reset its pull and asks again;
+				// closing it could strand a buffered message until AckWait.
+				l.mu.Lock()
+				l.stats.MissedHeartbeats++
+				l.mu.Unlock()
+				l.log.Info().Err(err).Msg("lane pull went quiet; pulling again")
+				continue
+			}
+			// Anything else: drain (buffered messages are handed back) and
+			// let run open a new iterator.
 			l.log.Warn().Err(err).Msg("lane iterator error; reopening")
-			it.Stop()
-			return
+			l.mu.Lock()
+			l.draining[it] = true
+			l.mu.Unlock()
+			it.Drain()
+			continue
 		}
 		l.mu.Lock()
 		drop := l.draining[it]

@@ -185,3 +185,16 @@ func (s *Service) Stats() Stats {
 
 // Delivered counts requests the CRM accepted since New.
 func (s *Service) Delivered() uint64 { return s.metrics.delivered.Load() }
+
+// Restart drops partition p's consume loop and starts a new one (the
+// watchdog asks for it over the control subject when a lane stalls). The
+// message in hand is settled first.
+func (s *Service) Restart(p int) error {
+	s.mu.Lock()
+	g := s.group
+	s.mu.Unlock()
+	if g == nil {
+		return ErrNotStarted
+	}
+	return g.Restart(p)
+}

@@ -22,6 +22,9 @@ var (
 	// ErrUnknownType means the item's type is not in the inbound catalog.
 	// The writer parks it; add the type and replay it.
 	ErrUnknownType = errors.New("inbound: unknown webhook type")
+	// ErrNotStarted is returned by Restart before Start: the caller starts
+	// the service first.
+	ErrNotStarted = errors.New("inbound: not started")
 	// ErrMapping means a jq expression of the type failed on the item or
 	// gave an unusable value. The writer parks it; fix the mapping, replay.
 	ErrMapping = errors.New("inbound: mapping failed")

@@ -288,3 +288,16 @@ func (s *Service) count(outcome string) {
 		s.stats.redelivered.Add(1)
 	}
 }
+
+// Restart drops partition p's consume loop and starts a new one (the
+// watchdog asks for it over the control subject when a lane stalls). The
+// message in hand is settled first.
+func (s *Service) Restart(p int) error {
+	s.mu.Lock()
+	g := s.group
+	s.mu.Unlock()
+	if g == nil {
+		return ErrNotStarted
+	}
+	return g.Restart(p)
+}

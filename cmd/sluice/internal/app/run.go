@@ -3,12 +3,12 @@ package app
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"sluice.dev/dispatcher"
@@ -109,6 +109,9 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 		if err := start("dispatcher", d); err != nil {
 			return err
 		}
+		if err := serveControl(nc, names, topology.StageDispatcher, d.Restart, log); err != nil {
+			return err
+		}
 		st.dispatcher = d
 	}
 	if wants(target, "enricher") {
@@ -127,6 +130,9 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			return err
 		}
 		if err := start("enricher", e); err != nil {
+			return err
+		}
+		if err := serveControl(nc, names, topology.StageEnricher, e.Restart, log); err != nil {
 			return err
 		}
 	}
@@ -171,6 +177,9 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			return err
 		}
 		if err := start("inbound", in); err != nil {
+			return err
+		}
+		if err := serveControl(nc, names, topology.StageInbound, in.Restart, log); err != nil {
 			return err
 		}
 		st.inbound = in
@@ -251,4 +260,10 @@ func openProductDB(ctx context.Context, c Config, log zerolog.Logger) (*sql.DB, 
 	return db, dialect, nil
 }
 
-var errUsage = errors.New("usage")
+// serveControl answers the watchdog's lane-restart requests for a stage on
+// its control subject (see watchdog/README.md). The subscription ends with
+// the service's connection.
+func serveControl(nc *nats.Conn, names topology.Names, stage topology.Stage, restart func(int) error, log zerolog.Logger) error {
+	_, err := watchdog.ServeControl(nc, names, string(stage), restart, log.With().Str("service", string(stage)).Logger())
+	return err
+}

@@ -234,7 +234,7 @@ func TestConfigValidate(t *testing.T) {
 		{crmsim.Config{Latency: -time.Second}, "simulator.latency"},
 		{crmsim.Config{Jitter: -time.Second}, "simulator.jitter"},
 		{crmsim.Config{Addr: "nope"}, "simulator.addr"},
-		{crmsim.Config{Reject: map[string]int{"a": 200}}, `crmsim.reject["a"]`},
+		{crmsim.Config{Reject: map[string]int{"a": 200}}, `simulator.reject["a"]`},
 		{crmsim.Config{RecordCapacity: -1}, "simulator.record_capacity"},
 	}
 	for _, tc := range cases {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"sluice.dev/dispatcher"
@@ -17,6 +18,8 @@ import (
 	"sluice.dev/enricher/productdb"
 	"sluice.dev/inbound"
 	"sluice.dev/ingest"
+	"sluice.dev/mesh/lane"
+	"sluice.dev/mesh/metrics"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/schemas"
 	"sluice.dev/watchdog"
@@ -83,6 +86,8 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 	}
 
 	var st stats
+	m := metrics.New() // one registry for every service of this process
+	var enr *enricher.Service
 	demoOn := target == "all" && c.DemoOn() // before the simulator fills in crm.url
 	if wants(target, "dispatcher") {
 		if c.UsesSimulator() {
@@ -95,6 +100,11 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			}
 			c.Dispatcher.CRM.URL = sim.URL()
 			st.sim = sim
+			// The simulator starts empty on every run, so CRM ids kept from
+			// an earlier run name records it never had (updates would 404).
+			if err := clearCRMIDs(ctx, adminJS, names); err != nil {
+				return err
+			}
 			log.Info().Str("url", sim.URL()).Msg("no dispatcher.crm.url set: sending to the built-in CRM simulator")
 		}
 		nc, js, err := b.connect("dispatcher")
@@ -102,7 +112,8 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			return err
 		}
 		d, err := dispatcher.New(c.Dispatcher, dispatcher.Deps{NC: nc, JS: js, Names: names,
-			Logger: log.With().Str("service", "dispatcher").Logger()})
+			Logger:  log.With().Str("service", "dispatcher").Logger(),
+			Observe: m.ObserveFunc(), Middleware: []lane.Middleware{m.ProduceToCRM()}})
 		if err != nil {
 			return err
 		}
@@ -125,7 +136,7 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			return err
 		}
 		e, err := enricher.New(c.Enricher, enricher.Deps{NC: nc, JS: js, Names: names, Catalog: cat, DB: db,
-			Dialect: dialect, Logger: log.With().Str("service", "enricher").Logger()})
+			Dialect: dialect, Logger: log.With().Str("service", "enricher").Logger(), Observe: m.ObserveFunc()})
 		if err != nil {
 			return err
 		}
@@ -135,6 +146,7 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 		if err := serveControl(nc, names, topology.StageEnricher, e.Restart, log); err != nil {
 			return err
 		}
+		enr = e
 	}
 	if wants(target, "ingest") {
 		nc, js, err := b.connect("ingest")
@@ -172,7 +184,7 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			return err
 		}
 		in, err := inbound.New(c.Inbound, inbound.Deps{NC: nc, JS: js, Names: names, DB: db,
-			Logger: log.With().Str("service", "inbound").Logger()})
+			Logger: log.With().Str("service", "inbound").Logger(), Observe: m.ObserveFunc()})
 		if err != nil {
 			return err
 		}
@@ -231,6 +243,20 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 		st.js, st.names, st.target = js, names, target
 		go st.report(ctx, c.ProgressInterval, log)
 	}
+	if c.Ops.Addr != "off" {
+		nc, js, err := b.connect("ops")
+		if err != nil {
+			return err
+		}
+		svcs := running{ingest: st.ingest, enricher: enr, dispatcher: st.dispatcher, inbound: st.inbound}
+		cs := append(serviceCollectors(svcs), metrics.NewLanes(js, names, svcs.stages(), lagTimeout))
+		if err := m.Register(cs...); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		if err := start("ops", newOpsServer(c.Ops.Addr, nc, js, names.EventsStream(), m, log)); err != nil {
+			return err
+		}
+	}
 	log.Info().Str("target", target).Msg("sluice is running; Ctrl-C stops it cleanly")
 	<-ctx.Done()
 	log.Info().Msg("stopping: draining producers, settling lanes, flushing acks")
@@ -258,6 +284,25 @@ func openProductDB(ctx context.Context, c Config, log zerolog.Logger) (*sql.DB, 
 		log.Info().Str("db", c.Enricher.DB.DSN).Msg("sample marketplace product database ready")
 	}
 	return db, dialect, nil
+}
+
+// clearCRMIDs empties the CRM id map (used when the built-in simulator,
+// which keeps nothing between runs, stands in for the CRM).
+func clearCRMIDs(ctx context.Context, js jetstream.JetStream, names topology.Names) error {
+	kv, err := js.KeyValue(ctx, names.CRMIDBucket())
+	if err != nil {
+		return fmt.Errorf("crm id map: %w", err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("crm id map: %w", err)
+	}
+	for k := range keys.Keys() {
+		if err := kv.Purge(ctx, k); err != nil {
+			return fmt.Errorf("crm id map: %w", err)
+		}
+	}
+	return nil
 }
 
 // serveControl answers the watchdog's lane-restart requests for a stage on

@@ -26,15 +26,12 @@ type Config struct {
 	Pause time.Duration `yaml:"pause"`
 	// StatusPolicy says what a non-retryable 4xx answer does. Keys are "4xx"
 	// (every 4xx) or an exact code such as "422" (wins over "4xx"); values
-	// are "hold" (default: treated like any failure, the partition waits
-	// until the CRM accepts, order is never broken) or "park" (the event is
-	// moved to the parked stream with the CRM's status and response and the
-	// partition goes on). 408 and 429 are always retried and cannot be
-	// configured.
-	//
-	// Warning: "park" lets later events of the same key reach the CRM after
-	// the parked one (they are not held behind it). Per-key isolation of
-	// parked keys comes in a later version.
+	// are "park" (the event is moved to the parked stream with the CRM's
+	// status and response, its key is parked, and the partition goes on)
+	// or "hold" (treated like any failure: the partition waits until the
+	// CRM accepts). 408 and 429 are always retried and cannot be
+	// configured. Default: {"4xx": "park"} (DefaultPolicy4xx), applied when
+	// the map has no "4xx" key.
 	StatusPolicy map[string]string `yaml:"status_policy"`
 }
 
@@ -70,6 +67,15 @@ const (
 	PolicyHold = "hold"
 	PolicyPark = "park"
 )
+
+// DefaultPolicy4xx is the policy of a 4xx that StatusPolicy does not name.
+// It is "park" because the lanes isolate parked keys (lane.Config
+// IsolateKeys): every later event of the rejected key is parked behind it,
+// so parking no longer lets a later event of that key overtake the rejected
+// one, while "hold" would stall every other key of the partition behind one
+// bad record until someone fixes it. `sluice parked replay KEY` sends the
+// key's events again, in order, once the cause is fixed.
+const DefaultPolicy4xx = PolicyPark
 
 // Defaults.
 const (
@@ -193,7 +199,7 @@ func (c Config) policyFor(status int) string {
 	if p, ok := c.StatusPolicy["4xx"]; ok {
 		return p
 	}
-	return PolicyHold
+	return DefaultPolicy4xx
 }
 
 func sortedKeys(m map[string]string) []string {

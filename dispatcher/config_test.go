@@ -18,7 +18,7 @@ func TestConfigDefaults(t *testing.T) {
 	require.NoError(t, c.Validate())
 	// "3 tries within 6s": the tries are (Tries-1)*Delay apart.
 	require.LessOrEqual(t, time.Duration(c.Retry.Tries-1)*c.Retry.Delay, 6*time.Second)
-	require.Equal(t, PolicyHold, c.policyFor(422))
+	require.Equal(t, PolicyPark, c.policyFor(422), "4xx parks by default (keys are isolated)")
 }
 
 func TestConfigYAML(t *testing.T) {

@@ -29,7 +29,8 @@ func TestStatusPolicy(t *testing.T) {
 		// wantBody is the Sluice-Crm-Response of a parked event.
 		wantBody string
 	}{
-		{name: "default holds", status: 422, body: `{"error":"bad"}`},
+		{name: "default parks", status: 422, body: `{"error":"bad"}`, park: true, wantBody: `{"error":"bad"}`},
+		{name: "hold by policy", policy: map[string]string{"4xx": "hold"}, status: 422, body: `{"error":"bad"}`},
 		{name: "exact code parks", policy: map[string]string{"422": "park"}, status: 422,
 			body: `{"error":"email invalid"}`, park: true, wantBody: `{"error":"email invalid"}`},
 		{name: "4xx parks, response truncated", policy: map[string]string{"4xx": "park"}, status: 404,

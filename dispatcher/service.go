@@ -43,6 +43,12 @@ type Deps struct {
 	HTTPClient *http.Client
 	// Partitions lists the partitions this process runs. Optional: all.
 	Partitions []int
+	// Observe, if set, is called after each lane message is settled
+	// (metrics.Metrics.Observe).
+	Observe func(lane.Observation)
+	// Middleware wraps the lane handler, outermost first (e.g.
+	// metrics.Metrics.ProduceToCRM). Optional.
+	Middleware []lane.Middleware
 }
 
 // Service is a running dispatcher.
@@ -109,11 +115,13 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	g, err := lane.NewGroup(s.deps.JS, lane.Config{
-		Stage:      topology.StageDispatcher,
-		Names:      s.deps.Names,
-		Handler:    s.Handler(),
-		Partitions: s.deps.Partitions,
-		Logger:     s.log,
+		Stage:       topology.StageDispatcher,
+		IsolateKeys: true, // a parked key's later requests park behind it
+		Names:       s.deps.Names,
+		Handler:     lane.Chain(s.Handler(), s.deps.Middleware...),
+		Partitions:  s.deps.Partitions,
+		Logger:      s.log,
+		Observe:     s.deps.Observe,
 	})
 	if err != nil {
 		return err

@@ -76,6 +76,7 @@ dispatcher:
   retry: {tries: 3, delay: 50ms}
   pause: 500ms
 demo: {enabled: "false"}
+ops: {addr: "127.0.0.1:0"}
 `, filepath.Join(dir, "data"), port, sim.URL())), 0o600))
 	logf, err := os.Create(filepath.Join(dir, "sluice.log"))
 	require.NoError(t, err)

@@ -41,6 +41,9 @@ type Deps struct {
 	Logger  zerolog.Logger
 	// Partitions this instance runs. Empty: all.
 	Partitions []int
+	// Observe, if set, is called after each lane message is settled
+	// (metrics.Metrics.Observe).
+	Observe func(lane.Observation)
 }
 
 // Service is the enricher.
@@ -144,8 +147,8 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	g, err := lane.NewGroup(s.deps.JS, lane.Config{
-		Stage: topology.StageEnricher, Names: s.deps.Names, Handler: s.handle,
-		Partitions: s.deps.Partitions, Logger: s.log,
+		Stage: topology.StageEnricher, Names: s.deps.Names, Handler: s.handle, IsolateKeys: true,
+		Partitions: s.deps.Partitions, Logger: s.log, Observe: s.deps.Observe,
 	})
 	if err != nil {
 		return err

@@ -44,6 +44,9 @@ type Deps struct {
 	Partitions []int
 	// Now is the clock for signature timestamps. Default time.Now.
 	Now func() time.Time
+	// Observe, if set, is called after each lane message is settled
+	// (metrics.Metrics.Observe).
+	Observe func(lane.Observation)
 }
 
 // Service receives CRM webhooks, stores them in the inbound stream and
@@ -165,7 +168,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("inbound.http_addr: %w", err)
 	}
 	g, err := lane.NewGroup(s.deps.JS, lane.Config{Stage: topology.StageInbound, Names: s.deps.Names,
-		Handler: s.handle, Partitions: s.deps.Partitions, Logger: s.log})
+		Handler: s.handle, Partitions: s.deps.Partitions, Logger: s.log, Observe: s.deps.Observe})
 	if err == nil {
 		if err = g.Start(ctx); err != nil {
 			_ = g.Stop(ctx)

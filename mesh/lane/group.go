@@ -42,6 +42,12 @@ type Config struct {
 	PullExpiry time.Duration
 	// Observe, if set, is called after each message is settled.
 	Observe func(stats Observation)
+	// IsolateKeys turns on per-key poison isolation: once an event of key K
+	// is parked, every later event of K at this stage is parked behind it
+	// (see isolate.go) until an operator replays or discards K. The state
+	// lives in the parked-keys KV bucket; the JetStream must support
+	// key-value (a jetstream.JetStream does). Default false.
+	IsolateKeys bool
 }
 
 // Observation describes one settled message, for metrics and progress.
@@ -94,6 +100,8 @@ type Group struct {
 	mu    sync.Mutex
 	lanes map[int]*lane
 	wg    sync.WaitGroup
+	// parked is the parked-keys view when IsolateKeys is on.
+	parked *parkedSet
 }
 
 // NewGroup validates cfg and returns a stopped Group.
@@ -110,6 +118,13 @@ func NewGroup(js JetStream, cfg Config) (*Group, error) {
 func (g *Group) Start(ctx context.Context) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.cfg.IsolateKeys && g.parked == nil {
+		ps, err := openParkedSet(ctx, g.js, g.cfg.Names, g.cfg.Stage)
+		if err != nil {
+			return err
+		}
+		g.parked = ps
+	}
 	for _, p := range g.cfg.Partitions {
 		l := newLane(g, p)
 		if _, err := l.consumer(ctx); err != nil {
@@ -135,7 +150,16 @@ func (g *Group) Stop(ctx context.Context) error {
 	}
 	g.mu.Unlock()
 	done := make(chan struct{})
-	go func() { g.wg.Wait(); close(done) }()
+	go func() {
+		g.wg.Wait()
+		g.mu.Lock()
+		if g.parked != nil {
+			g.parked.stop()
+			g.parked = nil
+		}
+		g.mu.Unlock()
+		close(done)
+	}()
 	select {
 	case <-done:
 		return nil

@@ -226,14 +226,28 @@ func (l *lane) handle(jm jetstream.Msg) {
 	}
 
 	var o Outcome
+	var iso isolation
 	p, typ, tok, err := l.g.cfg.Names.SubjectParts(m.Subject)
-	if err != nil {
+	switch {
+	case err != nil:
 		o = Park("unroutable subject", err, nil)
-	} else {
+	default:
 		m.Partition, m.Type, m.KeyToken = p, typ, tok
-		o = l.call(m)
+		if l.g.parked != nil {
+			iso, err = l.gate(m)
+		}
+		switch {
+		case err != nil:
+			o = Retry(l.g.cfg.PublishRetry, fmt.Errorf("parked-keys lookup: %w", err))
+		case iso.behind:
+			o = behindOutcome(iso.pk)
+		default:
+			o = l.call(m)
+		}
 	}
-	l.settle(m, jm, o)
+	if l.settle(m, jm, o, iso) && iso.replay && o.Kind != KindPark && m.Header.Get(HeaderReplayLast) != "" {
+		l.finishReplay(m, iso)
+	}
 	if obs := l.g.cfg.Observe; obs != nil {
 		obs(Observation{Stage: l.g.cfg.Stage, Partition: l.p, Kind: o.Kind, Duration: time.Since(start), Stored: m.Stored, Err: o.Err})
 	}
@@ -297,7 +311,8 @@ func (l *lane) event(e *zerolog.Event, m *Msg) *zerolog.Event {
 	return e.Uint64("seq", m.StreamSeq).Str("type", m.Type).Str("key", m.KeyToken)
 }
 
-func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome) {
+// settle carries out o and reports whether m was acked.
+func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome, iso isolation) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	switch o.Kind {
@@ -306,10 +321,11 @@ func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome) {
 			if _, err := l.g.js.PublishMsg(ctx, out); err != nil {
 				l.failed(jm, l.g.cfg.PublishRetry, fmt.Errorf("publish to %s: %w", out.Subject, err))
 				l.event(l.log.Warn(), m).Err(err).Msg("forward publish failed; holding the lane")
-				return
+				return false
 			}
 		}
 		l.acked(jm, m)
+		return true
 	case KindRetry:
 		l.failed(jm, o.Delay, o.Err)
 		l.event(l.log.Debug(), m).Err(o.Err).Dur("delay", o.Delay).Int("failures", l.headFailures).Msg("retry")
@@ -331,15 +347,28 @@ func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome) {
 		if _, err := l.g.js.PublishMsg(ctx, pm); err != nil {
 			l.failed(jm, l.g.cfg.PublishRetry, fmt.Errorf("publish parked: %w", err))
 			l.event(l.log.Warn(), m).Err(err).Msg("park publish failed; holding the lane")
-			return
+			return false
+		}
+		if l.g.parked != nil && iso.kvKey != "" {
+			if err := l.recordPark(m, o, iso); err != nil {
+				l.failed(jm, l.g.cfg.PublishRetry, fmt.Errorf("record parked key: %w", err))
+				l.event(l.log.Warn(), m).Err(err).Msg("parked-key record failed; holding the lane")
+				return false
+			}
 		}
 		l.mu.Lock()
 		l.stats.Parked++
 		l.mu.Unlock()
-		l.event(l.log.Warn(), m).Str("reason", o.Reason).Err(o.Err).Msg("event parked")
-		l.alert(ctx, "parked", m, o.Reason, time.Time{})
+		if iso.behind {
+			l.event(l.log.Info(), m).Str("reason", o.Reason).Msg("event parked behind its key")
+		} else {
+			l.event(l.log.Warn(), m).Str("reason", o.Reason).Err(o.Err).Msg("event parked")
+			l.alert(ctx, "parked", m, o.Reason, time.Time{})
+		}
 		l.acked(jm, m)
+		return true
 	}
+	return false
 }
 
 func (l *lane) acked(jm jetstream.Msg, m *Msg) {

@@ -94,6 +94,19 @@ func (n Names) AlertsStreamConfig() jetstream.StreamConfig {
 	}
 }
 
+// AuditStreamConfig is the config of the operator-action audit stream.
+func (n Names) AuditStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name: n.AuditStream(),
+		Description: fmt.Sprintf("Sluice audit trail of operator actions (%s.audit.<action>): who, when, "+
+			"what, why — parked-key discards, replays. Kept until removed.", n.c.Prefix),
+		Subjects:  []string{n.c.Prefix + ".audit.>"},
+		Retention: jetstream.LimitsPolicy,
+		Storage:   n.storage(),
+		Replicas:  n.c.Replicas,
+	}
+}
+
 // Ensure creates or updates every stream and KV bucket of the topology. It is
 // idempotent and safe to call from every service at start. It refuses to
 // change the partition count of an existing events stream.
@@ -103,6 +116,7 @@ func (n Names) Ensure(ctx context.Context, js StreamManager) error {
 	}
 	for _, cfg := range []jetstream.StreamConfig{
 		n.EventsStreamConfig(), n.DispatchStreamConfig(), n.ParkedStreamConfig(), n.AlertsStreamConfig(),
+		n.AuditStreamConfig(),
 	} {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
@@ -116,6 +130,9 @@ func (n Names) Ensure(ctx context.Context, js StreamManager) error {
 	})
 	if err != nil {
 		return fmt.Errorf("ensure kv %s: %w", n.CRMIDBucket(), err)
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, n.ParkedKeysConfig()); err != nil {
+		return fmt.Errorf("ensure kv %s: %w", n.ParkedKeysBucket(), err)
 	}
 	return nil
 }

@@ -153,6 +153,9 @@ func (n Names) ParkedStream() string { return n.c.StreamPrefix + "_PARKED" }
 // AlertsStream is the stream of alert events.
 func (n Names) AlertsStream() string { return n.c.StreamPrefix + "_ALERTS" }
 
+// AuditStream is the stream of operator actions.
+func (n Names) AuditStream() string { return n.c.StreamPrefix + "_AUDIT" }
+
 // CRMIDBucket is the KV bucket mapping entity keys to CRM record ids.
 func (n Names) CRMIDBucket() string { return strings.ToLower(n.c.StreamPrefix) + "_crm_ids" }
 

@@ -50,6 +50,7 @@ topology: {partitions: %d}
 ingest: {http_addr: ""}
 dispatcher: {crm: {url: %q}}
 demo: {enabled: "false"}
+ops: {addr: "127.0.0.1:0"}
 progress_interval: 1h
 `, dataDir, port, o.partitions, sim.url)), 0o600); err != nil {
 		return res, err

@@ -54,6 +54,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(runCmd(stderr), crmsimCmd(stderr), configCmd(stdout))
+	root.AddCommand(parkedCmd())
+	root.AddCommand(statusCmd(), pauseCmd(), resumeCmd())
 	return root
 }
 

@@ -52,6 +52,8 @@ type Config struct {
 	// ProgressInterval is how often `run` prints progress; a negative value
 	// (e.g. -1s) turns it off. Default 5s.
 	ProgressInterval time.Duration `yaml:"progress_interval"`
+	// Ops is the operator HTTP listener (/metrics, /healthz, /readyz).
+	Ops OpsConfig `yaml:"ops"`
 }
 
 // LogConfig configures the logger.
@@ -131,6 +133,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ProgressInterval == 0 {
 		c.ProgressInterval = 5 * time.Second
+	}
+	if c.Ops.Addr == "" {
+		c.Ops.Addr = DefaultOpsAddr
 	}
 	return c
 }

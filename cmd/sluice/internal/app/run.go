@@ -253,8 +253,9 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 		if err := m.Register(cs...); err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}
+		// A busy ops port does not stop the event flow: it is logged loudly.
 		if err := start("ops", newOpsServer(c.Ops.Addr, nc, js, names.EventsStream(), m, log)); err != nil {
-			return err
+			log.Error().Err(err).Msg("ops listener NOT started: no /metrics, /healthz, /readyz (set ops.addr)")
 		}
 	}
 	log.Info().Str("target", target).Msg("sluice is running; Ctrl-C stops it cleanly")

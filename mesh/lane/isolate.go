@@ -1,0 +1,339 @@
+package lane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"sluice.dev/mesh/topology"
+)
+
+// Per-key poison isolation (Config.IsolateKeys).
+//
+// When a handler parks an event of key K, the runner records K in the
+// parked-keys KV bucket (topology.ParkedKeysBucket) before acking; every
+// later event of K at that stage is then parked behind it without calling
+// the handler, in order, while the other keys of the partition flow.
+//
+// Replay (Parked.Replay) keeps per-key order with two states:
+//
+//   - parked: every message of K is parked behind the first one.
+//   - replaying (with a replay id): the operator's command re-publishes K's
+//     parked messages, oldest first, into the stage's input subject with the
+//     header Sluice-Replay: <id> (the last one also Sluice-Replay-Last). The
+//     runner hands those to the handler; any other message of K (a new event
+//     that arrived during the replay) is still parked behind, and counted.
+//     When the handler parks a replayed message again, K goes back to
+//     parked and the rest of the replay is parked behind it.
+//   - When the last replayed message is settled, the runner deletes K's
+//     entry (K is unblocked) if nothing was parked during the replay;
+//     otherwise K goes back to parked with ReasonArrivedDuringReplay and the
+//     command runs another round for those newer events, so they reach the
+//     stage after the replayed ones.
+
+// Headers of replayed messages and parked-behind messages.
+const (
+	HeaderReplay       = "Sluice-Replay"
+	HeaderReplayLast   = "Sluice-Replay-Last"
+	HeaderParkedBehind = "Sluice-Parked-Behind"
+)
+
+// States of a parked key.
+const (
+	StateParked    = "parked"
+	StateReplaying = "replaying"
+)
+
+// ReasonArrivedDuringReplay is the reason of a key that went back to parked
+// because new events of it were parked while it was being replayed.
+const ReasonArrivedDuringReplay = "events arrived during replay"
+
+// ParkedKey is the JSON state of one parked key in the parked-keys bucket.
+type ParkedKey struct {
+	Stage    topology.Stage `json:"stage"`
+	Type     string         `json:"type"`
+	Key      string         `json:"key"`
+	KeyToken string         `json:"key_token"`
+	// FirstSeq and FirstID name the event the others are parked behind
+	// (sequence in the stage's input stream, envelope/message id).
+	FirstSeq uint64    `json:"first_seq"`
+	FirstID  string    `json:"first_id,omitempty"`
+	Reason   string    `json:"reason"`
+	ParkedAt time.Time `json:"parked_at"`
+	// Count is how many messages of the key were parked since the entry was
+	// made (or, while replaying, since the replay began).
+	Count    int    `json:"count"`
+	State    string `json:"state"`
+	ReplayID string `json:"replay_id,omitempty"`
+}
+
+// KVKeyValue is the part of jetstream.JetStream that isolation needs.
+type KVKeyValue interface {
+	CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error)
+}
+
+// parkedSet is a group's in-memory view of its stage's parked keys, kept
+// current by a KV watch. Revisions make sure an old watch event never
+// overrides a newer local write.
+type parkedSet struct {
+	kv    jetstream.KeyValue
+	stage topology.Stage
+	w     jetstream.KeyWatcher
+
+	mu   sync.Mutex
+	keys map[string]setEntry // by KV key
+}
+
+type setEntry struct {
+	parked bool
+	rev    uint64
+}
+
+func openParkedSet(ctx context.Context, js JetStream, names topology.Names, stage topology.Stage) (*parkedSet, error) {
+	kvs, ok := js.(KVKeyValue)
+	if !ok {
+		return nil, errors.New("lane: IsolateKeys needs a JetStream with key-value support")
+	}
+	kv, err := kvs.CreateOrUpdateKeyValue(ctx, names.ParkedKeysConfig())
+	if err != nil {
+		return nil, fmt.Errorf("lane: parked-keys bucket: %w", err)
+	}
+	w, err := kv.Watch(context.Background(), string(stage)+".>")
+	if err != nil {
+		return nil, fmt.Errorf("lane: watch parked keys: %w", err)
+	}
+	s := &parkedSet{kv: kv, stage: stage, w: w, keys: map[string]setEntry{}}
+	// The initial values end with a nil entry: wait for it, so the set is
+	// complete before the first message is handled.
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil {
+				go s.follow()
+				return s, nil
+			}
+			s.observe(e)
+		case <-timeout:
+			_ = w.Stop()
+			return nil, errors.New("lane: parked-keys watch did not deliver its initial values")
+		case <-ctx.Done():
+			_ = w.Stop()
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (s *parkedSet) follow() {
+	for e := range s.w.Updates() {
+		if e != nil {
+			s.observe(e)
+		}
+	}
+}
+
+func (s *parkedSet) observe(e jetstream.KeyValueEntry) {
+	s.set(e.Key(), e.Operation() == jetstream.KeyValuePut, e.Revision())
+}
+
+func (s *parkedSet) set(kvKey string, parked bool, rev uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.keys[kvKey]; ok && rev != 0 && cur.rev > rev {
+		return
+	}
+	if rev == 0 {
+		rev = s.keys[kvKey].rev
+	}
+	s.keys[kvKey] = setEntry{parked: parked, rev: rev}
+}
+
+func (s *parkedSet) maybeParked(kvKey string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keys[kvKey].parked
+}
+
+func (s *parkedSet) stop() { _ = s.w.Stop() }
+
+// get reads the authoritative state of kvKey; nil when not parked.
+func (s *parkedSet) get(ctx context.Context, kvKey string) (*ParkedKey, uint64, error) {
+	e, err := s.kv.Get(ctx, kvKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		s.set(kvKey, false, 0)
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	var pk ParkedKey
+	if err := json.Unmarshal(e.Value(), &pk); err != nil {
+		return nil, 0, fmt.Errorf("parked key %s: %w", kvKey, err)
+	}
+	return &pk, e.Revision(), nil
+}
+
+// update applies change to kvKey's state with compare-and-set, retrying
+// on a concurrent change. change receives nil when the key is not parked;
+// it returns the new state, or nil to delete the entry.
+func (s *parkedSet) update(ctx context.Context, kvKey string, change func(*ParkedKey) *ParkedKey) error {
+	var last error
+	for range 10 {
+		cur, rev, err := s.get(ctx, kvKey)
+		if err != nil {
+			return err
+		}
+		next := change(cur)
+		switch {
+		case next == nil && cur == nil:
+			return nil
+		case next == nil:
+			if err := s.kv.Delete(ctx, kvKey, jetstream.LastRevision(rev)); err != nil {
+				last = err
+				continue
+			}
+			s.set(kvKey, false, 0)
+			return nil
+		}
+		b, _ := json.Marshal(next)
+		var nrev uint64
+		if cur == nil {
+			nrev, err = s.kv.Create(ctx, kvKey, b)
+		} else {
+			nrev, err = s.kv.Update(ctx, kvKey, b, rev)
+		}
+		if err != nil {
+			last = err
+			continue
+		}
+		s.set(kvKey, true, nrev)
+		return nil
+	}
+	return fmt.Errorf("parked key %s: %w", kvKey, last)
+}
+
+// msgID is the id of m for parked-key records: its Nats-Msg-Id or
+// stream:seq.
+func (l *lane) msgID(m *Msg) string {
+	if id := m.Header.Get(nats.MsgIdHdr); id != "" {
+		return id
+	}
+	return l.stream + ":" + strconv.FormatUint(m.StreamSeq, 10)
+}
+
+// isolation is what the gate decided for a message.
+type isolation struct {
+	kvKey  string
+	pk     *ParkedKey // state when the key was parked
+	replay bool       // a message of the running replay: the handler runs
+	behind bool       // parked behind without calling the handler
+}
+
+// gate looks up m's key; it costs a KV read only when the local set says
+// the key is parked.
+func (l *lane) gate(m *Msg) (isolation, error) {
+	ps := l.g.parked
+	iso := isolation{kvKey: topology.ParkedKeyName(l.g.cfg.Stage, m.KeyToken)}
+	if !ps.maybeParked(iso.kvKey) {
+		return iso, nil
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, 10*time.Second)
+	defer cancel()
+	pk, _, err := ps.get(ctx, iso.kvKey)
+	if err != nil || pk == nil {
+		return iso, err
+	}
+	iso.pk = pk
+	if pk.State == StateReplaying && pk.ReplayID != "" && m.Header.Get(HeaderReplay) == pk.ReplayID {
+		iso.replay = true
+	} else {
+		iso.behind = true
+	}
+	return iso, nil
+}
+
+// behindOutcome parks m behind the key's first parked event.
+func behindOutcome(pk *ParkedKey) Outcome {
+	first := pk.FirstID
+	if first == "" {
+		first = "seq " + strconv.FormatUint(pk.FirstSeq, 10)
+	}
+	if pk.State == StateReplaying && pk.Count == 0 {
+		first = "replay " + pk.ReplayID
+	}
+	return Park("behind parked event "+first, nil, nats.Header{HeaderParkedBehind: []string{first}})
+}
+
+// recordPark records that m was parked (before it is acked).
+func (l *lane) recordPark(m *Msg, o Outcome, iso isolation) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	now := time.Now().UTC()
+	return l.g.parked.update(ctx, iso.kvKey, func(cur *ParkedKey) *ParkedKey {
+		first := func(pk *ParkedKey, state string) *ParkedKey {
+			key, err := topology.KeyFromToken(m.KeyToken)
+			if err != nil {
+				key = m.KeyToken
+			}
+			pk.Stage, pk.Type, pk.Key, pk.KeyToken = l.g.cfg.Stage, m.Type, key, m.KeyToken
+			pk.FirstSeq, pk.FirstID, pk.Reason, pk.ParkedAt = m.StreamSeq, l.msgID(m), o.Reason, now
+			pk.State = state
+			return pk
+		}
+		switch {
+		case cur == nil:
+			pk := first(&ParkedKey{}, StateParked)
+			pk.Count = 1
+			return pk
+		case iso.replay && cur.State == StateReplaying && cur.ReplayID == iso.pk.ReplayID:
+			// The handler parked a replayed message again: K is parked
+			// behind it; the rest of the replay follows it.
+			n := *cur
+			pk := first(&n, StateParked)
+			pk.ReplayID = ""
+			pk.Count++
+			return pk
+		case cur.State == StateReplaying && cur.Count == 0:
+			// The first event parked during a replay: the next round starts here.
+			n := *cur
+			pk := first(&n, StateReplaying)
+			pk.Reason = cur.Reason
+			pk.Count = 1
+			return pk
+		default:
+			n := *cur
+			n.Count++
+			return &n
+		}
+	})
+}
+
+// finishReplay runs after the last replayed message of a round was acked:
+// K is unblocked, or parked again when events arrived during the replay.
+func (l *lane) finishReplay(m *Msg, iso isolation) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := l.g.parked.update(ctx, iso.kvKey, func(cur *ParkedKey) *ParkedKey {
+		if cur == nil || cur.State != StateReplaying || cur.ReplayID != iso.pk.ReplayID {
+			return cur
+		}
+		if cur.Count == 0 {
+			return nil
+		}
+		n := *cur
+		n.State, n.ReplayID, n.Reason = StateParked, "", ReasonArrivedDuringReplay
+		return &n
+	})
+	if err != nil {
+		l.event(l.log.Warn(), m).Err(err).Msg("could not finish the replay of a parked key; it stays blocked")
+		return
+	}
+	l.event(l.log.Info(), m).Str("replay", iso.pk.ReplayID).Msg("replay of a parked key finished")
+}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -188,11 +189,14 @@ func TestAcceptanceDefaultPolicyPausesAfterThreeTries(t *testing.T) {
 	require.Contains(t, logs.String(), `"attempt":3`)
 	require.Contains(t, logs.String(), `"event_id":"k#0"`)
 
-	// The alert for the watchdog.
+	// The alert for the watchdog (published just after the pause lands).
 	as, err := e.js.Stream(context.Background(), e.names.AlertsStream())
 	require.NoError(t, err)
-	am, err := as.GetLastMsgForSubject(context.Background(), e.names.AlertSubject("lane_paused"))
-	require.NoError(t, err)
+	var am *jetstream.RawStreamMsg
+	require.Eventually(t, func() bool {
+		am, err = as.GetLastMsgForSubject(context.Background(), e.names.AlertSubject("lane_paused"))
+		return err == nil
+	}, 5*time.Second, 10*time.Millisecond, "lane_paused alert")
 	var alert lane.Alert
 	require.NoError(t, json.Unmarshal(am.Data, &alert))
 	require.Equal(t, "crm answered 503", alert.Reason)

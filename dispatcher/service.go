@@ -61,9 +61,11 @@ type Service struct {
 	jq      jqCache
 	metrics metrics
 
-	mu    sync.Mutex
-	group *lane.Group
-	svc   micro.Service
+	mu      sync.Mutex
+	group   *lane.Group
+	svc     micro.Service
+	crash   chan error // Done
+	unwatch func()
 }
 
 // New validates cfg (after defaults) and deps and returns a stopped Service.
@@ -149,6 +151,8 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("dispatcher: micro service: %w", err)
 	}
 	s.group, s.svc = g, svc
+	s.crash = make(chan error, 1)
+	s.unwatch = watchConn(s.deps.NC, s.crash)
 	s.log.Info().Ints("partitions", s.deps.Partitions).Str("crm", s.crm.base).Msg("dispatcher started")
 	return nil
 }
@@ -165,12 +169,13 @@ func (s *Service) StatusSubject() string {
 // connections.
 func (s *Service) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	g, svc := s.group, s.svc
-	s.group, s.svc = nil, nil
+	g, svc, unwatch := s.group, s.svc, s.unwatch
+	s.group, s.svc, s.unwatch = nil, nil, nil
 	s.mu.Unlock()
 	if g == nil {
 		return ErrNotStarted
 	}
+	unwatch()
 	err := g.Stop(ctx)
 	if svc != nil {
 		err = errors.Join(err, svc.Stop())
@@ -205,4 +210,35 @@ func (s *Service) Restart(p int) error {
 		return ErrNotStarted
 	}
 	return g.Restart(p)
+}
+
+// Done delivers an error when the running service died on its own: its
+// NATS connection closed for good. A supervisor
+// (watchdog.Crasher) stops and restarts it. It is nil before Start.
+func (s *Service) Done() <-chan error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.crash
+}
+
+// watchConn sends on crash when nc closes while the service runs; the
+// returned func ends the watch.
+func watchConn(nc *nats.Conn, crash chan<- error) (unwatch func()) {
+	closed := nc.StatusChanged(nats.CLOSED)
+	quit := make(chan struct{})
+	go func() {
+		defer nc.RemoveStatusListener(closed)
+		if !nc.IsClosed() {
+			select {
+			case <-closed:
+			case <-quit:
+				return
+			}
+		}
+		select {
+		case crash <- errors.New("dispatcher: NATS connection closed"):
+		default:
+		}
+	}()
+	return func() { close(quit) }
 }

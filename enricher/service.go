@@ -56,9 +56,11 @@ type Service struct {
 
 	hits, misses atomic.Uint64
 
-	mu    sync.Mutex
-	group *lane.Group
-	svc   micro.Service
+	mu      sync.Mutex
+	group   *lane.Group
+	svc     micro.Service
+	crash   chan error // Done
+	unwatch func()
 }
 
 // Stats is the enricher's state: its lanes and its cache.
@@ -163,6 +165,8 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	s.group, s.svc = g, svc
+	s.crash = make(chan error, 1)
+	s.unwatch = watchConn(s.deps.NC, s.crash)
 	s.log.Info().Str("driver", s.deps.Dialect.Driver()).Int("types", len(s.types)).
 		Ints("partitions", s.deps.Partitions).Msg("enricher started")
 	return nil
@@ -200,9 +204,12 @@ func (s *Service) addService() (micro.Service, error) {
 // If ctx ends first, running handlers are cancelled.
 func (s *Service) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	g, svc := s.group, s.svc
-	s.group, s.svc = nil, nil
+	g, svc, unwatch := s.group, s.svc, s.unwatch
+	s.group, s.svc, s.unwatch = nil, nil, nil
 	s.mu.Unlock()
+	if unwatch != nil {
+		unwatch()
+	}
 	var errs []error
 	if svc != nil {
 		errs = append(errs, svc.Stop())
@@ -244,4 +251,35 @@ func (s *Service) Stats() Stats {
 func (s *Service) Status() Status {
 	return Status{Service: ServiceName, Version: ServiceVersion, Driver: s.deps.Dialect.Driver(),
 		Types: s.deps.Catalog.Names(), Stats: s.Stats()}
+}
+
+// Done delivers an error when the running service died on its own: its
+// NATS connection closed for good. A supervisor
+// (watchdog.Crasher) stops and restarts it. It is nil before Start.
+func (s *Service) Done() <-chan error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.crash
+}
+
+// watchConn sends on crash when nc closes while the service runs; the
+// returned func ends the watch.
+func watchConn(nc *nats.Conn, crash chan<- error) (unwatch func()) {
+	closed := nc.StatusChanged(nats.CLOSED)
+	quit := make(chan struct{})
+	go func() {
+		defer nc.RemoveStatusListener(closed)
+		if !nc.IsClosed() {
+			select {
+			case <-closed:
+			case <-quit:
+				return
+			}
+		}
+		select {
+		case crash <- errors.New("enricher: NATS connection closed"):
+		default:
+		}
+	}()
+	return func() { close(quit) }
 }

@@ -60,12 +60,14 @@ type Service struct {
 	store   *store
 	stats   counters
 
-	mu    sync.Mutex
-	group *lane.Group
-	svc   micro.Service
-	srv   *http.Server
-	ln    net.Listener
-	done  chan struct{}
+	mu        sync.Mutex
+	group     *lane.Group
+	svc       micro.Service
+	srv       *http.Server
+	ln        net.Listener
+	done      chan struct{}
+	crash     chan error // Done
+	stopWatch func()
 }
 
 type counters struct {
@@ -188,10 +190,16 @@ func (s *Service) Start(ctx context.Context) error {
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
 	done := make(chan struct{})
 	s.srv, s.done = srv, done
+	crash := make(chan error, 1)
+	s.crash, s.stopWatch = crash, watchConn(s.deps.NC, crash)
 	go func() {
 		defer close(done)
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error().Err(err).Msg("webhook receiver stopped")
+			select {
+			case crash <- fmt.Errorf("inbound: webhook receiver: %w", err):
+			default:
+			}
 		}
 	}()
 	paths := make([]string, len(s.sources))
@@ -239,12 +247,13 @@ func (s *Service) addService() (micro.Service, error) {
 // requests and handlers are cancelled.
 func (s *Service) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	g, svc, srv, done := s.group, s.svc, s.srv, s.done
-	s.group, s.svc, s.srv = nil, nil, nil
+	g, svc, srv, done, unwatch := s.group, s.svc, s.srv, s.done, s.stopWatch
+	s.group, s.svc, s.srv, s.stopWatch = nil, nil, nil, nil
 	s.mu.Unlock()
 	if g == nil {
 		return nil
 	}
+	unwatch()
 	var errs []error
 	if err := srv.Shutdown(ctx); err != nil {
 		_ = srv.Close()
@@ -303,4 +312,35 @@ func (s *Service) Restart(p int) error {
 		return ErrNotStarted
 	}
 	return g.Restart(p)
+}
+
+// Done delivers an error when the running service died on its own: its
+// NATS connection closed for good, or the webhook receiver stopped serving. A supervisor
+// (watchdog.Crasher) stops and restarts it. It is nil before Start.
+func (s *Service) Done() <-chan error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.crash
+}
+
+// watchConn sends on crash when nc closes while the service runs; the
+// returned func ends the watch.
+func watchConn(nc *nats.Conn, crash chan<- error) (unwatch func()) {
+	closed := nc.StatusChanged(nats.CLOSED)
+	quit := make(chan struct{})
+	go func() {
+		defer nc.RemoveStatusListener(closed)
+		if !nc.IsClosed() {
+			select {
+			case <-closed:
+			case <-quit:
+				return
+			}
+		}
+		select {
+		case crash <- errors.New("inbound: NATS connection closed"):
+		default:
+		}
+	}()
+	return func() { close(quit) }
 }

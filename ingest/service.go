@@ -54,6 +54,8 @@ type Service struct {
 	ln      net.Listener
 	srv     *http.Server
 	served  chan error
+	crash   chan error // Done
+	unwatch func()
 	svc     micro.Service
 	gate    gate
 
@@ -113,8 +115,21 @@ func (s *Service) Start(ctx context.Context) error {
 			IdleTimeout:       2 * time.Minute,
 			ErrorLog:          newStdLogger(s.log),
 		}
-		s.served = make(chan error, 1)
-		go func() { s.served <- s.srv.Serve(ln) }()
+	}
+	crash := make(chan error, 1)
+	if s.srv != nil {
+		srv, ln, served := s.srv, s.ln, make(chan error, 1)
+		s.served = served
+		go func() {
+			err := srv.Serve(ln)
+			served <- err
+			if !errors.Is(err, http.ErrServerClosed) {
+				select {
+				case crash <- fmt.Errorf("ingest: http: %w", err):
+				default:
+				}
+			}
+		}()
 	}
 	svc, err := s.addMicro()
 	if err != nil {
@@ -125,6 +140,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.svc = svc
 	s.started = true
+	s.crash, s.unwatch = crash, watchConn(s.deps.NC, crash)
 	s.log.Info().Str("http_addr", s.Addr()).Str("validate", s.validateSubject()).
 		Str("publish", s.publishSubject()).Bool("auth", len(s.tokens) > 0).Msg("ingest started")
 	return nil
@@ -139,6 +155,7 @@ func (s *Service) Stop(ctx context.Context) error {
 		return nil
 	}
 	s.started = false
+	s.unwatch()
 	var errs []error
 	s.gate.close()
 	if err := s.svc.Stop(); err != nil {
@@ -206,4 +223,35 @@ func (g *gate) wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Done delivers an error when the running service died on its own: its
+// NATS connection closed for good, or its HTTP server stopped serving. A supervisor
+// (watchdog.Crasher) stops and restarts it. It is nil before Start.
+func (s *Service) Done() <-chan error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.crash
+}
+
+// watchConn sends on crash when nc closes while the service runs; the
+// returned func ends the watch.
+func watchConn(nc *nats.Conn, crash chan<- error) (unwatch func()) {
+	closed := nc.StatusChanged(nats.CLOSED)
+	quit := make(chan struct{})
+	go func() {
+		defer nc.RemoveStatusListener(closed)
+		if !nc.IsClosed() {
+			select {
+			case <-closed:
+			case <-quit:
+				return
+			}
+		}
+		select {
+		case crash <- errors.New("ingest: NATS connection closed"):
+		default:
+		}
+	}()
+	return func() { close(quit) }
 }

@@ -60,6 +60,8 @@ type Config struct {
 	Slack SlackConfig `yaml:"slack"`
 	// Webhook sends alerts as JSON to any HTTP endpoint.
 	Webhook WebhookConfig `yaml:"webhook"`
+	// Page is the live status page and its control endpoints.
+	Page PageConfig `yaml:"page"`
 }
 
 // AlertsConfig tunes alert deduplication.
@@ -129,6 +131,7 @@ func (c Config) WithDefaults() Config {
 	def(&c.Alerts.MinInterval, DefaultMinInterval)
 	def(&c.Alerts.Timeout, DefaultAlertTimeout)
 	def(&c.Alerts.RecoverAfter, DefaultRecoverAfter)
+	c.Page = c.Page.WithDefaults()
 	if c.RedeliveryLoop == 0 {
 		c.RedeliveryLoop = DefaultRedeliveryLoop
 	}
@@ -175,6 +178,7 @@ func (c Config) Validate() error {
 	if err := validateWebhookURL(c.Webhook.URL); err != nil {
 		errs = append(errs, fmt.Errorf("watchdog.webhook.url: %w", err))
 	}
+	errs = append(errs, c.Page.Validate())
 	return errors.Join(errs...)
 }
 

@@ -74,6 +74,7 @@ type Watchdog struct {
 	now    func() time.Time
 	deps   Deps
 	alerts *alerter
+	page   *Page
 
 	mu            sync.Mutex
 	running       bool
@@ -131,10 +132,12 @@ func New(cfg Config, deps Deps) (*Watchdog, error) {
 		sinks = append(sinks, NewWebhookSink(cfg.Webhook.URL, client))
 	}
 	sinks = append(sinks, deps.Sinks...)
-	return &Watchdog{
+	w := &Watchdog{
 		cfg: cfg, nc: deps.NC, js: deps.JS, names: deps.Names, log: log, now: deps.Now, deps: deps,
 		sinks: sinks, alerts: newAlerter(cfg.Alerts, deps.Now, sinks, log),
-	}, nil
+	}
+	w.page = newPage(w, cfg.Page)
+	return w, nil
 }
 
 // Start ensures the topology and the advisories stream, starts consuming
@@ -181,6 +184,9 @@ func (w *Watchdog) Start(ctx context.Context) (err error) {
 	w.subs = append(w.subs, sub)
 	if w.svc, err = w.addMicro(); err != nil {
 		return fmt.Errorf("watchdog: micro service: %w", err)
+	}
+	if err := w.page.start(); err != nil {
+		return err
 	}
 	pollCtx, stopPoll := context.WithCancel(context.WithoutCancel(ctx))
 	sendCtx, stopSend := context.WithCancel(context.WithoutCancel(ctx))
@@ -233,6 +239,7 @@ func (w *Watchdog) Stop(ctx context.Context) error {
 	stopPoll, stopSend, al := w.stopPoll, w.stopSend, w.alerts
 	w.mu.Unlock()
 
+	pageErr := w.page.stop(ctx)
 	stopPoll()
 	w.pollWG.Wait()
 	al.close() // the sender drains the queue, then returns
@@ -247,7 +254,7 @@ func (w *Watchdog) Stop(ctx context.Context) error {
 	stopSend()
 	<-done
 	w.log.Info().Msg("watchdog stopped")
-	return err
+	return errors.Join(err, pageErr)
 }
 
 func (w *Watchdog) loop(ctx context.Context) {

@@ -41,6 +41,9 @@ type opsServer struct {
 	stream string
 	m      *metrics.Metrics
 	log    zerolog.Logger
+	// page is the watchdog's status page, served on every other path
+	// (GET /, /api/…) when set.
+	page http.Handler
 
 	srv *http.Server
 	ln  net.Listener
@@ -66,6 +69,9 @@ func (o *opsServer) handler() http.Handler {
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	if o.page != nil {
+		mux.Handle("/", o.page)
+	}
 	return mux
 }
 
@@ -96,7 +102,11 @@ func (o *opsServer) Start(context.Context) error {
 			o.log.Error().Err(err).Msg("ops listener")
 		}
 	}()
-	o.log.Info().Msgf("ops HTTP on http://%s (/metrics, /healthz, /readyz)", ln.Addr())
+	if o.page != nil {
+		o.log.Info().Msgf("ops HTTP on http://%s (/metrics, /healthz, /readyz, status page at /)", ln.Addr())
+	} else {
+		o.log.Info().Msgf("ops HTTP on http://%s (/metrics, /healthz, /readyz)", ln.Addr())
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"time"
@@ -86,6 +87,9 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 	}
 
 	var st stats
+	// Every pipeline service runs under a supervisor that restarts it
+	// watchdog.restart_delay after it crashes (Done fires).
+	sups := watchdog.Supervisors{}
 	m := metrics.New() // one registry for every service of this process
 	var enr *enricher.Service
 	demoOn := target == "all" && c.DemoOn() // before the simulator fills in crm.url
@@ -107,23 +111,24 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			}
 			log.Info().Str("url", sim.URL()).Msg("no dispatcher.crm.url set: sending to the built-in CRM simulator")
 		}
-		nc, js, err := b.connect("dispatcher")
+		sup, cur, err := supervise(dispatcher.ServiceName, c.Watchdog.RestartDelay, log,
+			func() (*nats.Conn, jetstream.JetStream, error) { return b.connect("dispatcher") },
+			func(nc *nats.Conn, js jetstream.JetStream) (*dispatcher.Service, error) {
+				return dispatcher.New(c.Dispatcher, dispatcher.Deps{NC: nc, JS: js, Names: names,
+					Logger:  log.With().Str("service", "dispatcher").Logger(),
+					Observe: m.ObserveFunc(), Middleware: []lane.Middleware{m.ProduceToCRM()}})
+			})
 		if err != nil {
 			return err
 		}
-		d, err := dispatcher.New(c.Dispatcher, dispatcher.Deps{NC: nc, JS: js, Names: names,
-			Logger:  log.With().Str("service", "dispatcher").Logger(),
-			Observe: m.ObserveFunc(), Middleware: []lane.Middleware{m.ProduceToCRM()}})
-		if err != nil {
+		if err := start("dispatcher", sup); err != nil {
 			return err
 		}
-		if err := start("dispatcher", d); err != nil {
+		sups[dispatcher.ServiceName] = sup
+		if err := serveControlOf(b, names, topology.StageDispatcher, cur, log); err != nil {
 			return err
 		}
-		if err := serveControl(nc, names, topology.StageDispatcher, d.Restart, log); err != nil {
-			return err
-		}
-		st.dispatcher = d
+		st.dispatcher = cur.get()
 	}
 	if wants(target, "enricher") {
 		db, dialect, err := openProductDB(ctx, c, log)
@@ -131,36 +136,39 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			return err
 		}
 		defer db.Close()
-		nc, js, err := b.connect("enricher")
+		sup, cur, err := supervise(enricher.ServiceName, c.Watchdog.RestartDelay, log,
+			func() (*nats.Conn, jetstream.JetStream, error) { return b.connect("enricher") },
+			func(nc *nats.Conn, js jetstream.JetStream) (*enricher.Service, error) {
+				return enricher.New(c.Enricher, enricher.Deps{NC: nc, JS: js, Names: names, Catalog: cat, DB: db,
+					Dialect: dialect, Logger: log.With().Str("service", "enricher").Logger(), Observe: m.ObserveFunc()})
+			})
 		if err != nil {
 			return err
 		}
-		e, err := enricher.New(c.Enricher, enricher.Deps{NC: nc, JS: js, Names: names, Catalog: cat, DB: db,
-			Dialect: dialect, Logger: log.With().Str("service", "enricher").Logger(), Observe: m.ObserveFunc()})
-		if err != nil {
+		if err := start("enricher", sup); err != nil {
 			return err
 		}
-		if err := start("enricher", e); err != nil {
+		sups[enricher.ServiceName] = sup
+		if err := serveControlOf(b, names, topology.StageEnricher, cur, log); err != nil {
 			return err
 		}
-		if err := serveControl(nc, names, topology.StageEnricher, e.Restart, log); err != nil {
-			return err
-		}
-		enr = e
+		enr = cur.get()
 	}
 	if wants(target, "ingest") {
-		nc, js, err := b.connect("ingest")
+		sup, cur, err := supervise(ingest.ServiceName, c.Watchdog.RestartDelay, log,
+			func() (*nats.Conn, jetstream.JetStream, error) { return b.connect("ingest") },
+			func(nc *nats.Conn, js jetstream.JetStream) (*ingest.Service, error) {
+				return ingest.New(c.Ingest, ingest.Deps{NC: nc, JS: js, Names: names, Catalog: cat,
+					Logger: log.With().Str("service", "ingest").Logger()})
+			})
 		if err != nil {
 			return err
 		}
-		in, err := ingest.New(c.Ingest, ingest.Deps{NC: nc, JS: js, Names: names, Catalog: cat,
-			Logger: log.With().Str("service", "ingest").Logger()})
-		if err != nil {
+		if err := start("ingest", sup); err != nil {
 			return err
 		}
-		if err := start("ingest", in); err != nil {
-			return err
-		}
+		sups[ingest.ServiceName] = sup
+		in := cur.get()
 		st.ingest = in
 		if a := in.Addr(); a != "" {
 			log.Info().Msgf("ingest HTTP on http://%s/v1/events", a)
@@ -179,24 +187,27 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 				}
 			}
 		}
-		nc, js, err := b.connect("inbound")
+		sup, cur, err := supervise(inbound.ServiceName, c.Watchdog.RestartDelay, log,
+			func() (*nats.Conn, jetstream.JetStream, error) { return b.connect("inbound") },
+			func(nc *nats.Conn, js jetstream.JetStream) (*inbound.Service, error) {
+				return inbound.New(c.Inbound, inbound.Deps{NC: nc, JS: js, Names: names, DB: db,
+					Logger: log.With().Str("service", "inbound").Logger(), Observe: m.ObserveFunc()})
+			})
 		if err != nil {
 			return err
 		}
-		in, err := inbound.New(c.Inbound, inbound.Deps{NC: nc, JS: js, Names: names, DB: db,
-			Logger: log.With().Str("service", "inbound").Logger(), Observe: m.ObserveFunc()})
-		if err != nil {
+		if err := start("inbound", sup); err != nil {
 			return err
 		}
-		if err := start("inbound", in); err != nil {
+		sups[inbound.ServiceName] = sup
+		if err := serveControlOf(b, names, topology.StageInbound, cur, log); err != nil {
 			return err
 		}
-		if err := serveControl(nc, names, topology.StageInbound, in.Restart, log); err != nil {
-			return err
-		}
+		in := cur.get()
 		st.inbound = in
 		log.Info().Msgf("inbound CRM webhooks on http://%s%s", in.Addr(), c.Inbound.Path)
 	}
+	var statusPage http.Handler // mounted on the ops listener (watchdog.page.addr empty)
 	if wants(target, "watchdog") {
 		nc, js, err := b.connect("watchdog")
 		if err != nil {
@@ -206,13 +217,20 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 		if c.runs(target, "inbound") && !slices.Contains(wcfg.Services, inbound.ServiceName) {
 			wcfg.Services = append(slices.Clone(wcfg.Services), inbound.ServiceName)
 		}
-		w, err := watchdog.New(wcfg, watchdog.Deps{NC: nc, JS: js, Names: names,
-			Logger: log.With().Str("service", "watchdog").Logger()})
+		wdeps := watchdog.Deps{NC: nc, JS: js, Names: names,
+			Logger: log.With().Str("service", "watchdog").Logger()}
+		if len(sups) > 0 {
+			wdeps.RestartService = sups.RestartService
+		}
+		w, err := watchdog.New(wcfg, wdeps)
 		if err != nil {
 			return err
 		}
 		if err := start("watchdog", w); err != nil {
 			return err
+		}
+		if wcfg.Page.Addr == "" {
+			statusPage = w.Page().Handler()
 		}
 	}
 	if demoOn {
@@ -254,7 +272,9 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			return fmt.Errorf("metrics: %w", err)
 		}
 		// A busy ops port does not stop the event flow: it is logged loudly.
-		if err := start("ops", newOpsServer(c.Ops.Addr, nc, js, names.EventsStream(), m, log)); err != nil {
+		ops := newOpsServer(c.Ops.Addr, nc, js, names.EventsStream(), m, log)
+		ops.page = statusPage
+		if err := start("ops", ops); err != nil {
 			log.Error().Err(err).Msg("ops listener NOT started: no /metrics, /healthz, /readyz (set ops.addr)")
 		}
 	}
@@ -312,4 +332,17 @@ func clearCRMIDs(ctx context.Context, js jetstream.JetStream, names topology.Nam
 func serveControl(nc *nats.Conn, names topology.Names, stage topology.Stage, restart func(int) error, log zerolog.Logger) error {
 	_, err := watchdog.ServeControl(nc, names, string(stage), restart, log.With().Str("service", string(stage)).Logger())
 	return err
+}
+
+// serveControlOf serves a supervised stage's control subject on a
+// connection of its own, so it outlives the instances it restarts lanes of.
+func serveControlOf[S interface {
+	instance
+	Restart(int) error
+}](b *bus, names topology.Names, stage topology.Stage, cur *current[S], log zerolog.Logger) error {
+	nc, _, err := b.connect(string(stage) + "-control")
+	if err != nil {
+		return err
+	}
+	return serveControl(nc, names, stage, func(p int) error { return cur.get().Restart(p) }, log)
 }

@@ -1,0 +1,142 @@
+"use strict";
+// Sluice status page: polls /api/status and renders it. No build step.
+(function () {
+  const $ = (s) => document.querySelector(s);
+  let token = sessionStorage.getItem("sluice-token") || "";
+  let control = false;
+
+  function el(tag, attrs, ...kids) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") e.className = v;
+      else if (k.startsWith("data-")) e.setAttribute(k, v);
+      else if (k === "title") e.title = v;
+      else if (k === "onclick") e.addEventListener("click", v);
+    }
+    for (const k of kids) e.append(k instanceof Node ? k : document.createTextNode(String(k)));
+    return e;
+  }
+
+  function say(text, bad) {
+    const m = $("#msg");
+    m.textContent = text;
+    m.className = bad ? "errors" : "";
+  }
+
+  async function act(url, body, what) {
+    if (!token) { say("Enter the operator token first.", true); return; }
+    say(what + "…");
+    try {
+      const r = await fetch(url, {
+        method: "POST",
+        headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json" },
+        body: JSON.stringify(body || {}),
+      });
+      const j = await r.json().catch(() => ({}));
+      if (!r.ok) { say(what + " failed (" + r.status + "): " + (j.error || r.statusText), true); }
+      else { say(what + " done: " + JSON.stringify(j)); }
+    } catch (e) {
+      say(what + " failed: " + e, true);
+    }
+    refresh();
+  }
+
+  function laneCell(l) {
+    const lag = l.lag + " waiting";
+    let title = l.consumer + ": " + l.state + ", pending " + l.pending + ", ack pending " + l.ack_pending +
+      ", ack floor " + l.ack_floor_stream_seq + ", redelivered " + l.redelivered;
+    if (l.paused_until) title += ", paused until " + l.paused_until;
+    if (l.note) title += " — " + l.note;
+    const cell = el("div", { class: "lane state-" + l.state, "data-consumer": l.consumer, "data-state": l.state, title },
+      el("div", {}, l.partition + " · " + l.state), el("div", {}, lag));
+    if (control) {
+      const enc = encodeURIComponent(l.consumer);
+      if (l.state === "paused") {
+        cell.append(el("button", { class: "resume", onclick: () => act("api/lanes/" + enc + "/resume", {}, "Resume " + l.consumer) }, "Resume"));
+      } else {
+        cell.append(el("button", { class: "pause", onclick: () => {
+          const reason = prompt("Pause " + l.consumer + ": why?");
+          if (reason !== null) act("api/lanes/" + enc + "/pause", { reason }, "Pause " + l.consumer);
+        } }, "Pause"));
+      }
+    }
+    return cell;
+  }
+
+  function renderLanes(st) {
+    const t = $("#lanes");
+    t.replaceChildren();
+    const head = el("tr", {}, el("th", {}, "stage \\ partition"));
+    for (let p = 0; p < st.partitions; p++) head.append(el("th", {}, p));
+    t.append(head);
+    for (const stage of st.stages || []) {
+      const row = el("tr", { "data-stage": stage }, el("th", {}, stage));
+      for (let p = 0; p < st.partitions; p++) {
+        const l = st.lanes.find((x) => x.stage === stage && x.partition === p);
+        row.append(el("td", {}, l ? laneCell(l) : el("span", { class: "muted" }, "—")));
+      }
+      t.append(row);
+    }
+  }
+
+  function renderParked(st) {
+    const tb = $("#parked tbody");
+    tb.replaceChildren();
+    if (!st.parked.length) tb.append(el("tr", {}, el("td", { class: "muted" }, "none")));
+    for (const k of st.parked) {
+      const base = "api/parked/" + encodeURIComponent(k.stage) + "/" + encodeURIComponent(k.key);
+      const what = k.stage + " key " + k.key;
+      const buttons = el("td", {});
+      if (control) {
+        buttons.append(
+          el("button", { class: "replay", onclick: () => act(base + "/replay", {}, "Replay " + what) }, "Replay"), " ",
+          el("button", { class: "discard", onclick: () => {
+            const reason = prompt("Discard the parked events of " + what + " for good. Reason (required):");
+            if (reason) act(base + "/discard", { reason }, "Discard " + what);
+          } }, "Discard"));
+      }
+      tb.append(el("tr", { "data-stage": k.stage, "data-key": k.key },
+        el("td", {}, k.stage), el("td", {}, k.type || ""), el("td", {}, k.key), el("td", {}, k.count),
+        el("td", {}, k.state || ""), el("td", {}, k.reason || ""), el("td", {}, k.parked_at || ""), buttons));
+    }
+  }
+
+  function renderAlerts(st) {
+    const ul = $("#conditions");
+    ul.replaceChildren();
+    if (!st.conditions.length) ul.append(el("li", { class: "muted" }, "none"));
+    for (const c of st.conditions) ul.append(el("li", {}, c.since + " " + c.condition + ": " + c.text));
+    const tb = $("#alerts tbody");
+    tb.replaceChildren();
+    if (!st.alerts.length) tb.append(el("tr", {}, el("td", { class: "muted" }, "none")));
+    for (const a of st.alerts) tb.append(el("tr", {}, el("td", {}, a.at), el("td", {}, a.kind), el("td", {}, a.text)));
+  }
+
+  async function refresh() {
+    try {
+      const r = await fetch("api/status", { cache: "no-store" });
+      const st = await r.json();
+      control = st.control && token !== "";
+      renderLanes(st);
+      renderParked(st);
+      renderAlerts(st);
+      $("#errors").textContent = (st.errors || []).join("; ");
+      $("#updated").textContent = "updated " + new Date(st.at).toLocaleTimeString() +
+        (st.control ? "" : " · read-only (no watchdog.page.token configured)");
+      document.body.setAttribute("data-loaded", "true");
+    } catch (e) {
+      $("#errors").textContent = "status unavailable: " + e;
+    }
+  }
+
+  $("#token-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    token = $("#token").value.trim();
+    sessionStorage.setItem("sluice-token", token);
+    $("#token").value = "";
+    say(token ? "Token set for this tab." : "Token cleared.");
+    refresh();
+  });
+  refresh();
+  setInterval(refresh, 2000);
+})();

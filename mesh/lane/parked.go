@@ -231,6 +231,9 @@ func (p *Parked) replayMsg(stage topology.Stage, pm *jetstream.RawStreamMsg, rep
 	switch stage {
 	case topology.StageEnricher:
 		subject = p.names.Config().Prefix + ".events." + typ + "." + tok
+	case topology.StageInbound:
+		// Back through the inbound stream's partition transform.
+		subject = p.names.Config().Prefix + ".inbound." + typ + "." + tok
 	default:
 		subject = pm.Header.Get(HeaderOriginSubject)
 		if subject == "" {

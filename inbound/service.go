@@ -170,7 +170,9 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("inbound.http_addr: %w", err)
 	}
 	g, err := lane.NewGroup(s.deps.JS, lane.Config{Stage: topology.StageInbound, Names: s.deps.Names,
-		Handler: s.handle, Partitions: s.deps.Partitions, Logger: s.log, Observe: s.deps.Observe})
+		Handler: s.handle, Partitions: s.deps.Partitions, Logger: s.log, Observe: s.deps.Observe,
+		IsolateKeys: true, // an invalid webhook's entity waits behind it until replayed or discarded
+	})
 	if err == nil {
 		if err = g.Start(ctx); err != nil {
 			_ = g.Stop(ctx)

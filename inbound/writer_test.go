@@ -82,7 +82,7 @@ func TestInvalidItemsAreParkedAndNothingIsWritten(t *testing.T) {
 			{bogus, "invalid webhook", []string{"item.data.status"}},
 			{noDate, "invalid webhook", []string{"item.data.location", "item.data.scheduled_at"}},
 			{statusItem("no-lead", 999, "won", now, actor("user", "a")), "invalid webhook", []string{"checks.lead_exists"}},
-			{noteItem("robot", 1, "x"), "invalid webhook", []string{"checks.author_kind"}},
+			{noteItem("robot", 3, "x"), "invalid webhook", []string{"checks.author_kind"}},
 			{map[string]any{"id": "unknown", "type": "deal_won", "data": map[string]any{}}, "unknown type", []string{"item"}},
 		}
 		cases[3].item["actor"] = actor("integration", "zapier")

@@ -83,9 +83,10 @@ type KVKeyValue interface {
 // current by a KV watch. Revisions make sure an old watch event never
 // overrides a newer local write.
 type parkedSet struct {
-	kv    jetstream.KeyValue
-	stage topology.Stage
-	w     jetstream.KeyWatcher
+	kv     jetstream.KeyValue
+	stage  topology.Stage
+	w      jetstream.KeyWatcher
+	cancel context.CancelFunc // ends the watch's subscription goroutine
 
 	mu   sync.Mutex
 	keys map[string]setEntry // by KV key
@@ -105,11 +106,13 @@ func openParkedSet(ctx context.Context, js JetStream, names topology.Names, stag
 	if err != nil {
 		return nil, fmt.Errorf("lane: parked-keys bucket: %w", err)
 	}
-	w, err := kv.Watch(context.Background(), string(stage)+".>")
+	wctx, cancel := context.WithCancel(context.Background())
+	w, err := kv.Watch(wctx, string(stage)+".>")
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("lane: watch parked keys: %w", err)
 	}
-	s := &parkedSet{kv: kv, stage: stage, w: w, keys: map[string]setEntry{}}
+	s := &parkedSet{kv: kv, stage: stage, w: w, cancel: cancel, keys: map[string]setEntry{}}
 	// The initial values end with a nil entry: wait for it, so the set is
 	// complete before the first message is handled.
 	timeout := time.After(10 * time.Second)
@@ -122,10 +125,10 @@ func openParkedSet(ctx context.Context, js JetStream, names topology.Names, stag
 			}
 			s.observe(e)
 		case <-timeout:
-			_ = w.Stop()
+			s.stop()
 			return nil, errors.New("lane: parked-keys watch did not deliver its initial values")
 		case <-ctx.Done():
-			_ = w.Stop()
+			s.stop()
 			return nil, ctx.Err()
 		}
 	}
@@ -161,7 +164,10 @@ func (s *parkedSet) maybeParked(kvKey string) bool {
 	return s.keys[kvKey].parked
 }
 
-func (s *parkedSet) stop() { _ = s.w.Stop() }
+func (s *parkedSet) stop() {
+	_ = s.w.Stop()
+	s.cancel()
+}
 
 // get reads the authoritative state of kvKey; nil when not parked.
 func (s *parkedSet) get(ctx context.Context, kvKey string) (*ParkedKey, uint64, error) {

@@ -56,7 +56,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(runCmd(stderr), crmsimCmd(stderr), configCmd(stdout))
 	root.AddCommand(parkedCmd())
 	root.AddCommand(statusCmd(), pauseCmd(), resumeCmd())
-	root.AddCommand(replayCmd())
+	root.AddCommand(replayCmd(), auditCmd())
 	return root
 }
 

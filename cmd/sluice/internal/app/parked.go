@@ -18,6 +18,7 @@ import (
 
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/topology"
+	"sluice.dev/watchdog"
 )
 
 // parkedCmd is `sluice parked ls|show|replay|discard`: the operator's tools
@@ -38,7 +39,7 @@ func parkedCmd() *cobra.Command {
 		Short: "List parked keys with stage, state, count, age and reason",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withParked(cfgPath, time.Minute, func(ctx context.Context, p *lane.Parked, _ topology.Names) error {
+			return withParked(cfgPath, time.Minute, func(ctx context.Context, p *lane.Parked, _ topology.Names, _ jetstream.JetStream) error {
 				keys, err := p.List(ctx)
 				if err != nil {
 					return err
@@ -58,7 +59,7 @@ func parkedCmd() *cobra.Command {
 		Short: "Show the parked messages of KEY in order, with their Sluice-Park-* headers",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withParked(cfgPath, time.Minute, func(ctx context.Context, p *lane.Parked, _ topology.Names) error {
+			return withParked(cfgPath, time.Minute, func(ctx context.Context, p *lane.Parked, _ topology.Names, _ jetstream.JetStream) error {
 				stages := []topology.Stage{topology.Stage(stage)}
 				if stage == "" {
 					stages = []topology.Stage{topology.StageEnricher, topology.StageDispatcher, topology.StageInbound}
@@ -94,9 +95,12 @@ func parkedCmd() *cobra.Command {
 			"ones and are replayed by a further round. Safe to run again after an interruption.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withParked(cfgPath, wait*time.Duration(rounds+1)+time.Minute, func(ctx context.Context, p *lane.Parked, _ topology.Names) error {
+			return withParked(cfgPath, wait*time.Duration(rounds+1)+time.Minute, func(ctx context.Context, p *lane.Parked, names topology.Names, js jetstream.JetStream) error {
 				s, err := parkedStage(ctx, p, args[0], stage)
 				if err != nil {
+					return err
+				}
+				if err := auditAction(ctx, js, names, watchdog.AuditRecord{Action: watchdog.AuditReplay, Stage: s, Key: args[0]}); err != nil {
 					return err
 				}
 				res, err := p.Replay(ctx, s, args[0], wait, rounds)
@@ -126,7 +130,7 @@ func parkedCmd() *cobra.Command {
 			if strings.TrimSpace(reason) == "" {
 				return errors.New("--reason is required (it is recorded in the audit)")
 			}
-			return withParked(cfgPath, time.Minute, func(ctx context.Context, p *lane.Parked, names topology.Names) error {
+			return withParked(cfgPath, time.Minute, func(ctx context.Context, p *lane.Parked, names topology.Names, _ jetstream.JetStream) error {
 				s, err := parkedStage(ctx, p, args[0], stage)
 				if err != nil {
 					return err
@@ -154,28 +158,16 @@ func parkedCmd() *cobra.Command {
 
 // withParked loads the config, connects to nats.url (or the embedded
 // server's listen address) and calls f.
-func withParked(cfgPath string, timeout time.Duration, f func(context.Context, *lane.Parked, topology.Names) error) error {
+func withParked(cfgPath string, timeout time.Duration, f func(context.Context, *lane.Parked, topology.Names, jetstream.JetStream) error) error {
 	c, err := LoadConfig(cfgPath, "all")
 	if err != nil {
 		return err
 	}
-	url := c.NATS.URL
-	if url == "" {
-		url = "nats://" + c.NATS.Embedded.Listen
-	}
-	opts := []nats.Option{nats.Name("sluice-parked"), nats.Timeout(3 * time.Second)}
-	if c.NATS.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(c.NATS.CredsFile))
-	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return fmt.Errorf("connect to NATS at %s (is `sluice run` up?): %w", url, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	nc, js, err := connectCLI(c, "parked")
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	names := topology.New(c.Topology)
@@ -183,7 +175,7 @@ func withParked(cfgPath string, timeout time.Duration, f func(context.Context, *
 	if err != nil {
 		return err
 	}
-	return f(ctx, p, names)
+	return f(ctx, p, names, js)
 }
 
 // parkedStage is the stage given, or the only stage where key is parked.

@@ -20,6 +20,7 @@ import (
 	"sluice.dev/dispatcher"
 	"sluice.dev/mesh/config"
 	"sluice.dev/mesh/topology"
+	"sluice.dev/watchdog"
 )
 
 // discoverWait is how long status collects micro PING and STATS replies.
@@ -341,7 +342,7 @@ func statusCmd() *cobra.Command {
 }
 
 func pauseCmd() *cobra.Command {
-	var cfgPath string
+	var cfgPath, why string
 	var d time.Duration
 	cmd := &cobra.Command{
 		Use:     "pause LANE",
@@ -357,7 +358,12 @@ func pauseCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				r, err := js.PauseConsumer(ctx, stream, args[0], time.Now().Add(d))
+				until := time.Now().Add(d)
+				if err := auditAction(ctx, js, names, watchdog.AuditRecord{Action: watchdog.AuditPause,
+					Consumer: args[0], Until: &until, Reason: why}); err != nil {
+					return err
+				}
+				r, err := js.PauseConsumer(ctx, stream, args[0], until)
 				if err != nil {
 					return fmt.Errorf("pause %s: %w", args[0], err)
 				}
@@ -368,11 +374,12 @@ func pauseCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "YAML config file (env SLUICE_* overrides it)")
 	cmd.Flags().DurationVar(&d, "for", 10*time.Minute, "how long to pause")
+	cmd.Flags().StringVar(&why, "reason", "", "why (kept in the audit stream)")
 	return cmd
 }
 
 func resumeCmd() *cobra.Command {
-	var cfgPath string
+	var cfgPath, why string
 	cmd := &cobra.Command{
 		Use:     "resume LANE",
 		Short:   "Resume a paused lane's consumer",
@@ -384,6 +391,10 @@ func resumeCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				if err := auditAction(ctx, js, names, watchdog.AuditRecord{Action: watchdog.AuditResume,
+					Consumer: args[0], Reason: why}); err != nil {
+					return err
+				}
 				if _, err := js.ResumeConsumer(ctx, stream, args[0]); err != nil {
 					return fmt.Errorf("resume %s: %w", args[0], err)
 				}
@@ -393,5 +404,6 @@ func resumeCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "YAML config file (env SLUICE_* overrides it)")
+	cmd.Flags().StringVar(&why, "reason", "", "why (kept in the audit stream)")
 	return cmd
 }

@@ -19,6 +19,7 @@ import (
 
 	"sluice.dev/dispatcher"
 	"sluice.dev/mesh/config"
+	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/watchdog"
 )
@@ -50,6 +51,9 @@ type LaneStatus struct {
 	PausedUntil   *time.Time     `json:"paused_until,omitempty"`
 	LastActive    *time.Time     `json:"last_active,omitempty"`
 	ConsumerError string         `json:"error,omitempty"`
+	// LastError is the lane's last handler error as its service reports it
+	// in its micro STATS (empty when none, or the service is not running).
+	LastError string `json:"last_error,omitempty"`
 }
 
 // ParkedStatus counts a stage's parked events and distinct keys.
@@ -139,7 +143,40 @@ func collectStatus(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, n
 	}
 	st.Parked = parked
 	st.Services, st.CRM = discover(nc)
+	errs := laneErrors(nc)
+	for i := range st.Lanes {
+		st.Lanes[i].LastError = errs[st.Lanes[i].Consumer]
+	}
 	return st, nil
+}
+
+// laneErrors collects each lane's last error from the STATS of the
+// services that run lanes (their stats carry "lanes": [lane.Stats]).
+func laneErrors(nc *nats.Conn) map[string]string {
+	out := map[string]string{}
+	for _, svc := range []string{"sluice-enricher", dispatcher.ServiceName, "sluice-inbound"} {
+		subj, _ := micro.ControlSubject(micro.StatsVerb, svc, "")
+		for _, b := range gather(nc, subj) {
+			var s micro.Stats
+			if json.Unmarshal(b, &s) != nil {
+				continue
+			}
+			for _, ep := range s.Endpoints {
+				var d struct {
+					Lanes []lane.Stats `json:"lanes"`
+				}
+				if json.Unmarshal(ep.Data, &d) != nil {
+					continue
+				}
+				for _, l := range d.Lanes {
+					if l.LastError != "" {
+						out[l.Consumer] = l.LastError
+					}
+				}
+			}
+		}
+	}
+	return out
 }
 
 // parkedCounts counts parked events and keys per stage from the parked
@@ -232,7 +269,7 @@ func discover(nc *nats.Conn) ([]ServiceStatus, []CRMStatus) {
 // writeStatus prints st as tables.
 func writeStatus(w io.Writer, st Status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "STAGE\tPARTITION\tCONSUMER\tPENDING\tACK PENDING\tACK FLOOR\tREDELIVERED\tPAUSED UNTIL")
+	fmt.Fprintln(tw, "STAGE\tPARTITION\tCONSUMER\tPENDING\tACK PENDING\tACK FLOOR\tREDELIVERED\tPAUSED UNTIL\tLAST ERROR")
 	for _, l := range st.Lanes {
 		paused := "-"
 		if l.PausedUntil != nil {
@@ -241,8 +278,15 @@ func writeStatus(w io.Writer, st Status) error {
 		if l.ConsumerError != "" {
 			paused = "error: " + l.ConsumerError
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%s\n", l.Stage, l.Partition, l.Consumer,
-			l.Pending, l.AckPending, l.AckFloorSeq, l.Redelivered, paused)
+		lastErr := l.LastError
+		if len(lastErr) > 60 {
+			lastErr = lastErr[:57] + "..."
+		}
+		if lastErr == "" {
+			lastErr = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", l.Stage, l.Partition, l.Consumer,
+			l.Pending, l.AckPending, l.AckFloorSeq, l.Redelivered, paused, lastErr)
 	}
 	if len(st.Lanes) == 0 {
 		fmt.Fprintln(tw, "(no lanes: is the topology created?)")

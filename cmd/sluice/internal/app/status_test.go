@@ -99,7 +99,8 @@ func TestStatusShowsPausedLaneParkedAndServices(t *testing.T) {
 	require.NoError(t, err)
 	svc, err := micro.AddService(nc, micro.Config{Name: "sluice-dispatcher", Version: "9.9.9",
 		StatsHandler: func(*micro.Endpoint) any {
-			return map[string]any{"delivered": 7, "crm_statuses": map[string]int{"200": 7, "503": 2}}
+			return map[string]any{"delivered": 7, "crm_statuses": map[string]int{"200": 7, "503": 2},
+				"lanes": []map[string]any{{"consumer": "dispatcher-001", "last_error": "crm answered 503"}}}
 		}})
 	require.NoError(t, err)
 	require.NoError(t, svc.AddEndpoint("status", micro.HandlerFunc(func(r micro.Request) { _ = r.Respond(nil) })))
@@ -115,6 +116,8 @@ func TestStatusShowsPausedLaneParkedAndServices(t *testing.T) {
 	require.Equal(t, "dispatcher-001", st.Lanes[1].Consumer)
 	require.NotNil(t, st.Lanes[1].PausedUntil)
 	require.WithinDuration(t, until, *st.Lanes[1].PausedUntil, time.Second)
+	require.Equal(t, "crm answered 503", st.Lanes[1].LastError, "the lane's last error from its service's STATS")
+	require.Empty(t, st.Lanes[0].LastError)
 	require.Equal(t, []ParkedStatus{{Stage: "dispatcher", Events: 1, Keys: 1}}, st.Parked)
 	require.Len(t, st.Services, 1)
 	require.Equal(t, ServiceStatus{Name: "sluice-dispatcher", Version: "9.9.9", ID: svc.Info().ID}, st.Services[0])

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
+	"sluice.dev/mesh/conn"
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/topology"
 )
@@ -152,7 +153,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.group, s.svc = g, svc
 	s.crash = make(chan error, 1)
-	s.unwatch = watchConn(s.deps.NC, s.crash)
+	s.unwatch = conn.WatchClosed(s.deps.NC, s.crash, "dispatcher")
 	s.log.Info().Ints("partitions", s.deps.Partitions).Str("crm", s.crm.base).Msg("dispatcher started")
 	return nil
 }
@@ -219,26 +220,4 @@ func (s *Service) Done() <-chan error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.crash
-}
-
-// watchConn sends on crash when nc closes while the service runs; the
-// returned func ends the watch.
-func watchConn(nc *nats.Conn, crash chan<- error) (unwatch func()) {
-	closed := nc.StatusChanged(nats.CLOSED)
-	quit := make(chan struct{})
-	go func() {
-		defer nc.RemoveStatusListener(closed)
-		if !nc.IsClosed() {
-			select {
-			case <-closed:
-			case <-quit:
-				return
-			}
-		}
-		select {
-		case crash <- errors.New("dispatcher: NATS connection closed"):
-		default:
-		}
-	}()
-	return func() { close(quit) }
 }

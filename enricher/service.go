@@ -17,6 +17,7 @@ import (
 
 	"sluice.dev/enricher/productdb"
 	"sluice.dev/mesh/catalog"
+	"sluice.dev/mesh/conn"
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/topology"
 )
@@ -166,7 +167,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.group, s.svc = g, svc
 	s.crash = make(chan error, 1)
-	s.unwatch = watchConn(s.deps.NC, s.crash)
+	s.unwatch = conn.WatchClosed(s.deps.NC, s.crash, "enricher")
 	s.log.Info().Str("driver", s.deps.Dialect.Driver()).Int("types", len(s.types)).
 		Ints("partitions", s.deps.Partitions).Msg("enricher started")
 	return nil
@@ -260,26 +261,4 @@ func (s *Service) Done() <-chan error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.crash
-}
-
-// watchConn sends on crash when nc closes while the service runs; the
-// returned func ends the watch.
-func watchConn(nc *nats.Conn, crash chan<- error) (unwatch func()) {
-	closed := nc.StatusChanged(nats.CLOSED)
-	quit := make(chan struct{})
-	go func() {
-		defer nc.RemoveStatusListener(closed)
-		if !nc.IsClosed() {
-			select {
-			case <-closed:
-			case <-quit:
-				return
-			}
-		}
-		select {
-		case crash <- errors.New("enricher: NATS connection closed"):
-		default:
-		}
-	}()
-	return func() { close(quit) }
 }

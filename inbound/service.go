@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"sluice.dev/enricher/productdb"
+	"sluice.dev/mesh/conn"
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/topology"
 )
@@ -193,7 +194,7 @@ func (s *Service) Start(ctx context.Context) error {
 	done := make(chan struct{})
 	s.srv, s.done = srv, done
 	crash := make(chan error, 1)
-	s.crash, s.stopWatch = crash, watchConn(s.deps.NC, crash)
+	s.crash, s.stopWatch = crash, conn.WatchClosed(s.deps.NC, crash, "inbound")
 	go func() {
 		defer close(done)
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -323,26 +324,4 @@ func (s *Service) Done() <-chan error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.crash
-}
-
-// watchConn sends on crash when nc closes while the service runs; the
-// returned func ends the watch.
-func watchConn(nc *nats.Conn, crash chan<- error) (unwatch func()) {
-	closed := nc.StatusChanged(nats.CLOSED)
-	quit := make(chan struct{})
-	go func() {
-		defer nc.RemoveStatusListener(closed)
-		if !nc.IsClosed() {
-			select {
-			case <-closed:
-			case <-quit:
-				return
-			}
-		}
-		select {
-		case crash <- errors.New("inbound: NATS connection closed"):
-		default:
-		}
-	}()
-	return func() { close(quit) }
 }

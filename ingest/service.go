@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"sluice.dev/mesh/catalog"
+	"sluice.dev/mesh/conn"
 	"sluice.dev/mesh/topology"
 )
 
@@ -140,7 +141,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.svc = svc
 	s.started = true
-	s.crash, s.unwatch = crash, watchConn(s.deps.NC, crash)
+	s.crash, s.unwatch = crash, conn.WatchClosed(s.deps.NC, crash, "ingest")
 	s.log.Info().Str("http_addr", s.Addr()).Str("validate", s.validateSubject()).
 		Str("publish", s.publishSubject()).Bool("auth", len(s.tokens) > 0).Msg("ingest started")
 	return nil
@@ -232,26 +233,4 @@ func (s *Service) Done() <-chan error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.crash
-}
-
-// watchConn sends on crash when nc closes while the service runs; the
-// returned func ends the watch.
-func watchConn(nc *nats.Conn, crash chan<- error) (unwatch func()) {
-	closed := nc.StatusChanged(nats.CLOSED)
-	quit := make(chan struct{})
-	go func() {
-		defer nc.RemoveStatusListener(closed)
-		if !nc.IsClosed() {
-			select {
-			case <-closed:
-			case <-quit:
-				return
-			}
-		}
-		select {
-		case crash <- errors.New("ingest: NATS connection closed"):
-		default:
-		}
-	}()
-	return func() { close(quit) }
 }

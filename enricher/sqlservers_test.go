@@ -18,6 +18,7 @@ import (
 	"sluice.dev/enricher/productdb"
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/lane"
+	"sluice.dev/mesh/meshtest"
 )
 
 // server is a real database server the lookups are tested against.
@@ -182,8 +183,8 @@ func testServerOutage(t *testing.T, s server) {
 	dsn, sfx := s.open(t)
 	ctx := context.Background()
 	target := proxyTarget(t, s, dsn)
-	proxy := newTCPProxy(t, target)
-	dbc := productdb.Config{Driver: s.driver, DSN: s.viaProxy(t, dsn, proxy.addr)}
+	proxy := meshtest.NewTCPProxy(t, target)
+	dbc := productdb.Config{Driver: s.driver, DSN: s.viaProxy(t, dsn, proxy.Addr())}
 	db, err := productdb.Open(ctx, dbc)
 	require.NoError(t, err)
 	defer db.Close()
@@ -194,7 +195,7 @@ func testServerOutage(t *testing.T, s server) {
 	h := newHarness(t, 1, cfg, db, serverCatalog(t, sfx))
 	h.start()
 
-	proxy.down()
+	proxy.Down()
 	ids := []string{
 		h.publish("order_placed", "c:1", order(1, 1, 1, nil, 0)),
 		h.publish("order_placed", "c:2", order(2, 2, 1, nil, 0)),
@@ -207,7 +208,7 @@ func testServerOutage(t *testing.T, s server) {
 	require.Zero(t, h.count(h.names.DispatchStream()))
 	require.Zero(t, h.count(h.names.ParkedStream()), "a database outage must never park")
 
-	proxy.up()
+	proxy.Up()
 	got := h.waitDispatched(2, 20*time.Second)
 	require.Equal(t, ids, []string{got[0].Req.EventID, got[1].Req.EventID})
 	require.Zero(t, h.count(h.names.ParkedStream()))

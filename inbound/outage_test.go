@@ -12,6 +12,7 @@ import (
 
 	"sluice.dev/enricher/productdb"
 	"sluice.dev/inbound"
+	"sluice.dev/mesh/meshtest"
 )
 
 // outage returns functions that make the database unavailable and bring it
@@ -36,9 +37,9 @@ func (e *env) outage() (down, up func()) {
 			}
 	}
 	host := hostOf(e.t, e.target, e.dsn)
-	p := newTCPProxy(e.t, host)
-	e.proxyDSN = e.target.viaProxy(e.t, e.dsn, p.addr)
-	return p.down, p.up
+	p := meshtest.NewTCPProxy(e.t, host)
+	e.proxyDSN = e.target.viaProxy(e.t, e.dsn, p.Addr())
+	return p.Down, p.Up
 }
 
 // viaOutageDSN gives the service its own database handle through the proxy

@@ -1,4 +1,4 @@
-package enricher_test
+package meshtest
 
 import (
 	"io"
@@ -9,13 +9,13 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// tcpProxy forwards a loopback port to a database server; down() cuts
+// TCPProxy forwards a loopback port to a database server; Down() cuts
 // every connection and refuses new ones, like a database host going away,
-// up() listens again on the same port.
-type tcpProxy struct {
+// Up() listens again on the same port.
+type TCPProxy struct {
 	t      testing.TB
 	target string
-	addr   string
+	addr   string // see Addr
 
 	mu    sync.Mutex
 	ln    net.Listener
@@ -23,20 +23,20 @@ type tcpProxy struct {
 	wg    sync.WaitGroup
 }
 
-func newTCPProxy(t testing.TB, target string) *tcpProxy {
-	p := &tcpProxy{t: t, target: target, conns: map[net.Conn]bool{}}
+func NewTCPProxy(t testing.TB, target string) *TCPProxy {
+	p := &TCPProxy{t: t, target: target, conns: map[net.Conn]bool{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	p.addr = ln.Addr().String()
 	p.serve(ln)
 	t.Cleanup(func() {
-		p.down()
+		p.Down()
 		p.wg.Wait()
 	})
 	return p
 }
 
-func (p *tcpProxy) serve(ln net.Listener) {
+func (p *TCPProxy) serve(ln net.Listener) {
 	p.mu.Lock()
 	p.ln = ln
 	p.mu.Unlock()
@@ -69,7 +69,7 @@ func (p *tcpProxy) serve(ln net.Listener) {
 	}()
 }
 
-func (p *tcpProxy) track(cs ...net.Conn) bool {
+func (p *TCPProxy) track(cs ...net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.ln == nil {
@@ -84,7 +84,7 @@ func (p *tcpProxy) track(cs ...net.Conn) bool {
 	return true
 }
 
-func (p *tcpProxy) down() {
+func (p *TCPProxy) Down() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.ln != nil {
@@ -97,8 +97,11 @@ func (p *tcpProxy) down() {
 	p.conns = map[net.Conn]bool{}
 }
 
-func (p *tcpProxy) up() {
+func (p *TCPProxy) Up() {
 	ln, err := net.Listen("tcp", p.addr)
 	require.NoError(p.t, err)
 	p.serve(ln)
 }
+
+// Addr is the proxy's loopback host:port; point the client's DSN at it.
+func (p *TCPProxy) Addr() string { return p.addr }

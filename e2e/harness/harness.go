@@ -124,13 +124,9 @@ func New(ctx context.Context, opts Options) (*Harness, error) {
 		h.Close()
 		return nil, err
 	}
-	for i := 51; i <= 50+opts.ExtraCustomers; i++ {
-		if _, err := h.DB.ExecContext(ctx, `INSERT OR IGNORE INTO customers (id, name, email, phone, city, created_at)
-			VALUES (?, ?, ?, ?, 'Pune', '2026-01-01T00:00:00Z')`, i, fmt.Sprintf("Customer %d", i),
-			fmt.Sprintf("c%d@example.com", i), fmt.Sprintf("+91 90000 %05d", i)); err != nil {
-			h.Close()
-			return nil, err
-		}
+	if err := SeedCustomers(ctx, h.DB, 51, 50+opts.ExtraCustomers); err != nil {
+		h.Close()
+		return nil, err
 	}
 	if h.Sim, err = crmsim.New(opts.Sim, zerolog.Nop()); err != nil {
 		h.Close()
@@ -304,4 +300,17 @@ func (h *Harness) Close() {
 		h.srv.Shutdown()
 		h.srv.WaitForShutdown()
 	}
+}
+
+// SeedCustomers adds customers from..to (inclusive) to the sample SQLite
+// product database, so plans can spread over more keys than the 50 seeded.
+func SeedCustomers(ctx context.Context, db *sql.DB, from, to int) error {
+	for i := from; i <= to; i++ {
+		if _, err := db.ExecContext(ctx, `INSERT OR IGNORE INTO customers (id, name, email, phone, city, created_at)
+			VALUES (?, ?, ?, ?, 'Pune', '2026-01-01T00:00:00Z')`, i, fmt.Sprintf("Customer %d", i),
+			fmt.Sprintf("c%d@example.com", i), fmt.Sprintf("+91 90000 %05d", i)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

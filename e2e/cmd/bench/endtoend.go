@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"sluice.dev/e2e/harness"
 	"sluice.dev/enricher/productdb"
 	"sluice.dev/mesh/envelope"
 	"sluice.dev/mesh/topology"
@@ -172,14 +173,7 @@ func prepareDB(ctx context.Context, path string) error {
 	if err := productdb.ExecScript(ctx, db, schemas.MarketplaceSeed()); err != nil {
 		return err
 	}
-	for i := 51; i <= 2000; i++ {
-		if _, err := db.ExecContext(ctx, `INSERT OR IGNORE INTO customers (id, name, email, phone, city, created_at)
-			VALUES (?, ?, ?, ?, 'Pune', '2026-01-01T00:00:00Z')`, i, fmt.Sprintf("Customer %d", i),
-			fmt.Sprintf("c%d@example.com", i), fmt.Sprintf("+91 90000 %05d", i)); err != nil {
-			return err
-		}
-	}
-	return nil
+	return harness.SeedCustomers(ctx, db, 51, 2000)
 }
 
 func connectSluice(ctx context.Context, port, partitions int) (jetstream.JetStream, *nats.Conn, topology.Names, error) {

@@ -6,17 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/itchyny/gojq"
 	"github.com/nats-io/nats.go"
 	"github.com/santhosh-tekuri/jsonschema/v6"
-	"github.com/santhosh-tekuri/jsonschema/v6/kind"
-	"golang.org/x/text/language"
-	"golang.org/x/text/message"
 
+	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/topology"
 )
@@ -205,46 +202,12 @@ func (c compiledCheck) checkEnum(doc any) *FieldError {
 	return nil
 }
 
-var printer = message.NewPrinter(language.English)
-
 func (t *compiledType) validate(doc any) []FieldError {
-	err := t.schema.Validate(doc)
-	if err == nil {
-		return nil
-	}
-	var ve *jsonschema.ValidationError
-	if !errors.As(err, &ve) {
-		return []FieldError{{"item", err.Error()}}
-	}
 	var out []FieldError
-	leaves(ve, &out)
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Field < out[j].Field })
+	for _, f := range catalog.SchemaErrors(t.schema.Validate(doc), "item") {
+		out = append(out, FieldError{f.Field, f.Reason})
+	}
 	return out
-}
-
-func leaves(ve *jsonschema.ValidationError, out *[]FieldError) {
-	if len(ve.Causes) > 0 {
-		for _, c := range ve.Causes {
-			leaves(c, out)
-		}
-		return
-	}
-	path := "item"
-	for _, tok := range ve.InstanceLocation {
-		path += "." + tok
-	}
-	switch k := ve.ErrorKind.(type) {
-	case *kind.Required:
-		for _, m := range k.Missing {
-			*out = append(*out, FieldError{path + "." + m, "required"})
-		}
-	case *kind.AdditionalProperties:
-		for _, p := range k.Properties {
-			*out = append(*out, FieldError{path + "." + p, "unknown field"})
-		}
-	default:
-		*out = append(*out, FieldError{path, ve.ErrorKind.LocalizedString(printer)})
-	}
 }
 
 func (t *compiledType) entity(doc any) (string, error) {

@@ -236,28 +236,34 @@ func (t *CompiledType) ValidateData(data []byte) []envelope.FieldError {
 	if err != nil {
 		return []envelope.FieldError{{Field: "data", Reason: "not valid JSON: " + err.Error()}}
 	}
-	err = t.schema.Validate(v)
+	return SchemaErrors(t.schema.Validate(v), "data")
+}
+
+// SchemaErrors turns a JSON Schema validation error into one FieldError per
+// problem, sorted, fields named "<root>.<path>" (a missing property names
+// the property, an unknown one says "unknown field"). nil for no error.
+func SchemaErrors(err error, root string) []envelope.FieldError {
 	if err == nil {
 		return nil
 	}
 	var ve *jsonschema.ValidationError
 	if !errors.As(err, &ve) {
-		return []envelope.FieldError{{Field: "data", Reason: err.Error()}}
+		return []envelope.FieldError{{Field: root, Reason: err.Error()}}
 	}
 	var out []envelope.FieldError
-	leaves(ve, &out)
+	leaves(ve, root, &out)
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Field < out[j].Field })
 	return out
 }
 
-func leaves(ve *jsonschema.ValidationError, out *[]envelope.FieldError) {
+func leaves(ve *jsonschema.ValidationError, root string, out *[]envelope.FieldError) {
 	if len(ve.Causes) > 0 {
 		for _, c := range ve.Causes {
-			leaves(c, out)
+			leaves(c, root, out)
 		}
 		return
 	}
-	path := "data"
+	path := root
 	for _, tok := range ve.InstanceLocation {
 		path += "." + tok
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
+	"runtime/debug"
 	"sluice.dev/e2e/crmsim"
 	"sluice.dev/mesh/config"
 )
@@ -94,6 +95,7 @@ func runCmd(stderr io.Writer) *cobra.Command {
 				return err
 			}
 			log := newLogger(c.Log, stderr)
+			applyRuntime(c.Runtime, log)
 			ctx, stop := signalContext()
 			defer stop()
 			return Run(ctx, c, target, log)
@@ -219,4 +221,16 @@ func redacted(c Config) Config {
 		c.Inbound.Sources = srcs
 	}
 	return c
+}
+
+// applyRuntime sets the GC percentage and memory limit from the config.
+func applyRuntime(r RuntimeConfig, log zerolog.Logger) {
+	if r.GCPercent > 0 {
+		debug.SetGCPercent(r.GCPercent)
+		log.Info().Int("gc_percent", r.GCPercent).Msg("runtime: GC target set")
+	}
+	if r.MemoryLimit > 0 {
+		debug.SetMemoryLimit(r.MemoryLimit)
+		log.Info().Int64("memory_limit", r.MemoryLimit).Msg("runtime: soft memory limit set")
+	}
 }

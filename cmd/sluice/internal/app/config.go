@@ -49,11 +49,25 @@ type Config struct {
 	Simulator crmsim.Config `yaml:"simulator"`
 	// Demo is the demo producer.
 	Demo DemoConfig `yaml:"demo"`
+	// Runtime tunes the Go runtime of `run`.
+	Runtime RuntimeConfig `yaml:"runtime"`
 	// ProgressInterval is how often `run` prints progress; a negative value
 	// (e.g. -1s) turns it off. Default 5s.
 	ProgressInterval time.Duration `yaml:"progress_interval"`
 	// Ops is the operator HTTP listener (/metrics, /healthz, /readyz).
 	Ops OpsConfig `yaml:"ops"`
+}
+
+// RuntimeConfig tunes the Go runtime. The garbage collector is a large
+// share of Sluice's CPU per event: a higher gc_percent trades memory for
+// throughput (measured with make bench: 400 gave ~1.3x events/s at ~1.6x
+// peak RSS); memory_limit bounds the heap whatever gc_percent says.
+type RuntimeConfig struct {
+	// GCPercent sets the GC target percentage (GOGC). 0 keeps Go's default
+	// (100, or the GOGC environment variable).
+	GCPercent int `yaml:"gc_percent"`
+	// MemoryLimit is a soft heap limit in bytes (GOMEMLIMIT); 0 sets none.
+	MemoryLimit int64 `yaml:"memory_limit"`
 }
 
 // LogConfig configures the logger.
@@ -172,6 +186,12 @@ func (c Config) validate(target string) error {
 	case "auto", "true", "false":
 	default:
 		errs = append(errs, fmt.Errorf("demo.enabled: %q is not auto, true or false", c.Demo.Enabled))
+	}
+	if c.Runtime.GCPercent < 0 {
+		errs = append(errs, errors.New("runtime.gc_percent: must be >= 0 (0 keeps Go's default)"))
+	}
+	if c.Runtime.MemoryLimit < 0 {
+		errs = append(errs, errors.New("runtime.memory_limit: must be >= 0 bytes (0 sets none)"))
 	}
 	if c.Demo.Rate < 0 {
 		errs = append(errs, errors.New("demo.rate: must be >= 0"))

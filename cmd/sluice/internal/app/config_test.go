@@ -226,6 +226,8 @@ func TestLoadConfig(t *testing.T) {
 			wantErr: []string{"topology.partitions", "1..1024"},
 		},
 		{name: "log.level", yaml: "log: {level: loud}\n", wantErr: []string{"log.level", "loud"}},
+		{name: "runtime.gc_percent", yaml: "runtime: {gc_percent: -5}\n", wantErr: []string{"runtime.gc_percent"}},
+		{name: "runtime.memory_limit", yaml: "runtime: {memory_limit: -1}\n", wantErr: []string{"runtime.memory_limit"}},
 		{name: "demo.enabled", yaml: "demo: {enabled: maybe}\n", wantErr: []string{"demo.enabled", "maybe"}},
 		{name: "missing file", missing: true, wantErr: []string{"no such file"}},
 		{

@@ -58,6 +58,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(parkedCmd())
 	root.AddCommand(statusCmd(), pauseCmd(), resumeCmd())
 	root.AddCommand(replayCmd(), auditCmd())
+	root.AddCommand(backfillCmd())
+	root.AddCommand(importCmd())
 	return root
 }
 

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"sluice.dev/dispatcher"
@@ -15,6 +18,7 @@ import (
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/config"
 	"sluice.dev/mesh/embedded"
+	"sluice.dev/mesh/envelope"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/watchdog"
 )
@@ -56,6 +60,8 @@ type Config struct {
 	ProgressInterval time.Duration `yaml:"progress_interval"`
 	// Ops is the operator HTTP listener (/metrics, /healthz, /readyz).
 	Ops OpsConfig `yaml:"ops"`
+	// Backfill lists the product-database queries `sluice backfill` streams.
+	Backfill BackfillConfig `yaml:"backfill"`
 }
 
 // RuntimeConfig tunes the Go runtime. The garbage collector is a large
@@ -151,6 +157,7 @@ func (c Config) withDefaults() Config {
 	if c.Ops.Addr == "" {
 		c.Ops.Addr = DefaultOpsAddr
 	}
+	c.Backfill = c.Backfill.WithDefaults()
 	return c
 }
 
@@ -197,6 +204,7 @@ func (c Config) validate(target string) error {
 		errs = append(errs, errors.New("demo.rate: must be >= 0"))
 	}
 	errs = append(errs, c.Topology.Validate())
+	errs = append(errs, c.Backfill.Validate())
 	if len(c.Catalog.Types) > 0 {
 		errs = append(errs, c.Catalog.Validate())
 	}
@@ -258,4 +266,111 @@ func (c Config) runs(target, service string) bool {
 		return len(c.Inbound.Sources) > 0
 	}
 	return wants(target, service)
+}
+
+// BackfillConfig lists the named queries of `sluice backfill`.
+type BackfillConfig struct {
+	// Queries are the backfill queries, chosen by name with --query.
+	Queries []BackfillQuery `yaml:"queries"`
+}
+
+// BackfillQuery is one backfill source: a SELECT on the product database
+// (enricher.db) read page by page in cursor order (keyset pagination).
+type BackfillQuery struct {
+	// Name selects the query (--query) and is its cursor's key in the
+	// <stream_prefix>_backfill KV bucket: [A-Za-z0-9_-]. Required.
+	Name string `yaml:"name"`
+	// SQL is a SELECT with exactly one :cursor placeholder where a WHERE
+	// condition goes (`... WHERE :cursor` or `... WHERE active AND :cursor`).
+	// Backfill replaces it with the keyset condition (`1=1` on the first
+	// page, `(c1 > ?)` or `(c1 > ? OR (c1 = ? AND c2 > ?))` after) and
+	// appends `ORDER BY <cursor> LIMIT <batch_size>`; so no ORDER BY or
+	// LIMIT of its own. Every result column becomes a field of the event's
+	// data. Required.
+	SQL string `yaml:"sql"`
+	// Type is the event type sent; --type overrides it. One of them is
+	// required.
+	Type string `yaml:"type"`
+	// KeyColumn is the result column holding the event key. Required.
+	KeyColumn string `yaml:"key_column"`
+	// Cursor lists the columns ordering the rows, unique together and never
+	// NULL (e.g. [id] or [updated_at, id]), as the SQL names them
+	// (`c.id`); the value is read from the result column after the last
+	// dot. Required.
+	Cursor []string `yaml:"cursor"`
+	// VersionColumn is the result column holding the row's version
+	// (updated_at or a version counter): part of the event id. Required.
+	VersionColumn string `yaml:"version_column"`
+	// BatchSize is the rows per page (one query, one publish wave, one
+	// cursor save). Default 500.
+	BatchSize int `yaml:"batch_size"`
+	// Rate caps events per second so live traffic keeps its latency.
+	// Default 500 (0 means the default). --rate overrides it; --rate 0 is
+	// unlimited.
+	Rate float64 `yaml:"rate"`
+}
+
+var (
+	backfillNameRe   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	backfillColumnRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$`)
+)
+
+// WithDefaults fills in each query's batch_size and rate.
+func (c BackfillConfig) WithDefaults() BackfillConfig {
+	if len(c.Queries) == 0 {
+		return c
+	}
+	qs := slices.Clone(c.Queries)
+	for i := range qs {
+		if qs[i].BatchSize == 0 {
+			qs[i].BatchSize = 500
+		}
+		if qs[i].Rate == 0 {
+			qs[i].Rate = 500
+		}
+	}
+	c.Queries = qs
+	return c
+}
+
+// Validate reports every bad query field, named by its key.
+func (c BackfillConfig) Validate() error {
+	var errs []error
+	seen := map[string]bool{}
+	for i, q := range c.Queries {
+		k := fmt.Sprintf("backfill.queries[%d]", i)
+		if !backfillNameRe.MatchString(q.Name) {
+			errs = append(errs, fmt.Errorf("%s.name: %q must be 1-64 of A-Z a-z 0-9 _ -", k, q.Name))
+		} else if seen[q.Name] {
+			errs = append(errs, fmt.Errorf("%s.name: %q is used twice", k, q.Name))
+		}
+		seen[q.Name] = true
+		if n := strings.Count(q.SQL, ":cursor"); n != 1 {
+			errs = append(errs, fmt.Errorf("%s.sql: must hold exactly one :cursor placeholder (has %d)", k, n))
+		}
+		if q.Type != "" && !envelope.ValidType(q.Type) {
+			errs = append(errs, fmt.Errorf("%s.type: %q must be 1-64 of A-Z a-z 0-9 _ -", k, q.Type))
+		}
+		if q.KeyColumn == "" {
+			errs = append(errs, fmt.Errorf("%s.key_column: required", k))
+		}
+		if q.VersionColumn == "" {
+			errs = append(errs, fmt.Errorf("%s.version_column: required", k))
+		}
+		if len(q.Cursor) == 0 {
+			errs = append(errs, fmt.Errorf("%s.cursor: required (the columns ordering the rows)", k))
+		}
+		for j, col := range q.Cursor {
+			if !backfillColumnRe.MatchString(col) {
+				errs = append(errs, fmt.Errorf("%s.cursor[%d]: %q must be a column name (optionally table.column)", k, j, col))
+			}
+		}
+		if q.BatchSize < 1 {
+			errs = append(errs, fmt.Errorf("%s.batch_size: %d must be >= 1", k, q.BatchSize))
+		}
+		if q.Rate < 0 {
+			errs = append(errs, fmt.Errorf("%s.rate: must be >= 0 events/s (0: the default, 500)", k))
+		}
+	}
+	return errors.Join(errs...)
 }

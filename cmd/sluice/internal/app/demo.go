@@ -16,6 +16,7 @@ import (
 
 	"sluice.dev/e2e/loadgen"
 	"sluice.dev/inbound"
+	"sluice.dev/ingest/client"
 	"sluice.dev/mesh/topology"
 )
 
@@ -44,10 +45,14 @@ func newDemo(cfg DemoConfig, js jetstream.JetStream, names topology.Names, httpU
 func (d *demo) Start(context.Context) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	d.wg.Add(2)
+	d.wg.Add(3)
 	go func() {
 		defer d.wg.Done()
 		d.loop(ctx)
+	}()
+	go func() {
+		defer d.wg.Done()
+		d.importSpreadsheet(ctx)
 	}()
 	go func() {
 		defer d.wg.Done()
@@ -102,6 +107,24 @@ func (d *demo) loop(ctx context.Context) {
 		}
 	}
 	d.log.Info().Int("published", total).Msg("demo producer stopped")
+}
+
+// importSpreadsheet imports the embedded sample spreadsheet once, the way
+// `sluice import` does (ids from file and row content: a restart within the
+// duplicate window sends nothing twice).
+func (d *demo) importSpreadsheet(ctx context.Context) {
+	var tr client.Transport = client.NewJetStream(d.js, d.names)
+	if u := d.httpURL(); u != "" {
+		tr = client.NewHTTP(u, "", &http.Client{Timeout: 10 * time.Second})
+	}
+	n, err := importSample(ctx, tr)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn().Err(err).Msg("demo: sample spreadsheet import failed")
+		}
+		return
+	}
+	d.log.Info().Msgf("demo: imported %d rows from %s", n, sampleSpreadsheetName)
 }
 
 // webhooks plays the CRM calling back: every 3 s a signed webhook (a lead

@@ -50,7 +50,17 @@ type Options struct {
 	ExtraCustomers int
 	// Logger for the services (zerolog.Nop() by default).
 	Logger zerolog.Logger
+	// URLs, when set, is a comma-separated list of client URLs of an
+	// external NATS server or cluster (e.g. meshtest.RunCluster): the
+	// harness starts no server of its own, connects every service there,
+	// and RestartNATS returns ErrExternalNATS. Dir still holds the
+	// database.
+	URLs string
 }
+
+// ErrExternalNATS is returned by RestartNATS when the harness runs on
+// Options.URLs; restart the external cluster's nodes instead.
+var ErrExternalNATS = errors.New("harness: NATS is external (Options.URLs)")
 
 type running struct {
 	nc  *nats.Conn
@@ -92,8 +102,10 @@ func New(ctx context.Context, opts Options) (*Harness, error) {
 		opts.Topology.AckWait = 3 * time.Second
 	}
 	h := &Harness{opts: opts, Names: topology.New(opts.Topology), port: -1}
-	if err := h.startServer(); err != nil {
-		return nil, err
+	if opts.URLs == "" {
+		if err := h.startServer(); err != nil {
+			return nil, err
+		}
 	}
 	var err error
 	h.admin, h.JS, err = h.connect("admin")
@@ -158,8 +170,13 @@ func (h *Harness) startServer() error {
 	return nil
 }
 
-// URL is the NATS client URL.
-func (h *Harness) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", h.port) }
+// URL is the NATS client URL (Options.URLs when set).
+func (h *Harness) URL() string {
+	if h.opts.URLs != "" {
+		return h.opts.URLs
+	}
+	return fmt.Sprintf("nats://127.0.0.1:%d", h.port)
+}
 
 func (h *Harness) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := nats.Connect(h.URL(), nats.Name(name), nats.MaxReconnects(-1),
@@ -180,6 +197,9 @@ func (h *Harness) connect(name string) (*nats.Conn, jetstream.JetStream, error) 
 func (h *Harness) RestartNATS() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.opts.URLs != "" {
+		return ErrExternalNATS
+	}
 	h.srv.Shutdown()
 	h.srv.WaitForShutdown()
 	return h.startServer()
@@ -237,6 +257,17 @@ func (h *Harness) Dispatcher() *dispatcher.Service {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.disp
+}
+
+// DispatcherConn returns the running dispatcher's NATS connection (nil
+// when stopped), e.g. to find the server it is connected to.
+func (h *Harness) DispatcherConn() *nats.Conn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.dispatcher == nil {
+		return nil
+	}
+	return h.dispatcher.nc
 }
 
 // KillEnricher drops the enricher's connection with no goodbye — whatever

@@ -26,22 +26,33 @@ func (n Names) storage() jetstream.StorageType {
 
 // EventsStreamConfig is the config of the accepted-events stream.
 func (n Names) EventsStreamConfig() jetstream.StreamConfig {
+	return n.partitionedStream(n.EventsStream(), "events", n.EventsTransformDest(),
+		"Sluice accepted events. Producers publish to %[1]s.events.<type>.<key> (Nats-Msg-Id = event id); "+
+			"the transform stores them as %[1]s.events.<partition>.<type>.<key> over %[2]d partitions. "+
+			"Read by the enricher lanes.")
+}
+
+// partitionedStream is the config shared by the streams producers publish
+// to as <prefix>.<kind>.<type>.<key> and lanes read per partition: kept for
+// EventsMaxAge, refused when full (DiscardNew), deduplicated, with the
+// partition transform. description is a format with %[1]s = prefix and
+// %[2]d = partitions.
+func (n Names) partitionedStream(name, kind, dest, description string) jetstream.StreamConfig {
+	ingest := n.c.Prefix + "." + kind + ".*.*"
 	return jetstream.StreamConfig{
-		Name: n.EventsStream(),
-		Description: fmt.Sprintf("Sluice accepted events. Producers publish to %s.events.<type>.<key> "+
-			"(Nats-Msg-Id = event id); the transform stores them as %s.events.<partition>.<type>.<key> "+
-			"over %d partitions. Read by the enricher lanes.", n.c.Prefix, n.c.Prefix, n.c.Partitions),
-		Subjects:   []string{n.EventsIngestFilter()},
-		Retention:  jetstream.LimitsPolicy,
-		Discard:    jetstream.DiscardNew,
-		MaxAge:     n.c.EventsMaxAge,
-		MaxBytes:   n.c.MaxBytes,
-		Storage:    n.storage(),
-		Replicas:   n.c.Replicas,
-		Duplicates: n.c.DuplicateWindow,
+		Name:        name,
+		Description: fmt.Sprintf(description, n.c.Prefix, n.c.Partitions),
+		Subjects:    []string{ingest},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew,
+		MaxAge:      n.c.EventsMaxAge,
+		MaxBytes:    n.c.MaxBytes,
+		Storage:     n.storage(),
+		Replicas:    n.c.Replicas,
+		Duplicates:  n.c.DuplicateWindow,
 		SubjectTransform: &jetstream.SubjectTransformConfig{
-			Source:      n.EventsIngestFilter(),
-			Destination: n.EventsTransformDest(),
+			Source:      ingest,
+			Destination: dest,
 		},
 	}
 }
@@ -111,7 +122,7 @@ func (n Names) AuditStreamConfig() jetstream.StreamConfig {
 // idempotent and safe to call from every service at start. It refuses to
 // change the partition count of an existing events stream.
 func (n Names) Ensure(ctx context.Context, js StreamManager) error {
-	if err := n.checkPartitions(ctx, js); err != nil {
+	if err := n.checkPartitions(ctx, js, n.EventsStream(), n.EventsTransformDest()); err != nil {
 		return err
 	}
 	for _, cfg := range []jetstream.StreamConfig{
@@ -137,22 +148,22 @@ func (n Names) Ensure(ctx context.Context, js StreamManager) error {
 	return nil
 }
 
-func (n Names) checkPartitions(ctx context.Context, js StreamManager) error {
-	s, err := js.Stream(ctx, n.EventsStream())
+func (n Names) checkPartitions(ctx context.Context, js StreamManager, stream, want string) error {
+	s, err := js.Stream(ctx, stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("look up stream %s: %w", n.EventsStream(), err)
+		return fmt.Errorf("look up stream %s: %w", stream, err)
 	}
 	st := s.CachedInfo().Config.SubjectTransform
 	if st == nil {
 		return nil
 	}
-	if want := n.EventsTransformDest(); st.Destination != want {
+	if st.Destination != want {
 		return fmt.Errorf("%w: stream %s has transform %q, config wants %q (topology.partitions); "+
 			"follow \"Changing the partition count\" in docs/runbook.md", ErrPartitionsChanged,
-			n.EventsStream(), st.Destination, want)
+			stream, st.Destination, want)
 	}
 	return nil
 }

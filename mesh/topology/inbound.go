@@ -43,24 +43,10 @@ func (n Names) InboundTransformDest() string {
 // webhooks for EventsMaxAge (history and replay); the writer's
 // applied-events table makes a replay harmless.
 func (n Names) InboundStreamConfig() jetstream.StreamConfig {
-	return jetstream.StreamConfig{
-		Name: n.InboundStream(),
-		Description: fmt.Sprintf("Sluice inbound CRM webhooks. The receiver publishes to %s.inbound.<type>.<key> "+
-			"(Nats-Msg-Id = source:webhook id); the transform stores them as %s.inbound.<partition>.<type>.<key> "+
-			"over %d partitions. Read by the inbound writer lanes.", n.c.Prefix, n.c.Prefix, n.c.Partitions),
-		Subjects:   []string{n.InboundIngestFilter()},
-		Retention:  jetstream.LimitsPolicy,
-		Discard:    jetstream.DiscardNew,
-		MaxAge:     n.c.EventsMaxAge,
-		MaxBytes:   n.c.MaxBytes,
-		Storage:    n.storage(),
-		Replicas:   n.c.Replicas,
-		Duplicates: n.c.DuplicateWindow,
-		SubjectTransform: &jetstream.SubjectTransformConfig{
-			Source:      n.InboundIngestFilter(),
-			Destination: n.InboundTransformDest(),
-		},
-	}
+	return n.partitionedStream(n.InboundStream(), "inbound", n.InboundTransformDest(),
+		"Sluice inbound CRM webhooks. The receiver publishes to %[1]s.inbound.<type>.<key> "+
+			"(Nats-Msg-Id = source:webhook id); the transform stores them as %[1]s.inbound.<partition>.<type>.<key> "+
+			"over %[2]d partitions. Read by the inbound writer lanes.")
 }
 
 // EnsureInbound creates or updates the inbound stream. It is idempotent and
@@ -68,12 +54,8 @@ func (n Names) InboundStreamConfig() jetstream.StreamConfig {
 // (ErrPartitionsChanged). Call Ensure as well for the parked and alerts
 // streams the inbound lanes use.
 func (n Names) EnsureInbound(ctx context.Context, js StreamManager) error {
-	s, err := js.Stream(ctx, n.InboundStream())
-	if err == nil {
-		if st := s.CachedInfo().Config.SubjectTransform; st != nil && st.Destination != n.InboundTransformDest() {
-			return fmt.Errorf("%w: stream %s has transform %q, config wants %q (topology.partitions)",
-				ErrPartitionsChanged, n.InboundStream(), st.Destination, n.InboundTransformDest())
-		}
+	if err := n.checkPartitions(ctx, js, n.InboundStream(), n.InboundTransformDest()); err != nil {
+		return err
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, n.InboundStreamConfig()); err != nil {
 		return fmt.Errorf("ensure stream %s: %w", n.InboundStream(), err)

@@ -18,7 +18,6 @@ import (
 
 	"sluice.dev/mesh/config"
 	"sluice.dev/mesh/envelope"
-	"sluice.dev/mesh/meshtest"
 	"sluice.dev/mesh/topology"
 )
 
@@ -80,17 +79,7 @@ backfill:
 // a config file with the backfill queries; the CLI's env points at them.
 func bfEnv(t *testing.T, n int) (jetstream.JetStream, topology.Names, string) {
 	t.Helper()
-	cleanEnv(t)
-	s := meshtest.RunServer(t, "")
-	_, js := meshtest.Connect(t, s.ClientURL())
-	tc := meshtest.Topology(2)
-	names := topology.New(tc)
-	require.NoError(t, names.Ensure(context.Background(), js))
-	t.Setenv("SLUICE_NATS_URL", s.ClientURL())
-	t.Setenv("SLUICE_TOPOLOGY_PREFIX", tc.Prefix)
-	t.Setenv("SLUICE_TOPOLOGY_STREAM_PREFIX", tc.StreamPrefix)
-	t.Setenv("SLUICE_TOPOLOGY_PARTITIONS", strconv.Itoa(tc.Partitions))
-	t.Setenv("SLUICE_DATA_DIR", t.TempDir())
+	js, names := cliServer(t, 2)
 	t.Setenv("SLUICE_ENRICHER_DB_DSN", bfProductDB(t, n))
 	cfg := filepath.Join(t.TempDir(), "sluice.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte(bfConfig), 0o600))

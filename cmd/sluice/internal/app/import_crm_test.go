@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -37,11 +36,7 @@ func TestImportDeliversEveryRowOnceToTheCRM(t *testing.T) {
 	t.Cleanup(h.Close)
 	require.NoError(t, h.StartDispatcher(context.Background()))
 	require.NoError(t, h.StartEnricher(context.Background()))
-	t.Setenv("SLUICE_NATS_URL", h.URL())
-	t.Setenv("SLUICE_TOPOLOGY_PREFIX", tc.Prefix)
-	t.Setenv("SLUICE_TOPOLOGY_STREAM_PREFIX", tc.StreamPrefix)
-	t.Setenv("SLUICE_TOPOLOGY_PARTITIONS", strconv.Itoa(tc.Partitions))
-	t.Setenv("SLUICE_DATA_DIR", t.TempDir())
+	pointCLI(t, h.URL(), tc)
 
 	path := filepath.Join(t.TempDir(), "signups.csv")
 	var b strings.Builder

@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +21,6 @@ import (
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/config"
 	"sluice.dev/mesh/envelope"
-	"sluice.dev/mesh/meshtest"
 	"sluice.dev/mesh/topology"
 )
 
@@ -54,22 +52,6 @@ func writeTestXLSX(t testing.TB, path string, rows [][]string) {
 }
 
 // importEnv starts a server with a fresh topology and points the CLI at it.
-func importEnv(t *testing.T) (jetstream.JetStream, topology.Names) {
-	t.Helper()
-	cleanEnv(t)
-	s := meshtest.RunServer(t, "")
-	_, js := meshtest.Connect(t, s.ClientURL())
-	tc := meshtest.Topology(4)
-	names := topology.New(tc)
-	require.NoError(t, names.Ensure(context.Background(), js))
-	t.Setenv("SLUICE_NATS_URL", s.ClientURL())
-	t.Setenv("SLUICE_TOPOLOGY_PREFIX", tc.Prefix)
-	t.Setenv("SLUICE_TOPOLOGY_STREAM_PREFIX", tc.StreamPrefix)
-	t.Setenv("SLUICE_TOPOLOGY_PARTITIONS", strconv.Itoa(tc.Partitions))
-	t.Setenv("SLUICE_DATA_DIR", t.TempDir())
-	return js, names
-}
-
 func storedEvents(t *testing.T, js jetstream.JetStream, names topology.Names) uint64 {
 	t.Helper()
 	s, err := js.Stream(context.Background(), names.EventsStream())
@@ -78,7 +60,7 @@ func storedEvents(t *testing.T, js jetstream.JetStream, names topology.Names) ui
 }
 
 func TestImportBadRowsReportedAndNothingStored(t *testing.T) {
-	js, names := importEnv(t)
+	js, names := cliServer(t, 4)
 	for _, dry := range []bool{true, false} {
 		args := []string{"import", "testdata/import/customers_bad.csv", "--type", "customer_signed_up"}
 		if dry {
@@ -102,7 +84,7 @@ func TestImportBadRowsReportedAndNothingStored(t *testing.T) {
 }
 
 func TestImportBadFlags(t *testing.T) {
-	importEnv(t)
+	cliServer(t, 4)
 	for name, args := range map[string][]string{
 		"unknown type": {"--type", "nope"},
 		"key column":   {"--type", "customer_signed_up", "--key-column", "nope"},
@@ -119,7 +101,7 @@ func TestImportBadFlags(t *testing.T) {
 // TestImportLargeCSVOnceInOrder: 10,000 rows over 300 keys are stored once
 // each, in file order per key; a second run stores nothing new.
 func TestImportLargeCSVOnceInOrder(t *testing.T) {
-	js, names := importEnv(t)
+	js, names := cliServer(t, 4)
 	path := filepath.Join(t.TempDir(), "big.csv")
 	var b strings.Builder
 	b.WriteString("customer_id,name,email,phone,city\n")
@@ -169,7 +151,7 @@ func TestImportLargeCSVOnceInOrder(t *testing.T) {
 }
 
 func TestImportXLSXWithMappingAndKeyColumn(t *testing.T) {
-	js, names := importEnv(t)
+	js, names := cliServer(t, 4)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "agents.xlsx")
 	writeTestXLSX(t, path, [][]string{
@@ -201,7 +183,7 @@ func TestImportXLSXWithMappingAndKeyColumn(t *testing.T) {
 // TestImportSampleSpreadsheet is the demo's import: the embedded XLSX, over
 // JetStream; a second import is all duplicates.
 func TestImportSampleSpreadsheet(t *testing.T) {
-	js, names := importEnv(t)
+	js, names := cliServer(t, 4)
 	ctx := context.Background()
 	n, err := importSample(ctx, client.NewJetStream(js, names))
 	require.NoError(t, err)
@@ -273,7 +255,7 @@ func FuzzImportCSV(f *testing.F) {
 // schema again and derives nothing: keys are set); the token comes from the
 // environment; a second run is all duplicates.
 func TestImportViaHTTP(t *testing.T) {
-	js, names := importEnv(t)
+	js, names := cliServer(t, 4)
 	cat, err := loadCatalog(catalog.Config{})
 	require.NoError(t, err)
 	svc, err := ingest.New(ingest.Config{HTTPAddr: "", PublishTimeout: 2 * time.Second,

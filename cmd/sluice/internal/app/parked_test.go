@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/mesh/lane"
-	"sluice.dev/mesh/meshtest"
 	"sluice.dev/mesh/topology"
 )
 
@@ -29,18 +27,8 @@ func parkedCLI(t *testing.T, args ...string) (string, error) {
 }
 
 func TestParkedCommands(t *testing.T) {
-	cleanEnv(t)
-	s := meshtest.RunServer(t, "")
-	_, js := meshtest.Connect(t, s.ClientURL())
-	tc := meshtest.Topology(1)
-	names := topology.New(tc)
+	js, names := cliServer(t, 1)
 	ctx := context.Background()
-	require.NoError(t, names.Ensure(ctx, js))
-	t.Setenv("SLUICE_NATS_URL", s.ClientURL())
-	t.Setenv("SLUICE_TOPOLOGY_PREFIX", tc.Prefix)
-	t.Setenv("SLUICE_TOPOLOGY_STREAM_PREFIX", tc.StreamPrefix)
-	t.Setenv("SLUICE_TOPOLOGY_PARTITIONS", strconv.Itoa(tc.Partitions))
-	t.Setenv("SLUICE_DATA_DIR", t.TempDir())
 
 	var mu sync.Mutex
 	var seen []string

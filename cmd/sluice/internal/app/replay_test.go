@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,23 +12,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/mesh/meshtest"
 	"sluice.dev/mesh/topology"
 )
 
 func TestReplayCommand(t *testing.T) {
-	cleanEnv(t)
-	s := meshtest.RunServer(t, "")
-	_, js := meshtest.Connect(t, s.ClientURL())
-	tc := meshtest.Topology(2)
-	names := topology.New(tc)
+	js, names := cliServer(t, 2)
 	ctx := context.Background()
-	require.NoError(t, names.Ensure(ctx, js))
-	t.Setenv("SLUICE_NATS_URL", s.ClientURL())
-	t.Setenv("SLUICE_TOPOLOGY_PREFIX", tc.Prefix)
-	t.Setenv("SLUICE_TOPOLOGY_STREAM_PREFIX", tc.StreamPrefix)
-	t.Setenv("SLUICE_TOPOLOGY_PARTITIONS", strconv.Itoa(tc.Partitions))
-	t.Setenv("SLUICE_DATA_DIR", t.TempDir())
 
 	// 5 events each of keys a/b (a with a subject-escaped key), interleaved.
 	keyA := "a.1"

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"strconv"
 	"testing"
 	"time"
 
@@ -38,11 +37,7 @@ func opsEnv(t *testing.T) (*nats.Conn, jetstream.JetStream, topology.Names) {
 	}
 	_, err := js.Publish(ctx, names.ParkedSubject(topology.StageDispatcher, "order", "k1"), []byte("{}"))
 	require.NoError(t, err)
-	t.Setenv("SLUICE_NATS_URL", s.ClientURL())
-	t.Setenv("SLUICE_TOPOLOGY_PREFIX", tc.Prefix)
-	t.Setenv("SLUICE_TOPOLOGY_STREAM_PREFIX", tc.StreamPrefix)
-	t.Setenv("SLUICE_TOPOLOGY_PARTITIONS", strconv.Itoa(tc.Partitions))
-	t.Setenv("SLUICE_DATA_DIR", t.TempDir())
+	pointCLI(t, s.ClientURL(), tc)
 	return nc, js, names
 }
 

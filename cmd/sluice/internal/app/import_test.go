@@ -51,7 +51,7 @@ func writeTestXLSX(t testing.TB, path string, rows [][]string) {
 	require.NoError(t, f.SaveAs(path))
 }
 
-// importEnv starts a server with a fresh topology and points the CLI at it.
+// storedEvents is the events stream's message count.
 func storedEvents(t *testing.T, js jetstream.JetStream, names topology.Names) uint64 {
 	t.Helper()
 	s, err := js.Stream(context.Background(), names.EventsStream())

@@ -63,7 +63,7 @@ func (s *Service) send(ctx context.Context, m *lane.Msg, r crmreq.Request, metho
 	if _, o, ok := s.call(ctx, m, r, method, path, false); !ok {
 		return o
 	}
-	s.metrics.deliveredOne(r.AcceptedAt)
+	s.delivered(r.AcceptedAt)
 	return lane.Done()
 }
 
@@ -96,7 +96,7 @@ func (s *Service) remember(ctx context.Context, r crmreq.Request, id string) lan
 	if err := s.ids.store(kctx, r.EventID, r.Object, r.IDKey, id); err != nil {
 		return s.storeFailed(r, err)
 	}
-	s.metrics.deliveredOne(r.AcceptedAt)
+	s.delivered(r.AcceptedAt)
 	return lane.Done()
 }
 
@@ -148,6 +148,15 @@ func (s *Service) failure(m *lane.Msg, r crmreq.Request, res response) lane.Outc
 	s.log.Warn().Err(err).Int("status", res.Status).Int("attempt", attempt).Str("event_id", r.EventID).
 		Int("partition", m.Partition).Dur("pause", d).Msg("crm request failed; pausing the outlet")
 	return lane.Pause(d, err)
+}
+
+// delivered counts a request the CRM accepted and reports its produce→CRM
+// latency (computed once, here, from the request already decoded).
+func (s *Service) delivered(accepted time.Time) {
+	d, ok := s.metrics.deliveredOne(accepted)
+	if ok && s.deps.OnDelivered != nil {
+		s.deps.OnDelivered(d)
+	}
 }
 
 // crmHeaders are the parked message's record of the CRM's answer.

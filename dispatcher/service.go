@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -47,9 +48,11 @@ type Deps struct {
 	// Observe, if set, is called after each lane message is settled
 	// (metrics.Metrics.Observe).
 	Observe func(lane.Observation)
-	// Middleware wraps the lane handler, outermost first (e.g.
-	// metrics.Metrics.ProduceToCRM). Optional.
+	// Middleware wraps the lane handler, outermost first. Optional.
 	Middleware []lane.Middleware
+	// OnDelivered, if set, is called with the produce→CRM latency of each
+	// request the CRM accepted (metrics.Metrics.ObserveProduceToCRM).
+	OnDelivered func(time.Duration)
 }
 
 // Service is a running dispatcher.

@@ -63,10 +63,12 @@ func (m *metrics) status(r response) {
 	m.statuses[k]++
 }
 
-func (m *metrics) deliveredOne(accepted time.Time) {
+// deliveredOne counts a delivery and returns its produce→CRM latency (ok
+// false when the request carried no accepted_at).
+func (m *metrics) deliveredOne(accepted time.Time) (time.Duration, bool) {
 	m.delivered.Add(1)
 	if accepted.IsZero() {
-		return
+		return 0, false
 	}
 	d := time.Since(accepted)
 	m.mu.Lock()
@@ -75,6 +77,7 @@ func (m *metrics) deliveredOne(accepted time.Time) {
 	m.ring[m.next] = d
 	m.next = (m.next + 1) % latencySamples
 	m.n = min(m.n+1, latencySamples)
+	return d, true
 }
 
 func (m *metrics) snapshot() Stats {

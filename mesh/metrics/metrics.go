@@ -7,8 +7,6 @@
 package metrics
 
 import (
-	"context"
-	"encoding/json"
 	"net/http"
 	"time"
 
@@ -95,37 +93,13 @@ func (m *Metrics) ObserveFunc() func(lane.Observation) {
 	return m.Observe
 }
 
-// ObserveProduceToCRM records one delivery's produce→CRM latency.
+// ObserveProduceToCRM records one delivery's produce→CRM latency (the
+// dispatcher calls it through dispatcher.Deps.OnDelivered).
 func (m *Metrics) ObserveProduceToCRM(d time.Duration) {
 	if m == nil {
 		return
 	}
 	m.produceToCRM.Observe(d.Seconds())
-}
-
-// ProduceToCRM is dispatcher middleware: when the handler settles a
-// message as Done (the CRM answered 2xx), it records now − accepted_at of
-// the crmreq.Request in the message. Requests without accepted_at are not
-// counted.
-func (m *Metrics) ProduceToCRM() lane.Middleware {
-	return func(next lane.Handler) lane.Handler {
-		if m == nil {
-			return next
-		}
-		return func(ctx context.Context, msg *lane.Msg) lane.Outcome {
-			o := next(ctx, msg)
-			if o.Kind != lane.KindDone {
-				return o
-			}
-			var r struct {
-				AcceptedAt time.Time `json:"accepted_at"`
-			}
-			if json.Unmarshal(msg.Data, &r) == nil && !r.AcceptedAt.IsZero() {
-				m.ObserveProduceToCRM(time.Since(r.AcceptedAt))
-			}
-			return o
-		}
-	}
 }
 
 // Handler serves the registry in the Prometheus text format. A nil Metrics

@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -57,10 +58,16 @@ func TestLaneActivityShowsInMetrics(t *testing.T) {
 		case strings.Contains(string(msg.Data), `"n":2,`):
 			return lane.Park("bad", errors.New("bad"), nil)
 		}
+		// As the dispatcher does on a 2xx: record now − accepted_at.
+		var r struct {
+			AcceptedAt time.Time `json:"accepted_at"`
+		}
+		require.NoError(t, json.Unmarshal(msg.Data, &r))
+		m.ObserveProduceToCRM(time.Since(r.AcceptedAt))
 		return lane.Done()
 	}
 	g, err := lane.NewGroup(js, lane.Config{Stage: topology.StageEnricher, Names: names, Logger: zerolog.Nop(),
-		Handler: lane.Chain(h, m.ProduceToCRM()),
+		Handler: h,
 		Observe: func(o lane.Observation) { m.Observe(o); settled.Add(1) }})
 	require.NoError(t, err)
 	require.NoError(t, g.Start(ctx))
@@ -117,8 +124,6 @@ func TestNilMetricsIsNoop(t *testing.T) {
 	m.ObserveProduceToCRM(time.Second)
 	require.Nil(t, m.ObserveFunc())
 	require.NoError(t, m.Register(prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})))
-	h := lane.Chain(func(context.Context, *lane.Msg) lane.Outcome { return lane.Done() }, m.ProduceToCRM())
-	require.Equal(t, lane.KindDone, h(context.Background(), &lane.Msg{}).Kind)
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	require.Equal(t, 404, rec.Code)

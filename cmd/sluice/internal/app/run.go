@@ -19,7 +19,6 @@ import (
 	"sluice.dev/enricher/productdb"
 	"sluice.dev/inbound"
 	"sluice.dev/ingest"
-	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/metrics"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/schemas"
@@ -116,7 +115,7 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			func(nc *nats.Conn, js jetstream.JetStream) (*dispatcher.Service, error) {
 				return dispatcher.New(c.Dispatcher, dispatcher.Deps{NC: nc, JS: js, Names: names,
 					Logger:  log.With().Str("service", "dispatcher").Logger(),
-					Observe: m.ObserveFunc(), Middleware: []lane.Middleware{m.ProduceToCRM()}})
+					Observe: m.ObserveFunc(), OnDelivered: m.ObserveProduceToCRM})
 			})
 		if err != nil {
 			return err

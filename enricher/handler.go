@@ -38,8 +38,9 @@ const (
 
 func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 	env, err := envelope.Decode(m.Data)
+	var in any
 	if err == nil {
-		err = s.deps.Catalog.Prepare(env)
+		in, err = s.deps.Catalog.PrepareJQ(env) // validates and decodes the data once
 	}
 	if err != nil {
 		if catalog.IsUnknownType(err) {
@@ -54,10 +55,6 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 	mp := s.types[env.Type]
 	if mp == nil { // the catalog knows it, so New compiled it; be safe anyway
 		return lane.Park(ReasonUnknownType, catalog.ErrUnknownType, nil)
-	}
-	in, err := catalog.AsJQ(env)
-	if err != nil {
-		return lane.Park(ReasonInvalid, err, nil)
 	}
 
 	rows := make(map[string]any, len(mp.lookups))

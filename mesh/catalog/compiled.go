@@ -137,22 +137,42 @@ func (c *Catalog) Names() []string {
 // It returns *envelope.Invalid listing every field problem, or an error
 // wrapping ErrUnknownType.
 func (c *Catalog) Prepare(e *envelope.Envelope) error {
+	_, err := c.prepare(e)
+	return err
+}
+
+// PrepareJQ is Prepare that also returns the envelope as gojq input (see
+// AsJQ), built from the data the schema check already decoded.
+func (c *Catalog) PrepareJQ(e *envelope.Envelope) (any, error) {
+	data, err := c.prepare(e)
+	if err != nil {
+		return nil, err
+	}
+	return jqInput(e, data), nil
+}
+
+// prepare does Prepare's work and returns the decoded data (json.Number
+// for numbers), or nil when the data was not checked.
+func (c *Catalog) prepare(e *envelope.Envelope) (any, error) {
 	t, ok := c.types[e.Type]
 	if !ok {
 		if err := e.Check(); err != nil {
-			return err
+			return nil, err
 		}
-		return &envelope.Invalid{Fields: []envelope.FieldError{{Field: "type", Reason: fmt.Sprintf("unknown event type %q", e.Type)}}}
+		return nil, &envelope.Invalid{Fields: []envelope.FieldError{{Field: "type", Reason: fmt.Sprintf("unknown event type %q", e.Type)}}}
 	}
 	// The data is checked first so a key expression never runs over data
 	// that lacks the fields it reads (it would derive "customer:null").
 	var fields []envelope.FieldError
+	var data any
 	d := bytes.TrimSpace(e.Data)
 	if len(d) > 0 && d[0] == '{' {
-		fields = append(fields, t.ValidateData(e.Data)...)
+		var fs []envelope.FieldError
+		data, fs = t.validateData(e.Data)
+		fields = append(fields, fs...)
 	}
-	if len(fields) == 0 && e.Key == "" && t.key != nil && len(d) > 0 {
-		k, err := t.DeriveKey(e)
+	if len(fields) == 0 && e.Key == "" && t.key != nil && data != nil {
+		k, err := t.deriveKey(jqInput(e, data))
 		if err != nil {
 			fields = append(fields, envelope.FieldError{Field: "key", Reason: err.Error()})
 		} else {
@@ -173,9 +193,9 @@ func (c *Catalog) Prepare(e *envelope.Envelope) error {
 		}
 	}
 	if len(fields) > 0 {
-		return &envelope.Invalid{Fields: fields}
+		return nil, &envelope.Invalid{Fields: fields}
 	}
-	return nil
+	return data, nil
 }
 
 // IsUnknownType reports whether err is a Prepare error about the type.
@@ -197,6 +217,10 @@ func (t *CompiledType) DeriveKey(e *envelope.Envelope) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return t.deriveKey(in)
+}
+
+func (t *CompiledType) deriveKey(in any) (string, error) {
 	v, ok := t.key.Run(in).Next()
 	if !ok {
 		return "", errors.New("key expression gave no value")
@@ -222,9 +246,13 @@ func AsJQ(e *envelope.Envelope) (any, error) {
 	if err := dec.Decode(&data); err != nil {
 		return nil, err
 	}
-	m := map[string]any{"id": e.ID, "type": e.Type, "key": e.Key, "source": e.Source,
+	return jqInput(e, data), nil
+}
+
+// jqInput is the gojq value of e with its data already decoded.
+func jqInput(e *envelope.Envelope, data any) map[string]any {
+	return map[string]any{"id": e.ID, "type": e.Type, "key": e.Key, "source": e.Source,
 		"occurred_at": e.OccurredAt.Format("2006-01-02T15:04:05.999999999Z07:00"), "data": data}
-	return m, nil
 }
 
 var printer = message.NewPrinter(language.English)
@@ -232,11 +260,18 @@ var printer = message.NewPrinter(language.English)
 // ValidateData checks data against the type's schema and returns one
 // FieldError per problem, fields named "data.<path>".
 func (t *CompiledType) ValidateData(data []byte) []envelope.FieldError {
+	_, fs := t.validateData(data)
+	return fs
+}
+
+// validateData is ValidateData that also returns the decoded value (nil
+// when the data is not JSON).
+func (t *CompiledType) validateData(data []byte) (any, []envelope.FieldError) {
 	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {
-		return []envelope.FieldError{{Field: "data", Reason: "not valid JSON: " + err.Error()}}
+		return nil, []envelope.FieldError{{Field: "data", Reason: "not valid JSON: " + err.Error()}}
 	}
-	return SchemaErrors(t.schema.Validate(v), "data")
+	return v, SchemaErrors(t.schema.Validate(v), "data")
 }
 
 // SchemaErrors turns a JSON Schema validation error into one FieldError per

@@ -58,6 +58,12 @@ type Observation struct {
 	Duration  time.Duration
 	Stored    time.Time
 	Err       error
+	// Msg is the settled message (subject, headers, stream sequence); it
+	// must not be kept or changed after Observe returns.
+	Msg *Msg
+	// Outcome is what the handler (or the runner) decided; Outcome.Out holds
+	// the forwarded messages, Outcome.Reason the park reason.
+	Outcome Outcome
 }
 
 func (c Config) withDefaults() Config {

@@ -249,7 +249,7 @@ func (l *lane) handle(jm jetstream.Msg) {
 		l.finishReplay(m, iso)
 	}
 	if obs := l.g.cfg.Observe; obs != nil {
-		obs(Observation{Stage: l.g.cfg.Stage, Partition: l.p, Kind: o.Kind, Duration: time.Since(start), Stored: m.Stored, Err: o.Err})
+		obs(Observation{Stage: l.g.cfg.Stage, Partition: l.p, Kind: o.Kind, Duration: time.Since(start), Stored: m.Stored, Err: o.Err, Msg: m, Outcome: o})
 	}
 }
 

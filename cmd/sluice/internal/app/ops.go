@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,6 +24,11 @@ type OpsConfig struct {
 	// Addr is the listen address of /metrics, /healthz and /readyz; "off"
 	// turns the listener off. Default "127.0.0.1:9090" (loopback only).
 	Addr string `yaml:"addr"`
+	// Pprof serves Go's profiler under /debug/pprof/ on the same listener
+	// (CPU, heap, goroutines; `go tool pprof http://ADDR/debug/pprof/profile`).
+	// Off by default: profiles reveal internals, and the listener may be
+	// reachable beyond loopback. Default false.
+	Pprof bool `yaml:"pprof"`
 }
 
 // readyTimeout bounds the JetStream request /readyz makes.
@@ -44,6 +50,8 @@ type opsServer struct {
 	// page is the watchdog's status page, served on every other path
 	// (GET /, /api/…) when set.
 	page http.Handler
+	// pprof mounts /debug/pprof/ when true.
+	pprof bool
 
 	srv *http.Server
 	ln  net.Listener
@@ -69,6 +77,13 @@ func (o *opsServer) handler() http.Handler {
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	if o.pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	if o.page != nil {
 		mux.Handle("/", o.page)
 	}

@@ -68,3 +68,18 @@ func TestOpsListener(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
 }
+
+func TestOpsPprofIsOptIn(t *testing.T) {
+	s := meshtest.RunServer(t, "")
+	nc, js := meshtest.Connect(t, s.ClientURL())
+	for _, on := range []bool{false, true} {
+		o := newOpsServer("127.0.0.1:0", nc, js, "NONE", metrics.New(), zerolog.Nop())
+		o.pprof = on
+		code, _ := get(t, o.handler(), "/debug/pprof/")
+		if on {
+			require.Equal(t, http.StatusOK, code, "ops.pprof: true serves the profiler")
+		} else {
+			require.Equal(t, http.StatusNotFound, code, "the profiler is off by default")
+		}
+	}
+}

@@ -273,6 +273,7 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 		// A busy ops port does not stop the event flow: it is logged loudly.
 		ops := newOpsServer(c.Ops.Addr, nc, js, names.EventsStream(), m, log)
 		ops.page = statusPage
+		ops.pprof = c.Ops.Pprof
 		if err := start("ops", ops); err != nil {
 			log.Error().Err(err).Msg("ops listener NOT started: no /metrics, /healthz, /readyz (set ops.addr)")
 		}

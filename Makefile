@@ -9,10 +9,10 @@ MODULES  = $(shell $(GO) list -m -f '{{.Dir}}')
 PATTERNS = $(shell $(GO) list -m -f '{{.Path}}/...')
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: help run build test test-race bench lint fmt tidy tidy-check clean
+.PHONY: help run build test test-race bench bench-quick bench-backlog bench-backlog-5m lint fmt tidy tidy-check clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 run: build ## run everything on embedded defaults (embedded JetStream, SQLite, CRM simulator, demo producer)
 	./$(BIN) run $(if $(CONFIG),--config $(CONFIG))
@@ -26,8 +26,20 @@ test: ## run every module's tests (Postgres/MySQL tests skip unless SLUICE_TEST_
 test-race: ## the tests under the race detector
 	$(GO) test -race $(TEST_FLAGS) $(PATTERNS)
 
-bench: build ## throughput and latency figures (not a test): ceiling, end to end, ratio, p50/p99, RSS
+bench: build ## throughput/latency matrix (not a test): 1/16/64 partitions, 2 dispatchers, ledger on/off (~6 min)
 	$(GO) run ./e2e/cmd/bench $(BENCH_FLAGS)
+
+bench-quick: build ## smoke run of the benchmark: 16 partitions, fewer events (~1-2 min)
+	$(GO) run ./e2e/cmd/bench -matrix=16 -events=20000 -warmup=2000 -latency-for=5s $(BENCH_FLAGS)
+
+bench-backlog: build ## 336,000-event backlog (60 s CRM outage at 20M/hour): build, RSS, drain time
+	$(GO) run ./e2e/cmd/bench -backlog=336000 $(BENCH_FLAGS)
+
+bench-backlog-5m: build ## 5,000,000-event backlog on disk: RSS, disk, drain rate (~20 min, ~5 GB under $TMPDIR)
+	@echo "5M-event backlog: ~7-8 min to build and ~8 min to drain on a quiet 2-core machine (progress every 10 s);"
+	@echo "the data dir peaks at ~1 KB/event (~5 GB) under $${TMPDIR:-/tmp}; heap profile at the end of the build:"
+	@echo "  $${TMPDIR:-/tmp}/sluice-backlog-5m.heap.pprof"
+	$(GO) run ./e2e/cmd/bench -backlog=5000000 -heapprofile=$${TMPDIR:-/tmp}/sluice-backlog-5m.heap.pprof $(BENCH_FLAGS)
 
 lint: ## gofmt and go vet over every module
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -44,3 +56,16 @@ tidy-check: ## fail when a go.mod/go.sum is stale
 
 clean: ## remove bin/ and the default data directory
 	rm -rf bin data
+
+# Docker Compose (compose.yaml): a 3-node NATS cluster, PostgreSQL and one
+# container per service. Needs Docker with Compose 2.23.1+; not run in CI.
+.PHONY: up down logs
+
+up: ## build the image and start compose.yaml (NATS x3, PostgreSQL, every service, CRM simulator)
+	VERSION=$(VERSION) docker compose up -d --build
+
+down: ## stop compose.yaml's containers (docker compose down -v also drops the volumes)
+	docker compose down
+
+logs: ## follow the logs of compose.yaml's services
+	docker compose logs -f --tail=100

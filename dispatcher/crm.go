@@ -79,6 +79,8 @@ type response struct {
 	Err error
 	// Timeout tells a timeout from other transport errors.
 	Timeout bool
+	// Took is the time from sending the request to the end of the body.
+	Took time.Duration
 }
 
 // do sends one request. The returned error means the request could not
@@ -109,9 +111,10 @@ func (c *crmClient) do(ctx context.Context, r crmreq.Request, method, path strin
 	if !r.OccurredAt.IsZero() {
 		h.Set("X-Sluice-Occurred-At", r.OccurredAt.UTC().Format(time.RFC3339Nano))
 	}
+	start := time.Now()
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return response{Err: fmt.Errorf("%w: %w", ErrCRMUnreachable, err), Timeout: isTimeout(err)}, nil
+		return response{Err: fmt.Errorf("%w: %w", ErrCRMUnreachable, err), Timeout: isTimeout(err), Took: time.Since(start)}, nil
 	}
 	defer resp.Body.Close()
 	out := response{Status: resp.StatusCode, Header: resp.Header}
@@ -120,6 +123,7 @@ func (c *crmClient) do(ctx context.Context, r crmreq.Request, method, path strin
 		out.Err = fmt.Errorf("%w: read response: %w", ErrCRMUnreachable, err)
 		out.Timeout = isTimeout(err)
 	}
+	out.Took = time.Since(start)
 	return out, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/crmreq"
 	"sluice.dev/mesh/lane"
+	"sluice.dev/mesh/ledger"
 )
 
 // kvTimeout bounds one CRM id bucket read or write.
@@ -37,7 +38,7 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 	default: // update, upsert
 		if id, ok := s.ids.pendingID(r.EventID); ok {
 			// An upsert that created the record; only the Put is left.
-			return s.remember(ctx, r, id)
+			return s.remember(ctx, m, r, id, nil)
 		}
 		kctx, cancel := context.WithTimeout(ctx, kvTimeout)
 		id, found, err := s.ids.lookup(kctx, r.Object, r.IDKey)
@@ -60,10 +61,11 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 
 // send sends one request whose answer body is not needed.
 func (s *Service) send(ctx context.Context, m *lane.Msg, r crmreq.Request, method, path string) lane.Outcome {
-	if _, o, ok := s.call(ctx, m, r, method, path, false); !ok {
+	res, o, ok := s.call(ctx, m, r, method, path, false)
+	if !ok {
 		return o
 	}
-	s.delivered(r.AcceptedAt)
+	s.delivered(m, r, &ledger.CRMCall{Method: method, Path: path, Status: res.Status, Took: res.Took})
 	return lane.Done()
 }
 
@@ -71,7 +73,7 @@ func (s *Service) send(ctx context.Context, m *lane.Msg, r crmreq.Request, metho
 func (s *Service) create(ctx context.Context, m *lane.Msg, r crmreq.Request) lane.Outcome {
 	if id, ok := s.ids.pendingID(r.EventID); ok {
 		// The CRM accepted this create earlier; only the Put failed.
-		return s.remember(ctx, r, id)
+		return s.remember(ctx, m, r, id, nil)
 	}
 	code, err := s.jq.get(r.IDFrom)
 	if err != nil {
@@ -85,18 +87,23 @@ func (s *Service) create(ctx context.Context, m *lane.Msg, r crmreq.Request) lan
 	if err != nil {
 		return lane.Park("crm id not in create response", err, crmHeaders(res))
 	}
-	return s.remember(ctx, r, id)
+	return s.remember(ctx, m, r, id, &ledger.CRMCall{Method: r.Method, Path: r.Path, Status: res.Status, Took: res.Took})
 }
 
 // remember stores a created record's id; the message is acked only after
-// the Put succeeded.
-func (s *Service) remember(ctx context.Context, r crmreq.Request, id string) lane.Outcome {
+// the Put succeeded. c is the CRM's answer, nil when it came on an
+// earlier attempt.
+func (s *Service) remember(ctx context.Context, m *lane.Msg, r crmreq.Request, id string, c *ledger.CRMCall) lane.Outcome {
 	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
 	if err := s.ids.store(kctx, r.EventID, r.Object, r.IDKey, id); err != nil {
 		return s.storeFailed(r, err)
 	}
-	s.delivered(r.AcceptedAt)
+	if c == nil {
+		c = &ledger.CRMCall{Note: "the CRM accepted it on an earlier attempt; its id was stored now"}
+	}
+	c.CRMID = id
+	s.delivered(m, r, c)
 	return lane.Done()
 }
 
@@ -109,6 +116,17 @@ func (s *Service) storeFailed(r crmreq.Request, err error) lane.Outcome {
 // call sends one request. ok is true for a 2xx answer (with a complete body
 // when needBody); otherwise o says what the runner does.
 func (s *Service) call(ctx context.Context, m *lane.Msg, r crmreq.Request, method, path string, needBody bool) (res response, o lane.Outcome, ok bool) {
+	// Right before the side effect: has another replica already applied
+	// this message (this one is a stale worker holding a late duplicate)?
+	// Free unless the message is suspect; see lane.Msg.Fenced.
+	switch fenced, err := m.Fenced(ctx); {
+	case err != nil:
+		return res, lane.Retry(s.cfg.Retry.Delay, fmt.Errorf("lane fence: %w", err)), false
+	case fenced:
+		s.log.Info().Str("event_id", r.EventID).Int("partition", m.Partition).Uint64("seq", m.StreamSeq).
+			Msg("late duplicate: another replica already sent this request; not sending it again")
+		return res, lane.Done(), false
+	}
 	res, err := s.crm.do(ctx, r, method, path)
 	if err != nil {
 		return res, lane.Park("undecodable request", err, nil), false
@@ -150,13 +168,15 @@ func (s *Service) failure(m *lane.Msg, r crmreq.Request, res response) lane.Outc
 	return lane.Pause(d, err)
 }
 
-// delivered counts a request the CRM accepted and reports its produce→CRM
-// latency (computed once, here, from the request already decoded).
-func (s *Service) delivered(accepted time.Time) {
-	d, ok := s.metrics.deliveredOne(accepted)
+// delivered counts a request the CRM accepted, reports its produce→CRM
+// latency (computed once, here, from the request already decoded) and
+// writes its ledger record; the lane acks the message after this returns.
+func (s *Service) delivered(m *lane.Msg, r crmreq.Request, c *ledger.CRMCall) {
+	d, ok := s.metrics.deliveredOne(r.AcceptedAt)
 	if ok && s.deps.OnDelivered != nil {
 		s.deps.OnDelivered(d)
 	}
+	s.recordDelivered(m, r, c, d)
 }
 
 // crmHeaders are the parked message's record of the CRM's answer.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/itchyny/gojq"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -102,6 +103,8 @@ type kv interface {
 // bucketOpener is the part of jetstream.JetStream that opens a KV bucket.
 type bucketOpener interface {
 	KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error)
+	Conn() *nats.Conn
+	Options() jetstream.JetStreamOptions
 }
 
 // idStore maps <object>.<base64url(id key)> to CRM ids in the KV bucket.
@@ -130,8 +133,8 @@ func (s *idStore) open(ctx context.Context) (kv, error) {
 		}
 		return nil, fmt.Errorf("%w: open %s: %w", ErrIDStore, s.bucket, err)
 	}
-	s.kv = b
-	return b, nil
+	s.kv = newLeaderKV(b, s.js.Conn(), s.js.Options().APIPrefix)
+	return s.kv, nil
 }
 
 // lookup returns the CRM id of an entity; found is false when none is known.

@@ -20,6 +20,7 @@ import (
 
 	"sluice.dev/mesh/conn"
 	"sluice.dev/mesh/lane"
+	"sluice.dev/mesh/ledger"
 	"sluice.dev/mesh/topology"
 )
 
@@ -53,6 +54,11 @@ type Deps struct {
 	// OnDelivered, if set, is called with the produce→CRM latency of each
 	// request the CRM accepted (metrics.Metrics.ObserveProduceToCRM).
 	OnDelivered func(time.Duration)
+	// Ledger, if set, records each delivery (before its ack) and each park
+	// in the delivery ledger. It must publish on JS's connection
+	// (ledger.NewWriter(JS.Conn(), ...)), so a record always reaches the
+	// server before the ack; New refuses another. Stop flushes it.
+	Ledger *ledger.Writer
 }
 
 // Service is a running dispatcher.
@@ -83,6 +89,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	if err := deps.Names.Config().Validate(); err != nil {
 		return nil, fmt.Errorf("dispatcher: Deps.Names: %w", err)
+	}
+	if deps.Ledger != nil && deps.Ledger.Conn() != deps.JS.Conn() {
+		return nil, fmt.Errorf("dispatcher: Deps.Ledger: %w", ledger.ErrWrongConn)
 	}
 	if len(deps.Partitions) == 0 {
 		for p := 0; p < deps.Names.Partitions(); p++ {
@@ -127,7 +136,7 @@ func (s *Service) Start(ctx context.Context) error {
 		Handler:     lane.Chain(s.Handler(), s.deps.Middleware...),
 		Partitions:  s.deps.Partitions,
 		Logger:      s.log,
-		Observe:     s.deps.Observe,
+		Observe:     s.observer(),
 	})
 	if err != nil {
 		return err
@@ -185,6 +194,9 @@ func (s *Service) Stop(ctx context.Context) error {
 		err = errors.Join(err, svc.Stop())
 	}
 	s.crm.close()
+	if ferr := s.deps.Ledger.Flush(ctx); ferr != nil {
+		s.log.Warn().Err(ferr).Msg("ledger records not all acknowledged at stop")
+	}
 	return err
 }
 

@@ -19,6 +19,7 @@ import (
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/conn"
 	"sluice.dev/mesh/lane"
+	"sluice.dev/mesh/ledger"
 	"sluice.dev/mesh/topology"
 )
 
@@ -45,6 +46,11 @@ type Deps struct {
 	// Observe, if set, is called after each lane message is settled
 	// (metrics.Metrics.Observe).
 	Observe func(lane.Observation)
+	// Ledger, if set, records each forwarded event (before its ack) and
+	// each park in the delivery ledger. It must publish on JS's connection
+	// (ledger.NewWriter(JS.Conn(), ...)), so a record always reaches the
+	// server before the ack; New refuses another. Stop flushes it.
+	Ledger *ledger.Writer
 }
 
 // Service is the enricher.
@@ -106,6 +112,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, errors.New("enricher: Deps.DB is required")
 	case deps.Names.Partitions() == 0:
 		return nil, errors.New("enricher: Deps.Names is required (topology.New)")
+	case deps.Ledger != nil && deps.Ledger.Conn() != deps.JS.Conn():
+		return nil, fmt.Errorf("enricher: Deps.Ledger: %w", ledger.ErrWrongConn)
 	}
 	if deps.Dialect.Driver() == "" {
 		d, err := productdb.DialectFor(cfg.DB.Driver)
@@ -151,7 +159,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	g, err := lane.NewGroup(s.deps.JS, lane.Config{
 		Stage: topology.StageEnricher, Names: s.deps.Names, Handler: s.handle, IsolateKeys: true,
-		Partitions: s.deps.Partitions, Logger: s.log, Observe: s.deps.Observe,
+		Partitions: s.deps.Partitions, Logger: s.log, Observe: s.observer(),
 	})
 	if err != nil {
 		return err
@@ -217,6 +225,9 @@ func (s *Service) Stop(ctx context.Context) error {
 	}
 	if g != nil {
 		errs = append(errs, g.Stop(ctx))
+		if err := s.deps.Ledger.Flush(ctx); err != nil {
+			s.log.Warn().Err(err).Msg("ledger records not all acknowledged at stop")
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -93,7 +93,9 @@ func (w *Watchdog) onAdvisory(data []byte) {
 		w.alerts.event("out_of_storage/"+a.Server, "out_of_storage", fmt.Sprintf(
 			"JetStream server %s is out of storage (stream %s): publishes are refused", a.Server, a.Stream))
 	case "consumer_action", "stream_action":
-		if a.Action == "delete" {
+		// Lane consumers and streams matter; the short-lived read-only
+		// consumers of audit, trace, replay and status come and go.
+		if a.Action == "delete" && (a.Consumer == "" || topology.IsLaneConsumer(a.Consumer)) {
 			w.log.Warn().Str("stream", a.Stream).Str("consumer", a.Consumer).Msg("deleted (advisory)")
 		}
 	case "consumer_pause":

@@ -168,7 +168,7 @@ func drain(t *testing.T, c jetstream.Consumer) {
 		if info.NumPending == 0 && info.NumAckPending == 0 {
 			return
 		}
-		batch, err := c.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		batch, err := c.Fetch(1, jetstream.FetchMaxWait(time.Second), jetstream.FetchPriorityGroup(topology.LanePriorityGroup))
 		require.NoError(t, err)
 		for m := range batch.Messages() {
 			require.NoError(t, m.DoubleAck(context.Background()))

@@ -117,7 +117,7 @@ func TestNoPullerRestartRequestedOneAlertOneRecovery(t *testing.T) {
 func TestStalledLaneIsRestarted(t *testing.T) {
 	e := newEnv(t, 2, time.Minute)
 	c := e.laneConsumer(t, 0, 2)
-	it, err := c.Messages()
+	it, err := c.Messages(jetstream.PullPriorityGroup(topology.LanePriorityGroup))
 	require.NoError(t, err)
 	defer it.Stop()
 	held, err := it.Next()
@@ -186,6 +186,53 @@ func TestDeletedLaneConsumerAndStreamAreRecreated(t *testing.T) {
 	require.Zero(t, w.Stats().Actions[watchdog.ActionRecreateStream+"_failed"])
 }
 
+// A recreated lane consumer starts after the lane's fence, not at the
+// start of the stream (which would re-send the events stream's history); a
+// dispatch lane (work queue: applied messages are gone) starts at the
+// beginning, the only start a work queue accepts.
+func TestDeletedLaneConsumerIsRecreatedAfterFence(t *testing.T) {
+	e := newEnv(t, 2, 5*time.Second)
+	ctx := context.Background()
+	stream, filter := e.names.StageFilter(topology.StageEnricher, 0)
+	_, err := e.js.CreateOrUpdateConsumer(ctx, stream, e.names.LaneConsumerConfig(topology.StageEnricher, 0, filter))
+	require.NoError(t, err)
+	e.laneConsumer(t, 0, 0)
+	kv, err := e.js.KeyValue(ctx, e.names.FenceBucket())
+	require.NoError(t, err)
+	for _, stage := range []topology.Stage{topology.StageEnricher, topology.StageDispatcher} {
+		stream, _ := e.names.StageFilter(stage, 0)
+		s, err := e.js.Stream(ctx, stream)
+		require.NoError(t, err)
+		_, err = kv.Put(ctx, topology.FenceKey(stage, 0), topology.Fence{Seq: 3, StreamCreated: s.CachedInfo().Created}.Marshal())
+		require.NoError(t, err)
+	}
+	w := e.start(t, e.fastConfig(), watchdog.Deps{})
+	require.Eventually(t, func() bool { return w.Stats().Polls >= 2 }, 5*time.Second, 10*time.Millisecond)
+
+	for _, tc := range []struct {
+		stage  topology.Stage
+		policy jetstream.DeliverPolicy
+		start  uint64
+	}{
+		{topology.StageEnricher, jetstream.DeliverByStartSequencePolicy, 4},
+		{topology.StageDispatcher, jetstream.DeliverAllPolicy, 0},
+	} {
+		stream, _ := e.names.StageFilter(tc.stage, 0)
+		consumer := e.names.ConsumerName(tc.stage, 0)
+		require.NoError(t, e.js.DeleteConsumer(ctx, stream, consumer))
+		var c jetstream.Consumer
+		require.Eventually(t, func() bool {
+			c, err = e.js.Consumer(ctx, stream, consumer)
+			return err == nil
+		}, 5*time.Second, 20*time.Millisecond, "%s not recreated", consumer)
+		cfg := c.CachedInfo().Config
+		require.Equal(t, tc.policy, cfg.DeliverPolicy, consumer)
+		require.Equal(t, tc.start, cfg.OptStartSeq, consumer)
+		require.Equal(t, jetstream.PriorityPolicyPinned, cfg.PriorityPolicy, consumer)
+	}
+	require.Zero(t, w.Stats().Actions[watchdog.ActionRecreateConsumer+"_failed"])
+}
+
 func TestParkedRisingAlerts(t *testing.T) {
 	e := newEnv(t, 2, 5*time.Second)
 	ctx := context.Background()
@@ -217,7 +264,7 @@ func TestRedeliveryLoopIsReported(t *testing.T) {
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
-			batch, err := c.Fetch(1, jetstream.FetchMaxWait(100*time.Millisecond))
+			batch, err := c.Fetch(1, jetstream.FetchMaxWait(100*time.Millisecond), jetstream.FetchPriorityGroup(topology.LanePriorityGroup))
 			if err != nil {
 				continue
 			}

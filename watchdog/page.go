@@ -103,6 +103,8 @@ type Page struct {
 	parked *lane.Parked
 	srv    *http.Server
 	ln     net.Listener
+
+	deliv deliveryCache // the last audit summary and oldest undelivered (pageaudit.go)
 }
 
 func newPage(w *Watchdog, cfg PageConfig) *Page { return &Page{w: w, cfg: cfg} }

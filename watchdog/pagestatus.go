@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"sluice.dev/mesh/lane"
+	"sluice.dev/mesh/ledger"
 	"sluice.dev/mesh/topology"
 )
 
@@ -35,6 +36,10 @@ type PageStatus struct {
 	Conditions []Condition      `json:"conditions"`
 	Alerts     []PageAlert      `json:"alerts"`
 	Parked     []lane.ParkedKey `json:"parked"`
+	// Audit is the last `sluice audit` summary (nil: none ran yet or the
+	// ledger is off); Oldest the oldest undelivered events now.
+	Audit  *ledger.Summary `json:"audit,omitempty"`
+	Oldest *ledger.Oldest  `json:"oldest,omitempty"`
 	// Control is true when a token is configured (the buttons work).
 	Control bool `json:"control"`
 	// Errors lists what could not be read (the rest is still shown).
@@ -114,6 +119,7 @@ func (p *Page) collect(ctx context.Context) PageStatus {
 	if st.Alerts, err = p.recentAlerts(ctx); err != nil {
 		fail(err)
 	}
+	st.Audit, st.Oldest = p.delivery(ctx, fail)
 	if admin, err := p.admin(ctx); err != nil {
 		fail(err)
 	} else {

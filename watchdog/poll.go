@@ -250,12 +250,24 @@ func (w *Watchdog) consumerMissing(ctx context.Context, ls *laneState) {
 			"watchdog.recreate is off", ls.consumer, ls.stream))
 		return
 	}
-	cfg := w.names.LaneConsumerConfig(ls.stage, ls.p, ls.filter)
-	_, err := w.js.CreateOrUpdateConsumer(ctx, ls.stream, cfg)
+	// Start after the lane's fence (the last sequence a replica applied), not
+	// at the start of the stream: the events stream keeps days of history.
+	// Create, not update: if the lane's runner recreated it meanwhile (from
+	// a fence that may have moved since), that one stands.
+	cfg, err := w.names.LaneRecreateConfig(ctx, w.js, ls.stage, ls.p)
+	if err == nil {
+		_, err = w.js.CreateConsumer(ctx, ls.stream, cfg)
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			err = nil
+		}
+	}
 	w.act(ActionRecreateConsumer, err, func(e *zerolog.Event) *zerolog.Event {
-		return e.Str("stream", ls.stream).Str("consumer", ls.consumer)
+		return e.Str("stream", ls.stream).Str("consumer", ls.consumer).Uint64("start_seq", cfg.OptStartSeq)
 	})
 	txt := fmt.Sprintf("lane consumer %s on %s was missing (deleted?); recreated from the topology", ls.consumer, ls.stream)
+	if cfg.OptStartSeq > 0 {
+		txt += fmt.Sprintf(", starting after the lane's fence (sequence %d)", cfg.OptStartSeq-1)
+	}
 	if err != nil {
 		txt = fmt.Sprintf("lane consumer %s on %s is missing and could not be recreated: %v", ls.consumer, ls.stream, err)
 	}

@@ -28,6 +28,7 @@ import (
 	"sluice.dev/enricher"
 	"sluice.dev/enricher/productdb"
 	"sluice.dev/mesh/catalog"
+	"sluice.dev/mesh/ledger"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/schemas"
 )
@@ -56,6 +57,10 @@ type Options struct {
 	// and RestartNATS returns ErrExternalNATS. Dir still holds the
 	// database.
 	URLs string
+	// Ledger turns the delivery ledger on (Ledger.Enabled): New creates
+	// its stream and each service gets a ledger.Writer on its own
+	// connection. Off by default.
+	Ledger ledger.Config
 }
 
 // ErrExternalNATS is returned by RestartNATS when the harness runs on
@@ -79,6 +84,8 @@ type Harness struct {
 	Sim     *crmsim.Sim
 	// JS is an admin/producer connection's JetStream context.
 	JS jetstream.JetStream
+	// LedgerCounters add up every ledger writer's counts (Options.Ledger).
+	LedgerCounters ledger.Counters
 
 	mu         sync.Mutex
 	srv        *server.Server
@@ -87,6 +94,8 @@ type Harness struct {
 	enricher   *running
 	dispatcher *running
 	disp       *dispatcher.Service
+	// replicas are the extra dispatchers of StartDispatcherReplica.
+	replicas []*running
 }
 
 // New starts the server, simulator and database and creates the topology.
@@ -116,6 +125,12 @@ func New(ctx context.Context, opts Options) (*Harness, error) {
 	if err := h.Names.Ensure(ctx, h.JS); err != nil {
 		h.Close()
 		return nil, err
+	}
+	if opts.Ledger.Enabled {
+		if err := ledger.Ensure(ctx, h.JS, h.Names, opts.Ledger); err != nil {
+			h.Close()
+			return nil, err
+		}
 	}
 	var cc catalog.Config
 	if err := yaml.Unmarshal(schemas.MarketplaceCatalog(), &cc); err != nil {
@@ -212,7 +227,7 @@ func (h *Harness) StartEnricher(ctx context.Context) error {
 		return err
 	}
 	e, err := enricher.New(h.opts.Enricher, enricher.Deps{NC: nc, JS: js, Names: h.Names, Catalog: h.Catalog,
-		DB: h.DB, Logger: h.opts.Logger.With().Str("service", "enricher").Logger()})
+		DB: h.DB, Logger: h.opts.Logger.With().Str("service", "enricher").Logger(), Ledger: h.ledgerWriter(nc)})
 	if err != nil {
 		nc.Close()
 		return err
@@ -236,7 +251,7 @@ func (h *Harness) StartDispatcher(ctx context.Context) error {
 	cfg := h.opts.Dispatcher
 	cfg.CRM.URL = h.Sim.URL()
 	d, err := dispatcher.New(cfg, dispatcher.Deps{NC: nc, JS: js, Names: h.Names,
-		Logger: h.opts.Logger.With().Str("service", "dispatcher").Logger()})
+		Logger: h.opts.Logger.With().Str("service", "dispatcher").Logger(), Ledger: h.ledgerWriter(nc)})
 	if err != nil {
 		nc.Close()
 		return err
@@ -250,6 +265,21 @@ func (h *Harness) StartDispatcher(ctx context.Context) error {
 	h.disp = d
 	h.mu.Unlock()
 	return nil
+}
+
+// ledgerWriter is a service's ledger writer on its connection nc (nil
+// with the ledger off).
+func (h *Harness) ledgerWriter(nc *nats.Conn) *ledger.Writer {
+	if !h.opts.Ledger.Enabled {
+		return nil
+	}
+	c := h.opts.Ledger.WithDefaults()
+	w, err := ledger.NewWriter(nc, h.Names, ledger.WriterConfig{MaxPending: c.MaxPending, Enriched: c.Enriched, Bodies: c.Bodies,
+		SensitiveFields: c.SensitiveFields, Logger: h.opts.Logger, Counters: &h.LedgerCounters})
+	if err != nil { // only for a nil connection
+		panic(err)
+	}
+	return w
 }
 
 // Dispatcher returns the running dispatcher (nil when stopped).
@@ -273,6 +303,40 @@ func (h *Harness) DispatcherConn() *nats.Conn {
 // KillEnricher drops the enricher's connection with no goodbye — whatever
 // it held unacked comes back after AckWait — and then reaps its goroutines.
 func (h *Harness) KillEnricher() { h.kill(&h.enricher) }
+
+// StartDispatcherReplica starts one more dispatcher on its own connection
+// next to StartDispatcher's: the replicas share the lanes, each partition
+// worked by one of them (pinned). It returns the replica's number for
+// KillDispatcherReplica.
+func (h *Harness) StartDispatcherReplica(ctx context.Context) (int, error) {
+	nc, js, err := h.connect("dispatcher-replica")
+	if err != nil {
+		return 0, err
+	}
+	cfg := h.opts.Dispatcher
+	cfg.CRM.URL = h.Sim.URL()
+	d, err := dispatcher.New(cfg, dispatcher.Deps{NC: nc, JS: js, Names: h.Names,
+		Logger: h.opts.Logger.With().Str("service", "dispatcher-replica").Logger(), Ledger: h.ledgerWriter(nc)})
+	if err == nil {
+		err = d.Start(ctx)
+	}
+	if err != nil {
+		nc.Close()
+		return 0, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.replicas = append(h.replicas, &running{nc: nc, svc: d})
+	return len(h.replicas) - 1, nil
+}
+
+// KillDispatcherReplica kills replica i like KillDispatcher.
+func (h *Harness) KillDispatcherReplica(i int) {
+	h.mu.Lock()
+	r := &h.replicas[i]
+	h.mu.Unlock()
+	h.kill(r)
+}
 
 // KillDispatcher is KillEnricher for the dispatcher.
 func (h *Harness) KillDispatcher() {
@@ -314,6 +378,9 @@ func (h *Harness) stop(r **running) {
 func (h *Harness) Close() {
 	h.stop(&h.enricher)
 	h.stop(&h.dispatcher)
+	for i := range h.replicas {
+		h.stop(&h.replicas[i])
+	}
 	if h.Sim != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = h.Sim.Stop(ctx)

@@ -18,7 +18,10 @@ import (
 //
 // Connect with nats.MaxReconnects(-1) so the connection outlives server
 // restarts, and create js with jetstream.WithPublishAsyncTimeout when
-// batches are published (futures of lost acks then leave its table).
+// batches are published (futures of lost acks then leave its table). On a
+// secured cluster the connection's options carry the credentials and TLS,
+// and nats.CustomInboxPrefix("_INBOX_producer"): the producer user may
+// receive the stream's acks only there (deploy/nats/permissions.conf).
 type JetStream struct {
 	js    jetstream.JetStream
 	names topology.Names

@@ -20,6 +20,12 @@ type JetStream interface {
 	CreateOrUpdateConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error)
 	PauseConsumer(ctx context.Context, stream, consumer string, until time.Time) (*jetstream.ConsumerPauseResponse, error)
 	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+	// Stream is used to read the stream's creation time (the fence's
+	// incarnation) and to unpin a lane on Stop.
+	Stream(ctx context.Context, name string) (jetstream.Stream, error)
+	// CreateOrUpdateKeyValue opens the fence bucket (and the parked-keys
+	// bucket with IsolateKeys).
+	CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error)
 }
 
 // Config configures a Group of lanes of one stage.
@@ -38,9 +44,14 @@ type Config struct {
 	// message fails (JetStream unavailable). Default 1s.
 	PublishRetry time.Duration
 	// PullExpiry is the pull request expiry; a stalled pull is noticed
-	// after about twice this. Default 5s.
+	// after about twice this. Each pull also renews the lane's pin, so it
+	// must be at most half the topology's PinnedTTL. Default 5s, or
+	// PinnedTTL/3 when that is shorter, but at least 1s (the client's
+	// minimum).
 	PullExpiry time.Duration
-	// Observe, if set, is called after each message is settled.
+	// Observe, if set, is called after each message is settled. It is not
+	// called for a late duplicate the lane skipped (Stats.Fenced): the
+	// replica that applied the message observed it.
 	Observe func(stats Observation)
 	// IsolateKeys turns on per-key poison isolation: once an event of key K
 	// is parked, every later event of K at this stage is parked behind it
@@ -76,7 +87,7 @@ func (c Config) withDefaults() Config {
 		c.PublishRetry = time.Second
 	}
 	if c.PullExpiry == 0 {
-		c.PullExpiry = 5 * time.Second
+		c.PullExpiry = max(time.Second, min(5*time.Second, c.Names.Config().PinnedTTL/3))
 	}
 	return c
 }
@@ -90,6 +101,9 @@ func (c Config) validate() error {
 	}
 	if s, _ := c.Names.StageFilter(c.Stage, 0); s == "" {
 		return fmt.Errorf("lane: stage %q has no stream in the topology", c.Stage)
+	}
+	if ttl := c.Names.Config().PinnedTTL; c.PullExpiry > ttl/2 {
+		return fmt.Errorf("lane: PullExpiry %s must be at most half of topology.pinned_ttl (%s), or the lane loses its pin between pulls", c.PullExpiry, ttl)
 	}
 	for _, p := range c.Partitions {
 		if p < 0 || p >= c.Names.Partitions() {
@@ -108,6 +122,11 @@ type Group struct {
 	wg    sync.WaitGroup
 	// parked is the parked-keys view when IsolateKeys is on.
 	parked *parkedSet
+	// fence is the stage's lane fences (fence.go); set by Start.
+	fence *fenceSet
+	// nc is the connection under js, if js exposes it (for its reconnect
+	// count); nil otherwise.
+	nc *nats.Conn
 }
 
 // NewGroup validates cfg and returns a stopped Group.
@@ -116,7 +135,19 @@ func NewGroup(js JetStream, cfg Config) (*Group, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Group{cfg: cfg, js: js, lanes: map[int]*lane{}}, nil
+	g := &Group{cfg: cfg, js: js, lanes: map[int]*lane{}}
+	if c, ok := js.(interface{ Conn() *nats.Conn }); ok {
+		g.nc = c.Conn()
+	}
+	return g, nil
+}
+
+// reconnects is the connection's reconnect count (0 when unknown).
+func (g *Group) reconnects() uint64 {
+	if g.nc == nil {
+		return 0
+	}
+	return g.nc.Stats().Reconnects
 }
 
 // Start creates each lane's consumer and starts consuming. It returns the
@@ -130,6 +161,13 @@ func (g *Group) Start(ctx context.Context) error {
 			return err
 		}
 		g.parked = ps
+	}
+	if g.fence == nil {
+		fs, err := openFenceSet(ctx, g.js, g.cfg.Names, g.cfg.Stage, g.cfg.Logger)
+		if err != nil {
+			return err
+		}
+		g.fence = fs
 	}
 	for _, p := range g.cfg.Partitions {
 		l := newLane(g, p)
@@ -159,6 +197,19 @@ func (g *Group) Stop(ctx context.Context) error {
 	go func() {
 		g.wg.Wait()
 		g.mu.Lock()
+		if g.fence != nil {
+			// Last fences first, then let the pins go, so that a peer takes
+			// over at once and from the right place. Skipped on a hard stop.
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			g.fence.shutdown(rctx)
+			if rctx.Err() == nil {
+				for _, l := range g.lanes {
+					l.release(rctx)
+				}
+			}
+			cancel()
+			g.fence = nil
+		}
 		if g.parked != nil {
 			g.parked.stop()
 			g.parked = nil
@@ -209,7 +260,14 @@ func (g *Group) Stats() []Stats {
 	out := make([]Stats, 0, len(g.lanes))
 	for _, p := range g.cfg.Partitions {
 		if l, ok := g.lanes[p]; ok {
-			out = append(out, l.snapshot())
+			st := l.snapshot()
+			if g.fence != nil {
+				l.mu.Lock()
+				created := l.created
+				l.mu.Unlock()
+				st.Fence = g.fence.current(l.fenceKey, created)
+			}
+			out = append(out, st)
 		}
 	}
 	return out
@@ -229,6 +287,19 @@ type Stats struct {
 	LastError string         `json:"last_error,omitempty"`
 	LastSeq   uint64         `json:"last_seq"`
 	Restarts  uint64         `json:"restarts"`
+	// Fenced counts late duplicates skipped: messages at or below the
+	// lane's fence, already applied by another replica (or by this one
+	// before a lost ack). See fence.go.
+	Fenced uint64 `json:"fenced"`
+	// Fence is the lane's fence as this process last saw it.
+	Fence uint64 `json:"fence"`
+	// PinID is the pin id the last message came with: this process was
+	// pinned to the lane then. It still is if `nats consumer info` shows
+	// the same id as the priority group's pinned client.
+	PinID string `json:"pin_id,omitempty"`
+	// LastDelivery is when the last message arrived; a lane another
+	// replica is pinned to gets none.
+	LastDelivery time.Time `json:"last_delivery,omitzero"`
 	// MissedHeartbeats counts pulls that went quiet (the server's idle
 	// heartbeats stopped); each is followed by a new pull.
 	MissedHeartbeats uint64 `json:"missed_heartbeats"`

@@ -175,6 +175,9 @@ func TestReplayReparksWhenStillRejected(t *testing.T) {
 	require.Eventually(t, func() bool { return len(f.parkedBodies("k")) == 2 }, 10*time.Second, 10*time.Millisecond)
 	_, err := f.admin.Replay(context.Background(), topology.StageEnricher, "k", 10*time.Second, 3)
 	require.ErrorIs(t, err, lane.ErrReparked)
+	// Replay returns once k-1 is parked again; k-2 is parked behind it
+	// right after.
+	require.Eventually(t, func() bool { return len(f.parkedBodies("k")) == 2 }, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, []string{"k-1", "k-2"}, f.parkedBodies("k"))
 	require.Equal(t, []string{"k-0"}, f.seenOf("k"))
 	f.setReject("k-1", false)

@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"sluice.dev/mesh/topology"
 )
 
 // errStopping is returned by open when the lane is being stopped.
@@ -45,6 +47,13 @@ type lane struct {
 	ctx    context.Context // handler context; cancelled only on a hard stop
 	cancel context.CancelFunc
 
+	// Run goroutine only (and Start before it).
+	cons     jetstream.Consumer // kept across iterators: it carries the pin id (pin.go)
+	created  time.Time          // creation time of the lane's stream, for its fence; written under mu
+	fenceKey string
+	synced   uint64 // the connection's reconnect count at the last fence read from the bucket
+	wrotePin string // the pin id of the last synchronous fence write
+
 	mu       sync.Mutex
 	it       jetstream.MessagesContext
 	draining map[jetstream.MessagesContext]bool
@@ -67,23 +76,12 @@ func newLane(g *Group, p int) *lane {
 	return &lane{
 		g: g, p: p, name: name, stream: stream, filter: filter,
 		log:      g.cfg.Logger.With().Str("lane", name).Logger(),
+		fenceKey: topology.FenceKey(g.cfg.Stage, p),
 		ctx:      ctx,
 		cancel:   cancel,
 		stats:    Stats{Stage: g.cfg.Stage, Partition: p, Consumer: name},
 		draining: map[jetstream.MessagesContext]bool{},
 	}
-}
-
-// consumer creates the lane's durable consumer or updates it, keeping a
-// pause that is still running (an update must not cut an outlet pause short).
-func (l *lane) consumer(ctx context.Context) (jetstream.Consumer, error) {
-	cfg := l.g.cfg.Names.LaneConsumerConfig(l.g.cfg.Stage, l.p, l.filter)
-	if c, err := l.g.js.Consumer(ctx, l.stream, l.name); err == nil {
-		if pu := c.CachedInfo().Config.PauseUntil; pu != nil && pu.After(time.Now()) {
-			cfg.PauseUntil = pu
-		}
-	}
-	return l.g.js.CreateOrUpdateConsumer(ctx, l.stream, cfg)
 }
 
 func (l *lane) run() {
@@ -120,7 +118,15 @@ func (l *lane) open() (jetstream.MessagesContext, error) {
 	if err != nil {
 		return nil, err
 	}
-	it, err := c.Messages(jetstream.PullMaxMessages(pullBatch), jetstream.PullExpiry(l.g.cfg.PullExpiry))
+	// The fence from the bucket, not the watch: another replica may have
+	// had the lane until now.
+	reconnects := l.g.reconnects()
+	if _, err := l.g.fence.read(ctx, l.fenceKey, l.created); err != nil {
+		return nil, err
+	}
+	l.synced = reconnects
+	it, err := c.Messages(jetstream.PullMaxMessages(pullBatch), jetstream.PullExpiry(l.g.cfg.PullExpiry),
+		jetstream.PullPriorityGroup(topology.LanePriorityGroup))
 	if err != nil {
 		return nil, err
 	}
@@ -210,13 +216,25 @@ func (l *lane) snapshot() Stats {
 	return l.stats
 }
 
+// pinID is the pin id the last message came with.
+func (l *lane) pinID() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stats.PinID
+}
+
 func (l *lane) handle(jm jetstream.Msg) {
 	start := time.Now()
-	m := &Msg{Subject: jm.Subject(), Data: jm.Data(), Header: jm.Headers(), raw: jm}
+	m := &Msg{Subject: jm.Subject(), Data: jm.Data(), Header: jm.Headers(), raw: jm, l: l, received: start}
 	if md, err := jm.Metadata(); err == nil {
 		m.StreamSeq = md.Sequence.Stream
 		m.NumDelivered = md.NumDelivered
 		m.Stored = md.Timestamp
+	}
+	l.delivered(m, start)
+	if l.fencedOnArrival(m) {
+		l.skipFenced(m, jm, "arrival")
+		return
 	}
 	if m.StreamSeq == l.headSeq && l.headSeq != 0 {
 		m.Failures, m.FirstSeen = l.headFailures, l.headFirst
@@ -243,6 +261,18 @@ func (l *lane) handle(jm jetstream.Msg) {
 			o = behindOutcome(iso.pk)
 		default:
 			o = l.call(m)
+			// Ask again before the runner's own side effects (outputs, a
+			// parked copy, a pause), and honour the handler's answer.
+			switch {
+			case m.fenced.Load():
+				l.skipFenced(m, jm, "handler")
+				return
+			case o.Kind == KindForward || o.Kind == KindPark || o.Kind == KindPause:
+				if hit, err := l.isFenced(l.ctx, m); err == nil && hit {
+					l.skipFenced(m, jm, "settle")
+					return
+				}
+			}
 		}
 	}
 	if l.settle(m, jm, o, iso) && iso.replay && o.Kind != KindPark && m.Header.Get(HeaderReplayLast) != "" {
@@ -372,6 +402,7 @@ func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome, iso isolation) bool {
 }
 
 func (l *lane) acked(jm jetstream.Msg, m *Msg) {
+	l.applied(m)
 	if err := jm.Ack(); err != nil {
 		// The server will redeliver after AckWait; outputs carry
 		// Nats-Msg-Id, so the repeat is deduplicated downstream.

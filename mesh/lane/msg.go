@@ -1,6 +1,8 @@
 package lane
 
 import (
+	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,6 +31,30 @@ type Msg struct {
 	FirstSeen time.Time
 
 	raw jetstream.Msg
+	l   *lane // nil for a Msg not made by a lane
+
+	received   time.Time   // when this delivery reached the lane
+	reconnects uint64      // the connection's reconnect count then
+	pin        string      // the pin id it came with
+	fenced     atomic.Bool // found at or below the lane's fence
+}
+
+// Fenced reports whether another replica of the service already applied
+// m, so this one holds a late duplicate (it lost the lane while it held m)
+// and must not apply it again. Call it right before an irreversible side
+// effect, such as a CRM request, and return lane.Done() without the effect
+// when it is true: the runner acks m and counts it in Stats.Fenced.
+//
+// It costs no round trip unless m is suspect (held longer than AckWait/3,
+// or the connection dropped since it arrived); then it reads the fence
+// from the bucket and may fail — treat an error as "cannot tell" and
+// return a Retry. It cannot recall a side effect already under way: see
+// fence.go for what the fence does and does not prevent.
+func (m *Msg) Fenced(ctx context.Context) (bool, error) {
+	if m.l == nil {
+		return false, nil
+	}
+	return m.l.isFenced(ctx, m)
 }
 
 // Raw is the underlying JetStream message (for tests and diagnostics).

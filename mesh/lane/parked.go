@@ -234,6 +234,11 @@ func (p *Parked) replayMsg(stage topology.Stage, pm *jetstream.RawStreamMsg, rep
 	case topology.StageInbound:
 		// Back through the inbound stream's partition transform.
 		subject = p.names.Config().Prefix + ".inbound." + typ + "." + tok
+	case topology.StageDispatcher:
+		// The dispatch stream has no transform: recompute the partition
+		// with today's count (the origin subject names the partition at
+		// park time, which a partition change may have moved).
+		subject = p.names.DispatchSubject(topology.PartitionOfToken(tok, p.names.Partitions()), typ, tok)
 	default:
 		subject = pm.Header.Get(HeaderOriginSubject)
 		if subject == "" {

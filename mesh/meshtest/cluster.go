@@ -20,14 +20,16 @@ type Cluster struct {
 	t     testing.TB
 	name  string
 	opts  []*server.Options
+	setup setup
 	mu    sync.Mutex
 	nodes []*server.Server // nil while killed
 }
 
 // RunCluster starts an n-node JetStream cluster, waits until every route is
 // up and the cluster has a JetStream meta leader, and shuts it down at the
-// end of the test.
-func RunCluster(t testing.TB, n int) *Cluster {
+// end of the test. opts add TLS and auth on the client ports (WithTLS,
+// WithAuthConfig); routes stay plain.
+func RunCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
 	if n < 1 {
 		t.Fatalf("RunCluster: n must be >= 1")
@@ -38,7 +40,7 @@ func RunCluster(t testing.TB, n int) *Cluster {
 	for i, p := range routePorts {
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", p)
 	}
-	c := &Cluster{t: t, name: name, nodes: make([]*server.Server, n)}
+	c := &Cluster{t: t, name: name, nodes: make([]*server.Server, n), setup: newSetup(opts)}
 	for i := range n {
 		c.opts = append(c.opts, &server.Options{
 			ServerName: fmt.Sprintf("%s-n%d", name, i),
@@ -80,6 +82,7 @@ func freePorts(t testing.TB, n int) []int {
 func (c *Cluster) start(i int) {
 	c.t.Helper()
 	o := *c.opts[i] // the server keeps and mutates its options
+	c.setup.apply(c.t, &o)
 	s, err := server.NewServer(&o)
 	if err != nil {
 		c.t.Fatalf("nats-server %d: %v", i, err)

@@ -17,22 +17,25 @@ import (
 
 // RunServer starts a JetStream server on a free loopback port with its store
 // in dir (t.TempDir() when empty) and shuts it down at the end of the test.
-func RunServer(t testing.TB, dir string) *server.Server {
+// opts add TLS and auth (WithTLS, WithAuthConfig).
+func RunServer(t testing.TB, dir string, opts ...Option) *server.Server {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	return RunServerOn(t, dir, -1)
+	return RunServerOn(t, dir, -1, opts...)
 }
 
 // RunServerOn starts a server on port (-1 for a free one); use it to restart
 // a server on the same port and store.
-func RunServerOn(t testing.TB, dir string, port int) *server.Server {
+func RunServerOn(t testing.TB, dir string, port int, opts ...Option) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{
+	o := &server.Options{
 		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoSigs: true, NoLog: true,
 		MaxPayload: 8 << 20,
-	})
+	}
+	newSetup(opts).apply(t, o)
+	s, err := server.NewServer(o)
 	if err != nil {
 		t.Fatalf("nats-server: %v", err)
 	}
@@ -49,10 +52,12 @@ func RunServerOn(t testing.TB, dir string, port int) *server.Server {
 
 // Connect connects to s and returns the connection and its JetStream
 // context; the connection is closed at the end of the test. The client
-// reconnects forever, so a test may restart the server.
-func Connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+// reconnects forever, so a test may restart the server. opts add to the
+// connection's options (credentials, nats.RootCAs, an inbox prefix...).
+func Connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	opts = append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}, opts...)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}

@@ -25,7 +25,7 @@ type Lanes struct {
 	stages  []topology.Stage
 	timeout time.Duration
 
-	lag, ackPending, paused, pausedStage, up *prometheus.Desc
+	lag, ackPending, paused, pinned, pausedStage, up *prometheus.Desc
 }
 
 // NewLanes returns a collector for stages' lanes; timeout bounds a scrape's
@@ -36,9 +36,11 @@ func NewLanes(js ConsumerReader, names topology.Names, stages []topology.Stage, 
 	}
 	l := []string{"stage", "partition"}
 	return &Lanes{js: js, names: names, stages: stages, timeout: timeout,
-		lag:         prometheus.NewDesc("sluice_lane_lag", "Messages not yet acked by the lane: pending plus ack pending.", l, nil),
-		ackPending:  prometheus.NewDesc("sluice_lane_ack_pending", "Messages delivered to the lane and not yet acked.", l, nil),
-		paused:      prometheus.NewDesc("sluice_lane_paused", "1 while the lane's consumer is paused on the server.", l, nil),
+		lag:        prometheus.NewDesc("sluice_lane_lag", "Messages not yet acked by the lane: pending plus ack pending.", l, nil),
+		ackPending: prometheus.NewDesc("sluice_lane_ack_pending", "Messages delivered to the lane and not yet acked.", l, nil),
+		paused:     prometheus.NewDesc("sluice_lane_paused", "1 while the lane's consumer is paused on the server.", l, nil),
+		pinned: prometheus.NewDesc("sluice_lane_pinned", "1 while a service replica is pinned to the lane "+
+			"(0: none pulls, or the pinned one died less than pinned_ttl ago and none took over yet).", l, nil),
 		pausedStage: prometheus.NewDesc("sluice_lanes_paused", "Number of paused lanes, by stage.", []string{"stage"}, nil),
 		up:          prometheus.NewDesc("sluice_lane_info_up", "1 if every lane's consumer info was read in this scrape.", []string{"stage"}, nil),
 	}
@@ -46,7 +48,7 @@ func NewLanes(js ConsumerReader, names topology.Names, stages []topology.Stage, 
 
 // Describe implements prometheus.Collector.
 func (c *Lanes) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.lag, c.ackPending, c.paused, c.pausedStage, c.up} {
+	for _, d := range []*prometheus.Desc{c.lag, c.ackPending, c.paused, c.pinned, c.pausedStage, c.up} {
 		ch <- d
 	}
 }
@@ -81,8 +83,19 @@ func (c *Lanes) Collect(ch chan<- prometheus.Metric) {
 				nPaused++
 			}
 			ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, v, s, part)
+			ch <- prometheus.MustNewConstMetric(c.pinned, prometheus.GaugeValue, pinnedValue(ci), s, part)
 		}
 		ch <- prometheus.MustNewConstMetric(c.pausedStage, prometheus.GaugeValue, nPaused, s)
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, s)
 	}
+}
+
+// pinnedValue is 1 when a client is pinned in the lane's priority group.
+func pinnedValue(ci *jetstream.ConsumerInfo) float64 {
+	for _, g := range ci.PriorityGroups {
+		if g.Group == topology.LanePriorityGroup && g.PinnedClientID != "" {
+			return 1
+		}
+	}
+	return 0
 }

@@ -129,7 +129,7 @@ func (n Names) Ensure(ctx context.Context, js StreamManager) error {
 		n.EventsStreamConfig(), n.DispatchStreamConfig(), n.ParkedStreamConfig(), n.AlertsStreamConfig(),
 		n.AuditStreamConfig(),
 	} {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		if err := n.ensureStream(ctx, js, cfg); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 		}
 	}
@@ -144,6 +144,9 @@ func (n Names) Ensure(ctx context.Context, js StreamManager) error {
 	}
 	if _, err := js.CreateOrUpdateKeyValue(ctx, n.ParkedKeysConfig()); err != nil {
 		return fmt.Errorf("ensure kv %s: %w", n.ParkedKeysBucket(), err)
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, n.FenceConfig()); err != nil {
+		return fmt.Errorf("ensure kv %s: %w", n.FenceBucket(), err)
 	}
 	return nil
 }
@@ -169,19 +172,28 @@ func (n Names) checkPartitions(ctx context.Context, js StreamManager, stream, wa
 }
 
 // LaneConsumerConfig is the durable ordered consumer of stage for partition
-// p on the given stream and filter.
+// p on the given stream and filter. It is pinned (PriorityPolicyPinned,
+// group LanePriorityGroup): however many replicas of the service pull from
+// it, the server delivers to one of them until that one stops pulling for
+// PinnedTTL. It starts at the beginning of the stream (DeliverAll); a
+// consumer recreated after a deletion starts after the lane's fence instead
+// (LaneRecreateConfig).
 func (n Names) LaneConsumerConfig(stage Stage, p int, filter string) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable: n.ConsumerName(stage, p),
 		Description: fmt.Sprintf("Sluice %s lane, partition %d of %d: ordered (MaxAckPending=1), "+
-			"never skips (MaxDeliver unlimited), filter %s", stage, p, n.c.Partitions, filter),
-		FilterSubject: filter,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       n.c.AckWait,
-		MaxAckPending: 1,
-		MaxDeliver:    -1,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		Replicas:      0,
+			"never skips (MaxDeliver unlimited), pinned to one replica (group %s), filter %s",
+			stage, p, n.c.Partitions, LanePriorityGroup, filter),
+		FilterSubject:  filter,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        n.c.AckWait,
+		MaxAckPending:  1,
+		MaxDeliver:     -1,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		Replicas:       0,
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{LanePriorityGroup},
+		PinnedTTL:      n.c.PinnedTTL,
 	}
 }
 

@@ -131,3 +131,16 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestSubjectPartsReadsHistoryOfAnEarlierCount(t *testing.T) {
+	names := topology.New(topology.Config{Partitions: 4})
+	p, typ, tok, err := names.SubjectParts("sluice.events.7.order.customer:1")
+	require.NoError(t, err, "stored before the count was lowered from 8 to 4")
+	require.Equal(t, 7, p)
+	require.Equal(t, "order", typ)
+	require.Equal(t, "customer:1", tok)
+	for _, bad := range []string{"sluice.events.-1.order.k", "sluice.events.x.order.k", "other.events.1.order.k", "sluice.events.1.order"} {
+		_, _, _, err := names.SubjectParts(bad)
+		require.ErrorIs(t, err, topology.ErrBadSubject, bad)
+	}
+}

@@ -50,6 +50,18 @@ type Config struct {
 	// every AckWait/3. It is also the recovery time after a process is killed
 	// mid-message. Default 30s.
 	AckWait time.Duration `yaml:"ack_wait"`
+	// PinnedTTL is how long a lane consumer stays pinned to the replica
+	// that pulls from it after that replica stops pulling (killed, cut off,
+	// frozen): only then may another replica of the service take the lane
+	// over (see docs/scaling.md). A lane pulls at least every PinnedTTL/3,
+	// so a replica loses its lanes only after missing about three pulls. A
+	// lane with a message in flight fails over after the longer of
+	// PinnedTTL and AckWait (the message must time out first); an idle lane
+	// after PinnedTTL. Shorter: faster failover of idle lanes, more false
+	// failovers on a long GC pause or network blip. Default: half of
+	// AckWait (15s). At least 2s: a pull request lives at least 1s and the
+	// pin must outlast two of them.
+	PinnedTTL time.Duration `yaml:"pinned_ttl"`
 	// Memory stores streams in memory instead of files (tests only).
 	Memory bool `yaml:"memory"`
 }
@@ -80,6 +92,9 @@ func (c Config) WithDefaults() Config {
 	if c.AckWait == 0 {
 		c.AckWait = 30 * time.Second
 	}
+	if c.PinnedTTL == 0 {
+		c.PinnedTTL = max(c.AckWait/2, 2*time.Second)
+	}
 	return c
 }
 
@@ -100,6 +115,9 @@ func (c Config) Validate() error {
 	}
 	if c.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("topology.ack_wait: %s must be at least 1s", c.AckWait))
+	}
+	if c.PinnedTTL < 2*time.Second {
+		errs = append(errs, fmt.Errorf("topology.pinned_ttl: %s must be at least 2s", c.PinnedTTL))
 	}
 	if c.DuplicateWindow < time.Second {
 		errs = append(errs, fmt.Errorf("topology.duplicate_window: %s must be at least 1s", c.DuplicateWindow))
@@ -209,14 +227,16 @@ func (n Names) ConsumerName(stage Stage, p int) string {
 }
 
 // SubjectParts splits a stored lane subject into partition, type and key
-// token. It accepts both events and dispatch subjects.
+// token. It accepts both events and dispatch subjects. A partition at or
+// above today's count is not an error: it is history stored before the
+// count was lowered (sluice replay and the ledger read it).
 func (n Names) SubjectParts(subject string) (partition int, typ, keyToken string, err error) {
 	parts := strings.Split(subject, ".")
 	if len(parts) != 5 || parts[0] != n.c.Prefix {
 		return 0, "", "", fmt.Errorf("%w: %q", ErrBadSubject, subject)
 	}
 	p, err := strconv.Atoi(parts[2])
-	if err != nil || p < 0 || p >= n.c.Partitions {
+	if err != nil || p < 0 {
 		return 0, "", "", fmt.Errorf("%w: partition token of %q", ErrBadSubject, subject)
 	}
 	return p, parts[3], parts[4], nil

@@ -112,6 +112,38 @@
     for (const a of st.alerts) tb.append(el("tr", {}, el("td", {}, a.at), el("td", {}, a.kind), el("td", {}, a.text)));
   }
 
+  function ago(t, now) {
+    const s = Math.max(0, Math.round((now - new Date(t)) / 1000));
+    if (s < 120) return s + "s";
+    if (s < 7200) return Math.round(s / 60) + "m";
+    return Math.round(s / 3600) + "h";
+  }
+
+  function renderDelivery(st) {
+    const now = new Date(st.at);
+    const a = st.audit, p = $("#audit");
+    if (!a) {
+      p.className = "muted";
+      p.textContent = "no audit yet (run `sluice audit --since 24h`)";
+    } else {
+      const t = a.totals;
+      const scope = (a.key ? " key " + a.key : "") + (a.type ? " type " + a.type : "");
+      p.className = a.ok ? "audit-ok" : "audit-failed";
+      p.setAttribute("data-ok", a.ok ? "true" : "false");
+      p.textContent = (a.ok ? "OK" : "FAILED") + " — last audit " + ago(a.ran_at, now) + " ago" + scope + ": " +
+        t.accepted + " accepted, " + t.delivered + " delivered, " + t.parked + " parked, " + t.in_flight + " in flight, " +
+        t.lost + " lost, " + t.reordered_keys + " keys reordered, " + t.duplicates + " duplicates" +
+        (a.lost && a.lost.length ? " (lost: " + a.lost.join(" ") + ")" : "");
+    }
+    const o = st.oldest, q = $("#oldest");
+    const parts = [];
+    if (o && o.in_flight) parts.push("oldest undelivered: " + o.in_flight.id + " (" + o.in_flight.type + ", key " +
+      o.in_flight.key + ") accepted " + ago(o.in_flight.accepted_at, now) + " ago");
+    if (o && o.parked) parts.push("oldest parked: " + o.parked.id + " (key " + o.parked.key + ", " + o.parked.why +
+      ") " + ago(o.parked.accepted_at, now) + " ago");
+    q.textContent = parts.length ? parts.join(" · ") : "nothing waiting";
+  }
+
   async function refresh() {
     try {
       const r = await fetch("api/status", { cache: "no-store" });
@@ -119,6 +151,7 @@
       control = st.control && token !== "";
       renderLanes(st);
       renderParked(st);
+      renderDelivery(st);
       renderAlerts(st);
       $("#errors").textContent = (st.errors || []).join("; ");
       $("#updated").textContent = "updated " + new Date(st.at).toLocaleTimeString() +

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,55 +25,64 @@ import (
 // drained by one bare MaxAckPending=1 consumer per partition that POSTs each
 // message body to the simulator and acks on 2xx. No validation, no lookup,
 // no second hop: the most an ordered HTTP outlet can do on this machine.
-func runCeiling(ctx context.Context, o options, sim *simProc) (float64, error) {
+// It returns events/s and the CPU time per event of this process (the
+// embedded nats-server and the consumers) while draining.
+func runCeiling(ctx context.Context, o options, sim *simProc) (float64, time.Duration, error) {
+	dir := fmt.Sprintf("%s/ceiling-%d", o.workDir, o.partitions)
+	defer os.RemoveAll(dir)
 	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: o.workDir + "/ceiling", NoSigs: true, NoLog: true})
+		StoreDir: dir, NoSigs: true, NoLog: true})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	go srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
-		return 0, fmt.Errorf("nats-server did not start")
+		return 0, 0, fmt.Errorf("nats-server did not start")
 	}
 	defer srv.Shutdown()
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	names := topology.New(topology.Config{Prefix: "ceil", StreamPrefix: "CEIL", Partitions: o.partitions})
 	if err := names.Ensure(ctx, js); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	events, err := benchEvents(o, o.events, 1)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := publishAll(ctx, js, names, events); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := sim.client.Reset(ctx); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: o.partitions + 4}, Timeout: 10 * time.Second}
 	var acked atomic.Int64
 	done := make(chan struct{})
 	var once sync.Once
-	start := time.Now()
+	start, cpu0 := time.Now(), selfCPU()
 	var wg sync.WaitGroup
 	for p := 0; p < o.partitions; p++ {
 		stream, filter := names.StageFilter(topology.StageEnricher, p)
-		c, err := js.CreateOrUpdateConsumer(ctx, stream, names.LaneConsumerConfig(topology.StageEnricher, p, filter))
+		cfg := names.LaneConsumerConfig(topology.StageEnricher, p, filter)
+		c, err := js.CreateOrUpdateConsumer(ctx, stream, cfg)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		it, err := c.Messages(jetstream.PullMaxMessages(8))
+		pull := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(8)}
+		if len(cfg.PriorityGroups) > 0 { // the lanes' consumers are pinned: pull the way they do
+			pull = append(pull, jetstream.PullPriorityGroup(cfg.PriorityGroups[0]))
+		}
+		it, err := c.Messages(pull...)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		wg.Add(1)
 		go func() {
@@ -97,11 +107,12 @@ func runCeiling(ctx context.Context, o options, sim *simProc) (float64, error) {
 	select {
 	case <-done:
 	case <-time.After(10 * time.Minute):
-		return 0, fmt.Errorf("ceiling run did not finish: %d of %d", acked.Load(), len(events))
+		return 0, 0, fmt.Errorf("ceiling run did not finish: %d of %d", acked.Load(), len(events))
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return 0, 0, ctx.Err()
 	}
-	return float64(len(events)) / time.Since(start).Seconds(), nil
+	rate := float64(len(events)) / time.Since(start).Seconds()
+	return rate, (selfCPU() - cpu0) / time.Duration(len(events)), nil
 }
 
 func post(client *http.Client, url string, m jetstream.Msg) bool {

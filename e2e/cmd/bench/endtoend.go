@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"sluice.dev/e2e/crmsim"
 	"sluice.dev/e2e/harness"
 	"sluice.dev/enricher/productdb"
 	"sluice.dev/mesh/envelope"
@@ -25,43 +26,37 @@ type e2eResult struct {
 	max         time.Duration
 	latencyN    int
 	latencyRate float64
-	rssKB       int64
-	// cpuPerEvent is the CPU time of the sluice process (and of the
+	// p50First and p50Last are the median latency of the first and the
+	// last tenth of the latency run's deliveries.
+	p50First, p50Last time.Duration
+	// latencySkipped says why there is no latency figure.
+	latencySkipped string
+	// rssKB is the peak RSS of each sluice process (main first).
+	rssKB []int64
+	// cpuPerEvent is the CPU time of the sluice processes (and of the
 	// simulator) per event over the sustained run and the drain.
 	cpuPerEvent, simCPUPerEvent time.Duration
+	// cpuSplit is cpuPerEvent per process (main first).
+	cpuSplit []time.Duration
+	// cpuTotal is the sluice processes' CPU time from start to the end.
+	cpuTotal time.Duration
+	// check sums the simulator's checks of every measured run.
+	check checkTotals
+	// profile is the CPU profile written, if any.
+	profile string
 }
 
-// runEndToEnd measures (b) against `sluice run` in its own process.
-func runEndToEnd(ctx context.Context, o options, sim *simProc) (e2eResult, error) {
+// runEndToEnd measures (b) against `sluice run` in its own process (and
+// c.dispatchers-1 more `sluice run --target dispatcher` processes).
+func runEndToEnd(ctx context.Context, o options, c cell, sim *simProc) (e2eResult, error) {
 	var res e2eResult
-	dataDir := filepath.Join(o.workDir, "sluice")
-	if err := prepareDB(ctx, filepath.Join(dataDir, "product.db")); err != nil {
-		return res, err
-	}
-	port, err := freePort()
+	run, err := startSluice(ctx, o, c, sim)
 	if err != nil {
 		return res, err
 	}
-	cfg := filepath.Join(o.workDir, "sluice.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
-data_dir: %s
-log: {level: warn, format: json}
-nats: {embedded: {listen: "127.0.0.1:%d"}}
-topology: {partitions: %d}
-ingest: {http_addr: ""}
-dispatcher: {crm: {url: %q}}
-demo: {enabled: "false"}
-ops: {addr: "127.0.0.1:0"}
-progress_interval: 1h
-`, dataDir, port, o.partitions, sim.url)), 0o600); err != nil {
-		return res, err
-	}
-	p, err := startProc(o.bin, []string{"run", "--config", cfg}, filepath.Join(o.workDir, "sluice.log"))
-	if err != nil {
-		return res, err
-	}
-	defer p.stop()
-	js, nc, names, err := connectSluice(ctx, port, o.partitions)
+	defer os.RemoveAll(run.dataDir)
+	defer run.stop()
+	js, nc, names, err := connectSluice(ctx, run.port, c.partitions)
 	if err != nil {
 		return res, err
 	}
@@ -91,12 +86,13 @@ progress_interval: 1h
 		if err != nil {
 			return 0, err
 		}
-		return float64(n) / end.Sub(start).Seconds(), nil
+		return float64(n) / end.Sub(start).Seconds(), res.check.run(ctx, sim, events)
 	}
 	if _, err := measure(o.warmupEvents, nil); err != nil {
 		return res, fmt.Errorf("warm-up: %w", err)
 	}
-	cpu0, simCPU0 := p.cpuTime(), sim.cpuTime()
+	res.check = checkTotals{} // the warm-up is not counted
+	cpu0, simCPU0, split0 := run.cpuTime(), sim.cpuTime(), run.cpuTimes()
 	if res.throughput, err = measure(o.events, nil); err != nil {
 		return res, err
 	}
@@ -126,16 +122,85 @@ progress_interval: 1h
 		return res, err
 	}
 	res.drain = float64(len(events)) / end.Sub(drainStart).Seconds()
-	res.cpuPerEvent = (p.cpuTime() - cpu0) / time.Duration(o.events+len(events))
+	res.cpuPerEvent = (run.cpuTime() - cpu0) / time.Duration(o.events+len(events))
 	res.simCPUPerEvent = (sim.cpuTime() - simCPU0) / time.Duration(o.events+len(events))
+	for i, t := range run.cpuTimes() {
+		res.cpuSplit = append(res.cpuSplit, (t-split0[i])/time.Duration(o.events+len(events)))
+	}
+	if err := res.check.run(ctx, sim, events); err != nil {
+		return res, err
+	}
 
-	if !o.skipLatency {
+	if o.cpuprofile != "" {
+		res.profile = profilePath(o.cpuprofile, c, len(o.cells))
+		if err := profileRun(ctx, o, run, sim, js, names, res.profile); err != nil {
+			return res, fmt.Errorf("profile: %w", err)
+		}
+	}
+	switch {
+	case o.skipLatency:
+		res.latencySkipped = "skipped"
+	case res.throughput < o.latencyRate/2:
+		// Far below the rate the run would only measure a growing queue.
+		res.latencySkipped = "overload"
+	default:
 		if err := latencyRun(ctx, o, sim, js, names, &res); err != nil {
 			return res, err
 		}
 	}
-	res.rssKB = p.peakRSS()
+	res.rssKB = run.peakRSS()
+	res.cpuTotal = run.cpuTime()
 	return res, nil
+}
+
+// checkTotals sums the simulator's checks over a cell's measured runs.
+type checkTotals struct {
+	runs, expected, missing, reorderedKeys, extra, unexpected int
+}
+
+// run checks the simulator's record against events (their per-key
+// order) and adds the totals.
+func (t *checkTotals) run(ctx context.Context, sim *simProc, events []*envelope.Envelope) error {
+	rep, err := sim.client.Check(ctx, expectedOf(events))
+	if err != nil {
+		return fmt.Errorf("simulator check: %w", err)
+	}
+	t.add(rep.Totals)
+	return nil
+}
+
+func (t *checkTotals) add(tt crmsim.Totals) {
+	t.runs++
+	t.expected += tt.Expected
+	t.missing += tt.Missing
+	t.reorderedKeys += tt.ReorderedKeys
+	t.extra += tt.ExtraDeliveries
+	t.unexpected += tt.Unexpected
+}
+
+// ok is the simulator's verdict: nothing lost, nothing reordered, nothing
+// unexpected (duplicates are allowed: the CRM deduplicates by
+// Idempotency-Key).
+func (t checkTotals) ok() bool { return t.missing == 0 && t.reorderedKeys == 0 && t.unexpected == 0 }
+
+func (t checkTotals) String() string {
+	if t.runs == 0 {
+		return "-"
+	}
+	s := "ok"
+	if !t.ok() {
+		s = "FAIL"
+	}
+	return fmt.Sprintf("%s lost %d reord %d dup %d", s, t.missing+t.unexpected, t.reorderedKeys, t.extra)
+}
+
+// expectedOf maps each key to its event ids in produced order.
+func expectedOf(events []*envelope.Envelope) map[string][]string {
+	m := map[string][]string{}
+	for _, e := range events {
+		m[e.Key] = append(m[e.Key], e.ID)
+	}
+	return m
 }
 
 // resetCRM empties the simulator (its records and its CRM objects) and so
@@ -260,6 +325,9 @@ func latencyRun(ctx context.Context, o options, sim *simProc, js jetstream.JetSt
 	if _, err := sim.waitDelivered(ctx, len(events), 5*time.Minute); err != nil {
 		return err
 	}
+	if err := res.check.run(ctx, sim, events); err != nil {
+		return err
+	}
 	recs, err := sim.client.Records(ctx, 0)
 	if err != nil {
 		return err
@@ -278,12 +346,23 @@ func latencyRun(ctx context.Context, o options, sim *simProc, js jetstream.JetSt
 	if len(lat) == 0 {
 		return fmt.Errorf("no latency samples")
 	}
+	// Median of the first and last tenth in delivery order: a growing
+	// latency means a queue is building (the rate is above what Sluice
+	// sustains); a flat one means steady state.
+	tenth := max(len(lat)/10, 1)
+	res.p50First, res.p50Last = median(lat[:tenth]), median(lat[len(lat)-tenth:])
 	slices.Sort(lat)
 	res.latencyN = len(lat)
 	res.p50 = lat[len(lat)/2]
 	res.p99 = lat[len(lat)*99/100]
 	res.max = lat[len(lat)-1]
 	return nil
+}
+
+func median(d []time.Duration) time.Duration {
+	c := slices.Clone(d)
+	slices.Sort(c)
+	return c[len(c)/2]
 }
 
 func publishOne(js jetstream.JetStream, names topology.Names, e *envelope.Envelope) (jetstream.PubAckFuture, error) {

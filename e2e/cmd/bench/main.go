@@ -1,19 +1,27 @@
 // Command bench prints Sluice's throughput and latency figures in one run on
-// one machine (`make bench`; it is a measurement, not a test):
+// one machine (`make bench`; it is a measurement, not a test). For each cell
+// of a matrix (partitions, dispatcher processes) it measures:
 //
 //	(a) the ceiling: a bare ordered JetStream consumer per partition
 //	    (MaxAckPending=1) POSTing each message to the CRM simulator;
 //	(b) Sluice end to end: JetStream publish → enricher (a cached lookup,
-//	    jq mapping) → dispatcher → the simulator, as events/s sustained, and
-//	    p50/p99 produce→CRM latency at a fixed rate (20M/hour by default);
+//	    jq mapping) → dispatcher → the simulator, as events/s sustained, a
+//	    drain of events stored while the enricher was paused, and p50/p99
+//	    produce→CRM latency at a fixed rate (20M/hour by default);
 //	(c) the ratio b/a;
-//	(d) peak RSS of the Sluice process.
+//	(d) peak RSS of the Sluice process(es);
 //
-// It also prints the CPU time the Sluice process and the simulator spend
-// per event, which is steadier than events/s on a shared machine.
+// plus the CPU time the Sluice processes and the simulator spend per event
+// (steadier than events/s on a shared machine), the simulator's check of
+// every run (lost, reordered, duplicates) and how much CPU other processes
+// used meanwhile. It ends with one table, the targets marked.
+//
+// -backlog N instead builds a backlog of N events while the simulator
+// answers 503 (the CRM is down), then brings it back and times the drain.
 //
 // The simulator always runs as a separate process (`sluice crmsim`), and so
-// does Sluice for (b) (`sluice run`), so the figures include real loopback
+// does Sluice for (b) (`sluice run`, and `sluice run --target dispatcher`
+// for extra dispatcher replicas), so the figures include real loopback
 // HTTP and NATS TCP.
 package main
 
@@ -24,6 +32,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"time"
 )
 
@@ -38,32 +47,76 @@ type options struct {
 	skipLatency  bool
 	workDir      string
 	warmupEvents int
+	matrix       string
+	cells        []cell
+	cpuprofile   string
+	heapprofile  string
+	configExtra  string
+	profileFor   time.Duration
+	backlog      int
+	backlogRate  float64
+	backlogLedge bool
+	keep         bool
 }
 
 func main() {
 	var o options
 	flag.StringVar(&o.bin, "sluice", "bin/sluice", "the sluice binary (make build)")
 	flag.IntVar(&o.events, "events", 60000, "events per throughput run")
-	flag.IntVar(&o.partitions, "partitions", 16, "partitions")
+	flag.StringVar(&o.matrix, "matrix", "1,16,64,16x2,16+ledger",
+		"cells to measure, comma-separated: <partitions>[x<dispatcher processes>][+ledger] (+ledger: delivery ledger on, else off)")
+	flag.IntVar(&o.partitions, "partitions", 16, "partitions (-backlog)")
 	flag.IntVar(&o.keys, "keys", 2000, "distinct keys")
-	flag.Float64Var(&o.latencyRate, "latency-rate", 5600, "events/s for the latency run (5600/s = 20M/hour)")
+	flag.Float64Var(&o.latencyRate, "latency-rate", targetRate, "events/s for the latency run (5600/s = 20M/hour)")
 	flag.DurationVar(&o.latencyFor, "latency-for", 15*time.Second, "length of the latency run")
 	flag.BoolVar(&o.skipCeiling, "skip-ceiling", false, "skip (a)")
 	flag.BoolVar(&o.skipLatency, "skip-latency", false, "skip the latency run")
 	flag.IntVar(&o.warmupEvents, "warmup", 5000, "events sent before measuring")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "",
+		"write a CPU profile of `sluice run` under full load to this file (one per cell, named after it)")
+	flag.StringVar(&o.heapprofile, "heapprofile", "",
+		"-backlog: write a heap profile of `sluice run` to this file when the backlog is built")
+	flag.DurationVar(&o.profileFor, "profile-for", 20*time.Second, "length of the CPU profile")
+	flag.IntVar(&o.backlog, "backlog", 0,
+		"instead of the matrix: build a backlog of this many events while the CRM is down, then time the drain")
+	flag.Float64Var(&o.backlogRate, "backlog-rate", 0,
+		"events/s produced while the CRM is down (0: as fast as JetStream takes them)")
+	flag.StringVar(&o.configExtra, "config-extra", "",
+		"YAML appended to every sluice process's config, for top-level keys the bench does not set "+
+			"(e.g. 'runtime: {gc_percent: 400}')")
+	flag.BoolVar(&o.backlogLedge, "backlog-ledger", false, "-backlog: with the delivery ledger on")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs, data) and print its path")
 	flag.Parse()
+	var err error
+	if o.cells, err = parseMatrix(o.matrix); err != nil {
+		fail(err)
+	}
+	for _, p := range []*string{&o.cpuprofile, &o.heapprofile} {
+		if *p != "" {
+			if *p, err = filepath.Abs(*p); err != nil {
+				fail(err)
+			}
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	dir, err := os.MkdirTemp("", "sluice-bench-")
 	if err != nil {
 		fail(err)
 	}
-	defer os.RemoveAll(dir)
+	if o.keep {
+		fmt.Println("work directory (kept):", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
 	o.workDir = dir
 	if o.bin, err = filepath.Abs(o.bin); err != nil {
 		fail(err)
 	}
 	if err := run(ctx, o); err != nil {
+		if !o.keep {
+			os.RemoveAll(dir)
+		}
 		fail(err)
 	}
 }
@@ -74,39 +127,18 @@ func fail(err error) {
 }
 
 func run(ctx context.Context, o options) error {
-	fmt.Printf("Sluice benchmark — %d events per run, %d partitions, %d keys, %s\n",
-		o.events, o.partitions, o.keys, time.Now().Format(time.RFC3339))
+	host, _ := os.Hostname()
+	fmt.Printf("Sluice benchmark — %s, %d CPUs, %s, loadavg %s, %s\n",
+		host, runtime.NumCPU(), runtime.Version(), loadavg(), time.Now().Format(time.RFC3339))
 	sim, err := startSim(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer sim.stop()
-
-	var ceiling float64
-	if !o.skipCeiling {
-		ceiling, err = runCeiling(ctx, o, sim)
-		if err != nil {
-			return fmt.Errorf("ceiling: %w", err)
-		}
-		fmt.Printf("(a) ceiling, bare ordered consumers → simulator: %8.0f events/s\n", ceiling)
+	if o.backlog > 0 {
+		return runBacklog(ctx, o, sim)
 	}
-	res, err := runEndToEnd(ctx, o, sim)
-	if err != nil {
-		return fmt.Errorf("end to end: %w", err)
-	}
-	fmt.Printf("(b) Sluice end to end, sustained:               %8.0f events/s (%.1fM/hour)\n", res.throughput, res.throughput*3600/1e6)
-	fmt.Printf("    backlog drain (events stored before start): %8.0f events/s\n", res.drain)
-	fmt.Printf("    CPU per event (sustained + drain runs):     %8.0f µs sluice, %.0f µs simulator\n",
-		float64(res.cpuPerEvent)/1e3, float64(res.simCPUPerEvent)/1e3)
-	if res.latencyN > 0 {
-		fmt.Printf("    produce→CRM latency at %.0f/s for %s: p50 %s  p99 %s  max %s  (%d events, achieved %.0f/s)\n",
-			o.latencyRate, o.latencyFor, res.p50.Round(10*time.Microsecond), res.p99.Round(10*time.Microsecond),
-			res.max.Round(10*time.Microsecond), res.latencyN, res.latencyRate)
-	}
-	if ceiling > 0 {
-		fmt.Printf("(c) ratio b/a:                                  %8.2f\n", res.throughput/ceiling)
-	}
-	fmt.Printf("(d) peak RSS of the sluice process:             %8.0f MiB (simulator %0.f MiB)\n",
-		float64(res.rssKB)/1024, float64(sim.peakRSS())/1024)
-	return nil
+	fmt.Printf("matrix %s: %d events per throughput run, %d keys, latency at %.0f/s for %s\n",
+		o.matrix, o.events, o.keys, o.latencyRate, o.latencyFor)
+	return runMatrix(ctx, o, sim)
 }

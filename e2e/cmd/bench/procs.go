@@ -34,7 +34,13 @@ func startProc(bin string, args []string, logPath string) (*proc, error) {
 }
 
 // peakRSS is VmHWM in KiB (0 when unknown).
-func (p *proc) peakRSS() int64 {
+func (p *proc) peakRSS() int64 { return p.status("VmHWM:") }
+
+// rss is VmRSS, the current resident set, in KiB (0 when unknown).
+func (p *proc) rss() int64 { return p.status("VmRSS:") }
+
+// status reads a kB field of /proc/<pid>/status.
+func (p *proc) status(field string) int64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
 		return 0
@@ -42,12 +48,23 @@ func (p *proc) peakRSS() int64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
 			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return n
 		}
 	}
 	return 0
+}
+
+// exited reports whether the process has ended (it is then a zombie until
+// stop reaps it, or gone).
+func (p *proc) exited() bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return true
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || (i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X'))
 }
 
 // cpuTime is the CPU time (user + system) the process has used so far, 0
@@ -123,17 +140,35 @@ func startSim(ctx context.Context, o options) (*simProc, error) {
 	}
 }
 
-// waitDelivered polls the simulator until it answered n requests with 2xx.
+// waitDelivered polls the simulator until n distinct events got a 2xx
+// (duplicates are not counted). It gives up when the count has not moved
+// for stall, or at the deadline.
 func (s *simProc) waitDelivered(ctx context.Context, n int, timeout time.Duration) (time.Time, error) {
+	const stall = 90 * time.Second
 	deadline := time.Now().Add(timeout)
+	last, lastAt := -1, time.Now()
 	for {
 		st, err := s.client.Stats(ctx)
-		if err == nil && st.Delivered >= n {
+		got := st.Delivered - st.Duplicates
+		if err == nil && got >= n {
 			return time.Now(), nil
 		}
-		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("only %d of %d delivered after %s", st.Delivered, n, timeout)
+		if got != last {
+			last, lastAt = got, time.Now()
+		}
+		if ctx.Err() != nil {
+			return time.Time{}, ctx.Err()
+		}
+		if now := time.Now(); now.After(deadline) || now.Sub(lastAt) > stall {
+			return time.Time{}, fmt.Errorf("only %d of %d delivered (no progress for %s)", got, n,
+				now.Sub(lastAt).Round(time.Second))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// distinctDelivered is the number of events with a 2xx so far.
+func (s *simProc) distinctDelivered(ctx context.Context) (int, error) {
+	st, err := s.client.Stats(ctx)
+	return st.Delivered - st.Duplicates, err
 }

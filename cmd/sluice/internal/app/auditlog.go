@@ -100,11 +100,11 @@ func writeAudit(w io.Writer, es []AuditEntry) {
 	}
 }
 
-// auditCmd is `sluice audit`. Today it lists operator actions (pause,
-// resume, replay, parked replay/discard: who, when, what, why); the
-// delivery reconciliation of the audit issue will join it as a subcommand.
+// auditCmd is `sluice audit`: the delivery reconciliation (audit.go),
+// and `sluice audit actions`, the operators' actions (pause, resume,
+// replay, parked replay/discard: who, when, what, why).
 func auditCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "audit", Short: "Audit trails (operator actions)"}
+	cmd := auditReconcileCmd()
 	var cfgPath, since string
 	var limit int
 	var asJSON bool

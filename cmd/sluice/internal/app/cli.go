@@ -36,6 +36,9 @@ func Main(args []string) int {
 		if errors.Is(err, config.ErrInvalid) {
 			return 2
 		}
+		if isFindings(err) {
+			return exitFindings
+		}
 		return 1
 	}
 	return 0
@@ -57,9 +60,10 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(runCmd(stderr), crmsimCmd(stderr), configCmd(stdout))
 	root.AddCommand(parkedCmd())
 	root.AddCommand(statusCmd(), pauseCmd(), resumeCmd())
-	root.AddCommand(replayCmd(), auditCmd())
+	root.AddCommand(replayCmd(), auditCmd(), traceCmd())
 	root.AddCommand(backfillCmd())
 	root.AddCommand(importCmd())
+	root.AddCommand(partitionsCmd())
 	return root
 }
 
@@ -193,9 +197,11 @@ func configCmd(stdout io.Writer) *cobra.Command {
 	return cmd
 }
 
-// redacted returns c with every secret replaced: CRM headers, ingest
-// tokens and a product database DSN that carries credentials.
+// redacted returns c with every secret replaced: the NATS password, token
+// and URL password, CRM headers, ingest tokens and a product database DSN
+// that carries credentials.
 func redacted(c Config) Config {
+	c.NATS = c.NATS.redacted()
 	if len(c.Dispatcher.CRM.Headers) > 0 {
 		h := make(map[string]string, len(c.Dispatcher.CRM.Headers))
 		for k := range c.Dispatcher.CRM.Headers {

@@ -19,6 +19,7 @@ import (
 	"sluice.dev/mesh/config"
 	"sluice.dev/mesh/embedded"
 	"sluice.dev/mesh/envelope"
+	"sluice.dev/mesh/ledger"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/watchdog"
 )
@@ -62,6 +63,9 @@ type Config struct {
 	Ops OpsConfig `yaml:"ops"`
 	// Backfill lists the product-database queries `sluice backfill` streams.
 	Backfill BackfillConfig `yaml:"backfill"`
+	// Ledger is the delivery ledger (sluice audit, sluice trace): on by
+	// default.
+	Ledger ledger.Config `yaml:"ledger"`
 }
 
 // RuntimeConfig tunes the Go runtime. The garbage collector is a large
@@ -84,15 +88,55 @@ type LogConfig struct {
 	Format string `yaml:"format"`
 }
 
-// NATSConfig selects the NATS server.
+// NATSConfig selects the NATS server and how every connection to it (the
+// services of `sluice run` and the operator commands) authenticates. The
+// credentials and TLS keys apply to nats.url only; see natsconn.go and
+// docs/scaling.md (Security of the bus).
 type NATSConfig struct {
 	// URL of an external NATS server (nats://host:4222, several comma
-	// separated). Empty: start an embedded server.
+	// separated; tls://host:4222 requires TLS). Empty: start an embedded
+	// server.
 	URL string `yaml:"url"`
-	// CredsFile is a .creds file for an external server (optional).
+	// CredsFile is a .creds file (user JWT + nkey seed) for an external
+	// server run with an operator/resolver. One auth method only: creds_file,
+	// nkey_seed_file, user/password or token.
 	CredsFile string `yaml:"creds_file"`
-	// Embedded configures the embedded server (used when URL is empty).
+	// NkeySeedFile is a file holding a user nkey seed (SU...), for a server
+	// whose users are nkeys.
+	NkeySeedFile string `yaml:"nkey_seed_file"`
+	// User and Password authenticate with a server's users list (see
+	// deploy/nats/permissions.conf: sluice, producer, operator). Never
+	// logged; `config print` masks the password.
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	// Token authenticates with a server's authorization token. Masked like
+	// the password.
+	Token string `yaml:"token"`
+	// TLS verifies the server (and presents a client certificate when the
+	// server requires one). Setting any key turns TLS on.
+	TLS NATSTLSConfig `yaml:"tls"`
+	// InboxPrefix replaces "_INBOX" in the reply subjects of requests,
+	// JetStream publish acks and consumer deliveries. A user whose
+	// permissions allow only its own inbox (producer: _INBOX_producer,
+	// operator: _INBOX_operator) must set it. Empty: "_INBOX".
+	InboxPrefix string `yaml:"inbox_prefix"`
+	// Embedded configures the embedded server (used when URL is empty):
+	// loopback only, no auth, no TLS.
 	Embedded embedded.Config `yaml:"embedded"`
+}
+
+// NATSTLSConfig is the client side of TLS to nats.url.
+type NATSTLSConfig struct {
+	// CAFile is the PEM CA bundle that signed the server's certificate.
+	// Empty: the system roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are the client's certificate and key (PEM), for
+	// servers with verify: true (mutual TLS). Both or neither.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName is the name checked against the server's certificate when
+	// it differs from the URL's host (e.g. URLs by IP address).
+	ServerName string `yaml:"server_name"`
 }
 
 // DemoConfig configures the demo producer.
@@ -108,7 +152,7 @@ type DemoConfig struct {
 
 // Defaults returns the configuration with every default filled.
 func Defaults() Config {
-	return Config{DataDir: "./data", Ingest: ingest.DefaultConfig()}.withDefaults()
+	return Config{DataDir: "./data", Ingest: ingest.DefaultConfig(), Ledger: ledger.DefaultConfig()}.withDefaults()
 }
 
 func (c Config) withDefaults() Config {
@@ -158,6 +202,7 @@ func (c Config) withDefaults() Config {
 		c.Ops.Addr = DefaultOpsAddr
 	}
 	c.Backfill = c.Backfill.WithDefaults()
+	c.Ledger = c.Ledger.WithDefaults()
 	return c
 }
 
@@ -186,9 +231,7 @@ func (c Config) validate(target string) error {
 	if c.Log.Format != "console" && c.Log.Format != "json" {
 		errs = append(errs, fmt.Errorf("log.format: %q is not console or json", c.Log.Format))
 	}
-	if c.NATS.URL == "" {
-		errs = append(errs, c.NATS.Embedded.Validate())
-	}
+	errs = append(errs, c.NATS.validate())
 	switch c.Demo.Enabled {
 	case "auto", "true", "false":
 	default:
@@ -205,6 +248,7 @@ func (c Config) validate(target string) error {
 	}
 	errs = append(errs, c.Topology.Validate())
 	errs = append(errs, c.Backfill.Validate())
+	errs = append(errs, c.Ledger.Validate())
 	if len(c.Catalog.Types) > 0 {
 		errs = append(errs, c.Catalog.Validate())
 	}
@@ -236,9 +280,9 @@ func (c Config) validate(target string) error {
 // LoadConfig reads defaults, then the file (if any), then SLUICE_*
 // environment variables, and validates the result for target.
 func LoadConfig(path, target string) (Config, error) {
-	// Ingest's listen address defaults before the file is read, so that an
-	// explicit empty http_addr can turn HTTP off.
-	c := Config{Ingest: ingest.DefaultConfig()}
+	// Ingest's listen address and ledger.enabled default before the file
+	// is read, so that an explicit empty http_addr or false turns them off.
+	c := Config{Ingest: ingest.DefaultConfig(), Ledger: ledger.DefaultConfig()}
 	if err := config.Load(path, os.Environ(), EnvPrefix, &c); err != nil {
 		return c, err
 	}

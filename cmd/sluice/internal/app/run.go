@@ -19,6 +19,7 @@ import (
 	"sluice.dev/enricher/productdb"
 	"sluice.dev/inbound"
 	"sluice.dev/ingest"
+	"sluice.dev/mesh/ledger"
 	"sluice.dev/mesh/metrics"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/schemas"
@@ -58,6 +59,9 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 	if err := ensureTopology(ctx, adminJS, names); err != nil {
 		return err
 	}
+	if err := ensureLedger(ctx, adminJS, names, c.Ledger); err != nil {
+		return err
+	}
 	cat, err := loadCatalog(c.Catalog)
 	if err != nil {
 		return err
@@ -90,6 +94,9 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 	// watchdog.restart_delay after it crashes (Done fires).
 	sups := watchdog.Supervisors{}
 	m := metrics.New() // one registry for every service of this process
+	// Every ledger writer of this process (one per service connection)
+	// adds to these; /metrics exports them.
+	var ledgerCounts ledger.Counters
 	var enr *enricher.Service
 	demoOn := target == "all" && c.DemoOn() // before the simulator fills in crm.url
 	if wants(target, "dispatcher") {
@@ -113,9 +120,13 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 		sup, cur, err := supervise(dispatcher.ServiceName, c.Watchdog.RestartDelay, log,
 			func() (*nats.Conn, jetstream.JetStream, error) { return b.connect("dispatcher") },
 			func(nc *nats.Conn, js jetstream.JetStream) (*dispatcher.Service, error) {
+				lw, err := newLedgerWriter(c.Ledger, js.Conn(), names, &ledgerCounts, log)
+				if err != nil {
+					return nil, err
+				}
 				return dispatcher.New(c.Dispatcher, dispatcher.Deps{NC: nc, JS: js, Names: names,
 					Logger:  log.With().Str("service", "dispatcher").Logger(),
-					Observe: m.ObserveFunc(), OnDelivered: m.ObserveProduceToCRM})
+					Observe: m.ObserveFunc(), OnDelivered: m.ObserveProduceToCRM, Ledger: lw})
 			})
 		if err != nil {
 			return err
@@ -138,8 +149,13 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 		sup, cur, err := supervise(enricher.ServiceName, c.Watchdog.RestartDelay, log,
 			func() (*nats.Conn, jetstream.JetStream, error) { return b.connect("enricher") },
 			func(nc *nats.Conn, js jetstream.JetStream) (*enricher.Service, error) {
+				lw, err := newLedgerWriter(c.Ledger, js.Conn(), names, &ledgerCounts, log)
+				if err != nil {
+					return nil, err
+				}
 				return enricher.New(c.Enricher, enricher.Deps{NC: nc, JS: js, Names: names, Catalog: cat, DB: db,
-					Dialect: dialect, Logger: log.With().Str("service", "enricher").Logger(), Observe: m.ObserveFunc()})
+					Dialect: dialect, Logger: log.With().Str("service", "enricher").Logger(), Observe: m.ObserveFunc(),
+					Ledger: lw})
 			})
 		if err != nil {
 			return err
@@ -266,7 +282,8 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			return err
 		}
 		svcs := running{ingest: st.ingest, enricher: enr, dispatcher: st.dispatcher, inbound: st.inbound}
-		cs := append(serviceCollectors(svcs), metrics.NewLanes(js, names, svcs.stages(), lagTimeout))
+		cs := append(serviceCollectors(svcs), metrics.NewLanes(js, names, svcs.stages(), lagTimeout),
+			ledgerCollector(&ledgerCounts))
 		if err := m.Register(cs...); err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}

@@ -22,14 +22,14 @@ import (
 // open one connection per service.
 type bus struct {
 	srv   *server.Server
+	cfg   NATSConfig
 	url   string
-	creds string
 	log   zerolog.Logger
 	conns []*nats.Conn
 }
 
 func openBus(c Config, log zerolog.Logger) (*bus, error) {
-	b := &bus{url: c.NATS.URL, creds: c.NATS.CredsFile, log: log}
+	b := &bus{cfg: c.NATS, url: c.NATS.URL, log: log}
 	if b.url == "" {
 		s, err := embedded.Start(c.NATS.Embedded)
 		if err != nil {
@@ -43,29 +43,30 @@ func openBus(c Config, log zerolog.Logger) (*bus, error) {
 	return b, nil
 }
 
-// connect opens a connection named for a service. With the embedded
-// server the connection is in-process (no TCP); it reconnects forever.
+// connect opens a connection named for a service, with the credentials,
+// TLS and inbox prefix of nats.* (natsOptions). With the embedded server the
+// connection is in-process (no TCP); it reconnects forever.
 func (b *bus) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
-	opts := []nats.Option{
-		nats.Name("sluice-" + name),
+	opts, err := natsOptions(b.cfg, name, logAsyncErr(b.log, name))
+	if err != nil {
+		return nil, nil, err
+	}
+	opts = append(opts,
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				b.log.Warn().Err(err).Str("conn", name).Msg("NATS disconnected; reconnecting")
 			}
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { b.log.Info().Str("conn", name).Msg("NATS reconnected") }),
-	}
+	)
 	if b.srv != nil {
 		opts = append(opts, nats.InProcessServer(b.srv))
 	}
-	if b.creds != "" {
-		opts = append(opts, nats.UserCredentials(b.creds))
-	}
 	nc, err := nats.Connect(b.url, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", b.url, err)
+		return nil, nil, connectError(b.url, err, "")
 	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncTimeout(10*time.Second),

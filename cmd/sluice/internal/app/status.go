@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -80,19 +81,21 @@ type CRMStatus struct {
 }
 
 // connectCLI connects an operator command to nats.url or, when empty, to
-// the embedded server a `sluice run` on this config listens on.
+// the embedded server a `sluice run` on this config listens on, with the
+// credentials, TLS and inbox prefix of nats.* (natsOptions). What the
+// server refuses later (a permissions violation) is printed on stderr.
 func connectCLI(c Config, name string) (*nats.Conn, jetstream.JetStream, error) {
 	url := c.NATS.URL
 	if url == "" {
 		url = "nats://" + c.NATS.Embedded.Listen
 	}
-	opts := []nats.Option{nats.Name("sluice-" + name), nats.Timeout(3 * time.Second)}
-	if c.NATS.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(c.NATS.CredsFile))
-	}
-	nc, err := nats.Connect(url, opts...)
+	opts, err := natsOptions(c.NATS, name, func(err error) { fmt.Fprintf(os.Stderr, "sluice %s: NATS: %v\n", name, err) })
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s (is `sluice run` up?): %w", url, err)
+		return nil, nil, err
+	}
+	nc, err := nats.Connect(url, append(opts, nats.Timeout(3*time.Second))...)
+	if err != nil {
+		return nil, nil, connectError(url, err, "is `sluice run` up?")
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -215,7 +218,7 @@ func parkedCounts(ctx context.Context, js jetstream.JetStream, names topology.Na
 // gather publishes a request to subject and collects the replies for
 // discoverWait.
 func gather(nc *nats.Conn, subject string) [][]byte {
-	inbox := nats.NewInbox()
+	inbox := nc.NewInbox() // nats.inbox_prefix: an operator may subscribe to its own inbox only
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
 		return nil

@@ -28,6 +28,13 @@ type Filter struct {
 	Type string
 }
 
+// A fresh ordered consumer on a cluster may answer "no responders" or an
+// empty batch for a moment; reads retry that many times, that long apart.
+const (
+	notReadyRetries = 20
+	notReadyPause   = 250 * time.Millisecond
+)
+
 func (f Filter) token() string {
 	if f.Key == "" {
 		return ""
@@ -78,6 +85,7 @@ func (s *Source) read(ctx context.Context, o readOpts, fn func(jetstream.Msg, *j
 		return 0, fmt.Errorf("read %s: %w", o.stream, err)
 	}
 	var done, total uint64
+	retries := 0
 	for first := true; ; first = false {
 		if err := ctx.Err(); err != nil {
 			return 0, err
@@ -88,12 +96,19 @@ func (s *Source) read(ctx context.Context, o readOpts, fn func(jetstream.Msg, *j
 		} else {
 			b, err = c.Fetch(readBatch, jetstream.FetchMaxWait(2*time.Second))
 		}
+		if errors.Is(err, nats.ErrNoResponders) && retries < notReadyRetries {
+			// On a cluster a fresh ordered consumer may not answer yet.
+			retries++
+			time.Sleep(notReadyPause)
+			continue
+		}
 		if err != nil {
 			return 0, fmt.Errorf("read %s: %w", o.stream, err)
 		}
 		n := 0
 		for m := range b.Messages() {
 			n++
+			retries = 0
 			md, err := m.Metadata()
 			if err != nil {
 				return 0, err
@@ -118,9 +133,24 @@ func (s *Source) read(ctx context.Context, o readOpts, fn func(jetstream.Msg, *j
 			}
 		}
 		if err := b.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+			if errors.Is(err, nats.ErrNoResponders) && retries < notReadyRetries {
+				retries++
+				time.Sleep(notReadyPause)
+				continue
+			}
 			return 0, fmt.Errorf("read %s: %w", o.stream, err)
 		}
 		if n == 0 {
+			// Empty is the end only if the consumer agrees: a fresh ordered
+			// consumer on a cluster can answer empty before it is ready, and
+			// stopping there would make the audit call delivered events lost.
+			if retries < notReadyRetries {
+				if ci, err := c.Info(ctx); err != nil || ci.NumPending > 0 {
+					retries++
+					time.Sleep(notReadyPause)
+					continue
+				}
+			}
 			return end, nil
 		}
 	}

@@ -119,6 +119,13 @@ func Replay(ctx context.Context, js jetstream.JetStream, names topology.Names, o
 	return res, err
 }
 
+// replayNotReadyRetries bounds the retries of a replay consumer that does
+// not answer yet (see replayRun), replayNotReadyPause apart.
+const (
+	replayNotReadyRetries = 20
+	replayNotReadyPause   = 250 * time.Millisecond
+)
+
 func replayRun(ctx context.Context, js jetstream.JetStream, names topology.Names, o ReplayOptions, res *ReplayResult) error {
 	stream, err := js.Stream(ctx, names.EventsStream())
 	if err != nil {
@@ -140,17 +147,30 @@ func replayRun(ctx context.Context, js jetstream.JetStream, names topology.Names
 	if err != nil {
 		return fmt.Errorf("replay consumer: %w", err)
 	}
+	retries := 0
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		m, err := cons.Next(jetstream.FetchMaxWait(replayFetchWait))
+		if retries < replayNotReadyRetries && (errors.Is(err, nats.ErrNoResponders) ||
+			errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)) {
+			// On a cluster a fresh ordered consumer can answer "no responders"
+			// or nothing for a moment: the window ends only when the consumer
+			// says nothing is pending.
+			if ci, ierr := cons.Info(ctx); ierr != nil || ci.NumPending > 0 {
+				retries++
+				time.Sleep(replayNotReadyPause)
+				continue
+			}
+		}
 		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
 			return nil // nothing more in the window
 		}
 		if err != nil {
 			return err
 		}
+		retries = 0
 		md, err := m.Metadata()
 		if err != nil {
 			return err

@@ -59,6 +59,12 @@ type Config struct {
 	// lives in the parked-keys KV bucket; the JetStream must support
 	// key-value (a jetstream.JetStream does). Default false.
 	IsolateKeys bool
+	// Balance spreads the stage's lanes over its live replicas (groups of
+	// the same stage, in any process): each pulls only the lanes assigned to
+	// it, about N/k with k replicas, and takes over a lane no replica pulls
+	// (balance.go). Off, every group pulls every lane and the first one
+	// pinned keeps it. Default: topology.balance_replicas (false).
+	Balance bool
 }
 
 // Observation describes one settled message, for metrics and progress.
@@ -83,6 +89,7 @@ func (c Config) withDefaults() Config {
 			c.Partitions = append(c.Partitions, p)
 		}
 	}
+	c.Balance = c.Balance || c.Names.Config().BalanceReplicas
 	if c.PublishRetry == 0 {
 		c.PublishRetry = time.Second
 	}
@@ -127,6 +134,9 @@ type Group struct {
 	// nc is the connection under js, if js exposes it (for its reconnect
 	// count); nil otherwise.
 	nc *nats.Conn
+	// members is the stage's member view with Balance; set by Start before
+	// the lanes run, cleared by Stop after they ended.
+	members *memberSet
 }
 
 // NewGroup validates cfg and returns a stopped Group.
@@ -169,10 +179,22 @@ func (g *Group) Start(ctx context.Context) error {
 		}
 		g.fence = fs
 	}
+	var owner map[int]string
+	if g.cfg.Balance && g.members == nil {
+		ms, err := openMemberSet(ctx, g)
+		if err != nil {
+			return err
+		}
+		g.members = ms
+		owner = assignLanes(g.cfg.Stage, g.cfg.Names.Partitions(), ms.live(time.Now()))
+	}
 	for _, p := range g.cfg.Partitions {
 		l := newLane(g, p)
 		if _, err := l.consumer(ctx); err != nil {
 			return fmt.Errorf("lane %s: %w", l.name, err)
+		}
+		if g.members != nil {
+			l.preferred = owner[p] == g.members.id
 		}
 		g.lanes[p] = l
 		g.wg.Add(1)
@@ -188,6 +210,14 @@ func (g *Group) Start(ctx context.Context) error {
 // already buffered are nak'd so they are redelivered at once to the next
 // consumer. If ctx ends first, handlers are cancelled.
 func (g *Group) Stop(ctx context.Context) error {
+	g.mu.Lock()
+	ms := g.members
+	g.mu.Unlock()
+	if ms != nil {
+		// Leave first: peers start pulling the lanes assigned to them now
+		// and are pinned as soon as this group lets the pins go below.
+		ms.leave(ctx)
+	}
 	g.mu.Lock()
 	for _, l := range g.lanes {
 		l.stop()
@@ -214,6 +244,7 @@ func (g *Group) Stop(ctx context.Context) error {
 			g.parked.stop()
 			g.parked = nil
 		}
+		g.members = nil
 		g.mu.Unlock()
 		close(done)
 	}()
@@ -303,4 +334,10 @@ type Stats struct {
 	// MissedHeartbeats counts pulls that went quiet (the server's idle
 	// heartbeats stopped); each is followed by a new pull.
 	MissedHeartbeats uint64 `json:"missed_heartbeats"`
+	// Standby is true while the lane is assigned to another replica and
+	// does not pull (Config.Balance).
+	Standby bool `json:"standby,omitempty"`
+	// Takeovers counts the times this standby lane found messages waiting
+	// and no replica pulling, and pulled (Config.Balance).
+	Takeovers uint64 `json:"takeovers,omitempty"`
 }

@@ -60,6 +60,13 @@ type lane struct {
 	stopping bool
 	stats    Stats
 
+	// Balancing (balance.go); under mu.
+	preferred     bool      // assigned to this replica
+	takeoverUntil time.Time // pulling although not assigned here, until then
+	active        bool      // an iterator is being consumed
+	handingOver   bool      // the iterator was drained to hand the lane over
+	wake          chan struct{}
+
 	headSeq      uint64
 	headFailures int
 	headFirst    time.Time
@@ -81,6 +88,7 @@ func newLane(g *Group, p int) *lane {
 		cancel:   cancel,
 		stats:    Stats{Stage: g.cfg.Stage, Partition: p, Consumer: name},
 		draining: map[jetstream.MessagesContext]bool{},
+		wake:     make(chan struct{}, 1),
 	}
 }
 
@@ -88,7 +96,7 @@ func (l *lane) run() {
 	defer l.cancel()
 	backoff := 100 * time.Millisecond
 	for {
-		if l.isStopping() {
+		if l.isStopping() || !l.waitTurn() {
 			return
 		}
 		it, err := l.open()
@@ -108,6 +116,7 @@ func (l *lane) run() {
 		}
 		backoff = 100 * time.Millisecond
 		l.consume(it)
+		l.handOver()
 	}
 }
 
@@ -137,6 +146,15 @@ func (l *lane) open() (jetstream.MessagesContext, error) {
 		return nil, errStopping
 	}
 	l.it = it
+	if l.g.members != nil {
+		l.active = true
+		if !l.wantPull(time.Now()) {
+			// Reassigned while opening: hand over at once.
+			l.handingOver = true
+			l.draining[it] = true
+			it.Drain()
+		}
+	}
 	return it, nil
 }
 
@@ -182,6 +200,7 @@ func (l *lane) stop() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.stopping = true
+	l.poke()
 	if l.it != nil {
 		l.draining[l.it] = true
 		l.it.Drain()

@@ -62,6 +62,13 @@ type Config struct {
 	// AckWait (15s). At least 2s: a pull request lives at least 1s and the
 	// pin must outlast two of them.
 	PinnedTTL time.Duration `yaml:"pinned_ttl"`
+	// BalanceReplicas spreads a stage's lanes over its live service
+	// replicas (about N/k lanes each with k replicas) instead of leaving the
+	// first replica to pull pinned to every lane and the others idle. Each
+	// lane group heartbeats into the members bucket (MembersBucket); pinning
+	// and the lane fence still guarantee one worker per lane at a time. See
+	// docs/scaling.md. Default false: every replica pulls every lane.
+	BalanceReplicas bool `yaml:"balance_replicas"`
 	// Memory stores streams in memory instead of files (tests only).
 	Memory bool `yaml:"memory"`
 }

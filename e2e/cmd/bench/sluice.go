@@ -111,24 +111,24 @@ func startSluice(ctx context.Context, o options, c cell, sim *simProc) (*sluiceR
 data_dir: %s
 log: {level: warn, format: json}
 nats: {embedded: {listen: "127.0.0.1:%d"}}
-topology: {partitions: %d}
+topology: {partitions: %d, balance_replicas: %t}
 ingest: {http_addr: ""}
 dispatcher: {crm: {url: %q}}
 demo: {enabled: "false"}
 ops: {addr: "127.0.0.1:%d"%s}
 progress_interval: 1h
-%s`, r.dataDir, r.port, c.partitions, sim.url, opsPort, pprof, ledger)
+%s`, r.dataDir, r.port, c.partitions, c.dispatchers > 1, sim.url, opsPort, pprof, ledger)
 		} else {
 			dir := fmt.Sprintf("%s-dispatcher%d", r.dataDir, i)
 			cfg = fmt.Sprintf(`
 data_dir: %s
 log: {level: warn, format: json}
 nats: {url: "nats://127.0.0.1:%d"}
-topology: {partitions: %d}
+topology: {partitions: %d, balance_replicas: %t}
 dispatcher: {crm: {url: %q}}
 ops: {addr: "127.0.0.1:%d"%s}
 progress_interval: 1h
-%s`, dir, r.port, c.partitions, sim.url, opsPort, pprof, ledger)
+%s`, dir, r.port, c.partitions, c.dispatchers > 1, sim.url, opsPort, pprof, ledger)
 			args = append(args, "--target", "dispatcher")
 		}
 		cfg += "\n" + o.configExtra + "\n"

@@ -34,6 +34,9 @@ var laneStages = []topology.Stage{topology.StageEnricher, topology.StageDispatch
 // Status is what `sluice status` reports, all read from JetStream and the
 // services' micro endpoints (not from logs).
 type Status struct {
+	// Warnings are things the operator should know before reading the
+	// tables (e.g. the config's partition count is not the streams').
+	Warnings []string        `json:"warnings,omitempty"`
 	Lanes    []LaneStatus    `json:"lanes"`
 	Parked   []ParkedStatus  `json:"parked"`
 	Services []ServiceStatus `json:"services"`
@@ -111,10 +114,15 @@ func collectStatus(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, n
 	var st Status
 	for _, stage := range laneStages {
 		stream, _ := names.StageFilter(stage, 0)
-		if _, err := js.Stream(ctx, stream); errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err := js.Stream(ctx, stream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			continue
 		} else if err != nil {
 			return st, fmt.Errorf("stream %s: %w", stream, err)
+		}
+		if n, ok := topology.TransformPartitions(s.CachedInfo().Config); ok && n != names.Partitions() {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("stream %s has %d partitions, this config says %d "+
+				"(topology.partitions): the lanes below are the config's; see `sluice partitions status`", stream, n, names.Partitions()))
 		}
 		for p := 0; p < names.Partitions(); p++ {
 			name := names.ConsumerName(stage, p)
@@ -272,6 +280,9 @@ func discover(nc *nats.Conn) ([]ServiceStatus, []CRMStatus) {
 // writeStatus prints st as tables.
 func writeStatus(w io.Writer, st Status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, warn := range st.Warnings {
+		fmt.Fprintln(tw, "WARNING: "+warn)
+	}
 	fmt.Fprintln(tw, "STAGE\tPARTITION\tCONSUMER\tPENDING\tACK PENDING\tACK FLOOR\tREDELIVERED\tPAUSED UNTIL\tLAST ERROR")
 	for _, l := range st.Lanes {
 		paused := "-"

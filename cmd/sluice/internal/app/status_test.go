@@ -133,3 +133,15 @@ func TestStatusWithoutServer(t *testing.T) {
 	_, err := runCLI(t, "status")
 	require.ErrorContains(t, err, "connect to NATS at nats://127.0.0.1:1")
 }
+
+func TestStatusWarnsWhenTheConfigsPartitionCountIsNotTheStreams(t *testing.T) {
+	_, _, names := opsEnv(t)
+	out, err := runCLI(t, "status")
+	require.NoError(t, err)
+	require.NotContains(t, out, "WARNING", "config and streams agree")
+
+	t.Setenv("SLUICE_TOPOLOGY_PARTITIONS", "5")
+	out, err = runCLI(t, "status")
+	require.NoError(t, err)
+	require.Contains(t, out, "WARNING: stream "+names.EventsStream()+" has 2 partitions, this config says 5")
+}

@@ -88,7 +88,7 @@ func (c Config) Validate() error {
 // Ensure creates or updates the ledger stream.
 func Ensure(ctx context.Context, js topology.StreamManager, names topology.Names, c Config) error {
 	c = c.WithDefaults()
-	if _, err := js.CreateOrUpdateStream(ctx, names.LedgerStreamConfig(c.MaxAge, c.MaxBytes)); err != nil {
+	if err := names.EnsureStream(ctx, js, names.LedgerStreamConfig(c.MaxAge, c.MaxBytes)); err != nil {
 		return fmt.Errorf("ensure stream %s: %w", names.LedgerStream(), err)
 	}
 	return nil

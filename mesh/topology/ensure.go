@@ -129,11 +129,11 @@ func (n Names) Ensure(ctx context.Context, js StreamManager) error {
 		n.EventsStreamConfig(), n.DispatchStreamConfig(), n.ParkedStreamConfig(), n.AlertsStreamConfig(),
 		n.AuditStreamConfig(),
 	} {
-		if err := n.ensureStream(ctx, js, cfg); err != nil {
+		if err := n.EnsureStream(ctx, js, cfg); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 		}
 	}
-	_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	err := n.ensureKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      n.CRMIDBucket(),
 		Description: "Sluice CRM id map: base64url(entity key) -> the CRM's record id, filled from create responses",
 		Storage:     n.storage(),
@@ -142,10 +142,10 @@ func (n Names) Ensure(ctx context.Context, js StreamManager) error {
 	if err != nil {
 		return fmt.Errorf("ensure kv %s: %w", n.CRMIDBucket(), err)
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, n.ParkedKeysConfig()); err != nil {
+	if err := n.ensureKV(ctx, js, n.ParkedKeysConfig()); err != nil {
 		return fmt.Errorf("ensure kv %s: %w", n.ParkedKeysBucket(), err)
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, n.FenceConfig()); err != nil {
+	if err := n.ensureKV(ctx, js, n.FenceConfig()); err != nil {
 		return fmt.Errorf("ensure kv %s: %w", n.FenceBucket(), err)
 	}
 	return nil

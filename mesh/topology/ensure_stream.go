@@ -15,7 +15,7 @@ import (
 // or stream leader does not answer until it has one.
 const ensureAttempt = 5 * time.Second
 
-// ensureStream creates the stream, or updates it when it differs from cfg
+// EnsureStream creates the stream, or updates it when it differs from cfg
 // in a field cfg sets. Every service calls Ensure at start: on a cluster,
 // six services updating the same R3 streams at once queued behind each
 // other past their deadline, so an unchanged stream is left alone.
@@ -27,10 +27,39 @@ const ensureAttempt = 5 * time.Second
 //
 // Timeouts and missing responders (no leader yet) are retried until ctx
 // ends; anything else is returned.
-func (n Names) ensureStream(ctx context.Context, js StreamManager, cfg jetstream.StreamConfig) error {
+func (n Names) EnsureStream(ctx context.Context, js StreamManager, cfg jetstream.StreamConfig) error {
+	return retryTransient(ctx, func() error { return n.ensureStreamOnce(ctx, js, cfg) })
+}
+
+// ensureKV creates the bucket, or updates it when its backing stream
+// differs in a setting cfg makes (description, history, TTL, replicas,
+// storage, max bytes); an unchanged bucket is left alone, as streams are.
+func (n Names) ensureKV(ctx context.Context, js StreamManager, cfg jetstream.KeyValueConfig) error {
+	return retryTransient(ctx, func() error {
+		actx, cancel := context.WithTimeout(ctx, ensureAttempt)
+		defer cancel()
+		if s, err := js.Stream(actx, "KV_"+cfg.Bucket); err == nil && sameKVConfig(s.CachedInfo().Config, cfg) {
+			return nil
+		} else if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return err
+		}
+		_, err := js.CreateOrUpdateKeyValue(actx, cfg)
+		return err
+	})
+}
+
+func sameKVConfig(cur jetstream.StreamConfig, want jetstream.KeyValueConfig) bool {
+	history := int64(max(want.History, 1))
+	replicas := max(want.Replicas, 1)
+	return cur.Description == want.Description && cur.MaxMsgsPerSubject == history && cur.MaxAge == want.TTL &&
+		cur.Replicas == replicas && cur.Storage == want.Storage && (want.MaxBytes == 0 || cur.MaxBytes == want.MaxBytes)
+}
+
+// retryTransient runs f until it succeeds, fails for good, or ctx ends.
+func retryTransient(ctx context.Context, f func() error) error {
 	backoff := 100 * time.Millisecond
 	for {
-		err := n.ensureStreamOnce(ctx, js, cfg)
+		err := f()
 		if err == nil || !transient(err) || ctx.Err() != nil {
 			return err
 		}

@@ -24,6 +24,11 @@ func (c *countingJS) CreateOrUpdateStream(ctx context.Context, cfg jetstream.Str
 	return c.JetStream.CreateOrUpdateStream(ctx, cfg)
 }
 
+func (c *countingJS) CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	c.writes.Add(1)
+	return c.JetStream.CreateOrUpdateKeyValue(ctx, cfg)
+}
+
 func TestEnsureLeavesAnUnchangedStreamAlone(t *testing.T) {
 	s := meshtest.RunServer(t, "")
 	_, js := meshtest.Connect(t, s.ClientURL())
@@ -42,7 +47,7 @@ func TestEnsureLeavesAnUnchangedStreamAlone(t *testing.T) {
 	require.NoError(t, names.Ensure(ctx, cj))
 	require.NoError(t, names.EnsureInbound(ctx, cj))
 	require.NoError(t, names.EnsureWatchdog(ctx, cj))
-	require.Zero(t, cj.writes.Load(), "a second start must not rewrite unchanged streams")
+	require.Zero(t, cj.writes.Load(), "a second start must not rewrite unchanged streams or buckets")
 
 	// A changed setting is applied.
 	cfg.EventsMaxAge = 3 * time.Hour
@@ -51,6 +56,13 @@ func TestEnsureLeavesAnUnchangedStreamAlone(t *testing.T) {
 	st, err := js.Stream(ctx, names.EventsStream())
 	require.NoError(t, err)
 	require.Equal(t, 3*time.Hour, st.CachedInfo().Config.MaxAge)
+
+	// A bucket changed by hand is put back.
+	cj.writes.Store(0)
+	_, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: names.FenceBucket(), Description: "changed by hand"})
+	require.NoError(t, err)
+	require.NoError(t, topology.New(cfg).Ensure(ctx, cj))
+	require.Equal(t, int32(1), cj.writes.Load(), "only the fence bucket differed")
 }
 
 func TestEnsureKeepsAClosedIntakeClosed(t *testing.T) {

@@ -57,7 +57,7 @@ func (n Names) EnsureInbound(ctx context.Context, js StreamManager) error {
 	if err := n.checkPartitions(ctx, js, n.InboundStream(), n.InboundTransformDest()); err != nil {
 		return err
 	}
-	if err := n.ensureStream(ctx, js, n.InboundStreamConfig()); err != nil {
+	if err := n.EnsureStream(ctx, js, n.InboundStreamConfig()); err != nil {
 		return fmt.Errorf("ensure stream %s: %w", n.InboundStream(), err)
 	}
 	return nil

@@ -69,7 +69,7 @@ func (n Names) AdvisoriesStreamConfig() jetstream.StreamConfig {
 // calls it at start, after Ensure.
 func (n Names) EnsureWatchdog(ctx context.Context, js StreamManager) error {
 	cfg := n.AdvisoriesStreamConfig()
-	if err := n.ensureStream(ctx, js, cfg); err != nil {
+	if err := n.EnsureStream(ctx, js, cfg); err != nil {
 		return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 	}
 	return nil

@@ -53,10 +53,41 @@ func audit(t *testing.T, h *harness.Harness, o ledger.AuditOptions) ledger.Resul
 // (delivered or parked, and acked).
 func dispatchEmpty(t *testing.T, h *harness.Harness) {
 	t.Helper()
-	require.Eventually(t, func() bool {
+	ok := assert.Eventually(t, func() bool {
 		s, err := h.JS.Stream(context.Background(), h.Names.DispatchStream())
 		return err == nil && s.CachedInfo().State.Msgs == 0
 	}, 60*time.Second, 50*time.Millisecond, "dispatch stream not drained")
+	if ok {
+		return
+	}
+	// What is stuck where: the server's view of every dispatcher lane and
+	// the running dispatcher's own.
+	ctx := context.Background()
+	if s, err := h.JS.Stream(ctx, h.Names.DispatchStream()); err == nil {
+		t.Logf("dispatch stream: %+v", s.CachedInfo().State)
+	}
+	for p := 0; p < h.Names.Partitions(); p++ {
+		c, err := h.JS.Consumer(ctx, h.Names.DispatchStream(), h.Names.ConsumerName(topology.StageDispatcher, p))
+		if err != nil {
+			t.Logf("lane %d: %v", p, err)
+			continue
+		}
+		ci := c.CachedInfo()
+		if ci.NumPending+uint64(ci.NumAckPending) == 0 {
+			continue
+		}
+		t.Logf("lane %d: pending %d ack pending %d redelivered %d waiting %d paused %v groups %+v ack floor %d delivered %d",
+			p, ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.NumWaiting, ci.Paused, ci.PriorityGroups,
+			ci.AckFloor.Stream, ci.Delivered.Stream)
+	}
+	if d := h.Dispatcher(); d != nil {
+		for _, l := range d.Stats().Lanes {
+			if l.LastError != "" || l.Fenced > 0 || l.Restarts > 0 || l.MissedHeartbeats > 0 {
+				t.Logf("dispatcher lane %+v", l)
+			}
+		}
+	}
+	t.FailNow()
 }
 
 // After a run with a flaky CRM, both services killed mid-stream and the

@@ -13,7 +13,7 @@ import (
 // Two dispatcher replicas share the 16 dispatch lanes (each lane pinned to
 // one of them); the one holding lanes is killed mid-stream while the CRM
 // fails 5 % of requests. The other takes its lanes over after about
-// pinned_ttl (2s here; ack_wait for the message in flight): nothing lost,
+// pinned_ttl (3s here, the minimum; ack_wait for the message in flight): nothing lost,
 // no key reordered, nothing parked. Repeats of one Idempotency-Key (the
 // request in flight when the replica died) are allowed and counted.
 func TestDispatcherReplicaKilledLosesNothing(t *testing.T) {

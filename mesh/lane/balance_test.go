@@ -168,7 +168,7 @@ func TestBalanceSpreadsLanesOverReplicas(t *testing.T) {
 func TestBalanceStandbyTakesOverOrphanedLane(t *testing.T) {
 	const partitions, perKey = 4, 5
 	s := meshtest.RunServer(t, "")
-	names := replicaTopology(partitions, 2*time.Second)
+	names := replicaTopology(partitions, 3*time.Second)
 	_, js := meshtest.Connect(t, s.ClientURL())
 	require.NoError(t, names.Ensure(context.Background(), js))
 	kv, err := js.CreateOrUpdateKeyValue(context.Background(), names.MembersConfig())

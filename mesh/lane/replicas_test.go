@@ -222,7 +222,7 @@ func TestLateDuplicateIsFenced(t *testing.T) {
 	proxy := meshtest.NewTCPProxy(t, s.Addr().String())
 	ncA, jsA := meshtest.Connect(t, "nats://"+proxy.Addr())
 	_, jsB := meshtest.Connect(t, s.ClientURL())
-	names := replicaTopology(1, 2*time.Second)
+	names := replicaTopology(1, 3*time.Second)
 	require.NoError(t, names.Ensure(context.Background(), jsB))
 
 	var mu sync.Mutex

@@ -59,8 +59,9 @@ type Config struct {
 	// PinnedTTL and AckWait (the message must time out first); an idle lane
 	// after PinnedTTL. Shorter: faster failover of idle lanes, more false
 	// failovers on a long GC pause or network blip. Default: half of
-	// AckWait (15s). At least 2s: a pull request lives at least 1s and the
-	// pin must outlast two of them.
+	// AckWait (15s). At least 3s: a pull request lives at least 1s and the
+	// pin must outlast three of them (with 2s, one late pull on a loaded
+	// machine lost the pin and re-pinned the same replica).
 	PinnedTTL time.Duration `yaml:"pinned_ttl"`
 	// BalanceReplicas spreads a stage's lanes over its live service
 	// replicas (about N/k lanes each with k replicas) instead of leaving the
@@ -100,7 +101,7 @@ func (c Config) WithDefaults() Config {
 		c.AckWait = 30 * time.Second
 	}
 	if c.PinnedTTL == 0 {
-		c.PinnedTTL = max(c.AckWait/2, 2*time.Second)
+		c.PinnedTTL = max(c.AckWait/2, 3*time.Second)
 	}
 	return c
 }
@@ -123,8 +124,8 @@ func (c Config) Validate() error {
 	if c.AckWait < time.Second {
 		errs = append(errs, fmt.Errorf("topology.ack_wait: %s must be at least 1s", c.AckWait))
 	}
-	if c.PinnedTTL < 2*time.Second {
-		errs = append(errs, fmt.Errorf("topology.pinned_ttl: %s must be at least 2s", c.PinnedTTL))
+	if c.PinnedTTL < 3*time.Second {
+		errs = append(errs, fmt.Errorf("topology.pinned_ttl: %s must be at least 3s (three pulls of at least 1s)", c.PinnedTTL))
 	}
 	if c.DuplicateWindow < time.Second {
 		errs = append(errs, fmt.Errorf("topology.duplicate_window: %s must be at least 1s", c.DuplicateWindow))

@@ -105,37 +105,21 @@ func openMemberSet(ctx context.Context, g *Group) (*memberSet, error) {
 	if _, err := kv.Put(ctx, ms.key, val); err != nil {
 		return nil, fmt.Errorf("lane: join members: %w", err)
 	}
-	wctx, cancel := context.WithCancel(context.Background())
-	w, err := kv.Watch(wctx, string(stage)+".*")
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("lane: watch members: %w", err)
-	}
-	ms.w, ms.cancel = w, cancel
-	timeout := time.After(10 * time.Second)
-	for {
-		select {
-		case e := <-w.Updates():
-			if e == nil {
-				ms.wg.Add(2)
-				go ms.follow()
-				go ms.beat()
-				return ms, nil
-			}
-			// An initial value: the member was last heard of when it wrote it.
-			at := e.Created()
-			if now := time.Now(); at.After(now) {
-				at = now
-			}
-			ms.observe(e, at)
-		case <-timeout:
-			ms.close()
-			return nil, fmt.Errorf("lane: members watch did not deliver its initial values")
-		case <-ctx.Done():
-			ms.close()
-			return nil, ctx.Err()
+	ms.w, ms.cancel, err = watchKV(ctx, kv, string(stage)+".*", "members", func(e jetstream.KeyValueEntry) {
+		// An initial value: the member was last heard of when it wrote it.
+		at := e.Created()
+		if now := time.Now(); at.After(now) {
+			at = now
 		}
+		ms.observe(e, at)
+	})
+	if err != nil {
+		return nil, err
 	}
+	ms.wg.Add(2)
+	go ms.follow()
+	go ms.beat()
+	return ms, nil
 }
 
 func (ms *memberSet) observe(e jetstream.KeyValueEntry, at time.Time) {

@@ -95,33 +95,15 @@ func openFenceSet(ctx context.Context, js JetStream, names topology.Names, stage
 	if err != nil {
 		return nil, fmt.Errorf("lane: fence bucket: %w", err)
 	}
-	wctx, cancel := context.WithCancel(context.Background())
-	w, err := kv.Watch(wctx, string(stage)+".>")
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("lane: watch fences: %w", err)
-	}
-	fs := &fenceSet{kv: kv, w: w, cancel: cancel, log: log,
+	fs := &fenceSet{kv: kv, log: log,
 		seen: map[string]fenceEntry{}, want: map[string]topology.Fence{}, keyMu: map[string]*sync.Mutex{},
 		done: make(chan struct{}), stop: make(chan struct{})}
-	timeout := time.After(10 * time.Second)
-	for {
-		select {
-		case e := <-w.Updates():
-			if e == nil {
-				go fs.follow()
-				go fs.flusher()
-				return fs, nil
-			}
-			fs.observe(e)
-		case <-timeout:
-			fs.close()
-			return nil, errors.New("lane: fence watch did not deliver its initial values")
-		case <-ctx.Done():
-			fs.close()
-			return nil, ctx.Err()
-		}
+	if fs.w, fs.cancel, err = watchKV(ctx, kv, string(stage)+".>", "fences", fs.observe); err != nil {
+		return nil, err
 	}
+	go fs.follow()
+	go fs.flusher()
+	return fs, nil
 }
 
 func (fs *fenceSet) follow() {

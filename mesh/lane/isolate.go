@@ -106,32 +106,12 @@ func openParkedSet(ctx context.Context, js JetStream, names topology.Names, stag
 	if err != nil {
 		return nil, fmt.Errorf("lane: parked-keys bucket: %w", err)
 	}
-	wctx, cancel := context.WithCancel(context.Background())
-	w, err := kv.Watch(wctx, string(stage)+".>")
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("lane: watch parked keys: %w", err)
+	s := &parkedSet{kv: kv, stage: stage, keys: map[string]setEntry{}}
+	if s.w, s.cancel, err = watchKV(ctx, kv, string(stage)+".>", "parked-keys", s.observe); err != nil {
+		return nil, err
 	}
-	s := &parkedSet{kv: kv, stage: stage, w: w, cancel: cancel, keys: map[string]setEntry{}}
-	// The initial values end with a nil entry: wait for it, so the set is
-	// complete before the first message is handled.
-	timeout := time.After(10 * time.Second)
-	for {
-		select {
-		case e := <-w.Updates():
-			if e == nil {
-				go s.follow()
-				return s, nil
-			}
-			s.observe(e)
-		case <-timeout:
-			s.stop()
-			return nil, errors.New("lane: parked-keys watch did not deliver its initial values")
-		case <-ctx.Done():
-			s.stop()
-			return nil, ctx.Err()
-		}
-	}
+	go s.follow()
+	return s, nil
 }
 
 func (s *parkedSet) follow() {

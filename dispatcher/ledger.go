@@ -27,18 +27,9 @@ func (s *Service) recordDelivered(m *lane.Msg, r crmreq.Request, c *ledger.CRMCa
 // (with the CRM's status when it answered), then Deps.Observe. Nil when
 // neither is set, so the lanes skip the call.
 func (s *Service) observer() func(lane.Observation) {
-	if s.deps.Ledger == nil {
-		return s.deps.Observe
-	}
-	return func(o lane.Observation) {
-		if rec, ok := ledger.Parked(s.deps.Names, o); ok {
-			if st, err := strconv.Atoi(o.Outcome.Header.Get(HeaderCRMStatus)); err == nil {
-				rec.CRM = &ledger.CRMCall{Status: st}
-			}
-			s.deps.Ledger.Write(rec)
+	return ledger.ObserveParks(s.deps.Ledger, s.deps.Names, func(rec *ledger.Record, o lane.Observation) {
+		if st, err := strconv.Atoi(o.Outcome.Header.Get(HeaderCRMStatus)); err == nil {
+			rec.CRM = &ledger.CRMCall{Status: st}
 		}
-		if s.deps.Observe != nil {
-			s.deps.Observe(o)
-		}
-	}
+	}, s.deps.Observe)
 }

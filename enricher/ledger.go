@@ -19,17 +19,7 @@ func (s *Service) recordEnriched(m *lane.Msg, id, key, out string, body []byte) 
 }
 
 // observer is the lanes' Observe hook: the ledger record of each park,
-// then Deps.Observe. Nil when neither is set, so the lanes skip the call.
+// then Deps.Observe.
 func (s *Service) observer() func(lane.Observation) {
-	if s.deps.Ledger == nil {
-		return s.deps.Observe
-	}
-	return func(o lane.Observation) {
-		if rec, ok := ledger.Parked(s.deps.Names, o); ok {
-			s.deps.Ledger.Write(rec)
-		}
-		if s.deps.Observe != nil {
-			s.deps.Observe(o)
-		}
-	}
+	return ledger.ObserveParks(s.deps.Ledger, s.deps.Names, nil, s.deps.Observe)
 }

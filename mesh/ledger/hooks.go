@@ -18,6 +18,28 @@ func FromMsg(step Step, stage topology.Stage, m *lane.Msg, eventID string) Recor
 		Attempts: m.Failures + 1, Replay: m.Header.Get(lane.HeaderReplay)}
 }
 
+// ObserveParks is a lane.Config.Observe hook that writes the record of
+// every park to w (after decorate, if set, adds what the stage knows),
+// then calls next. With w nil it is next itself (nil when that is nil, so
+// the lanes skip the call).
+func ObserveParks(w *Writer, names topology.Names, decorate func(*Record, lane.Observation),
+	next func(lane.Observation)) func(lane.Observation) {
+	if w == nil {
+		return next
+	}
+	return func(o lane.Observation) {
+		if rec, ok := Parked(names, o); ok {
+			if decorate != nil {
+				decorate(&rec, o)
+			}
+			w.Write(rec)
+		}
+		if next != nil {
+			next(o)
+		}
+	}
+}
+
 // Parked returns the record of a park the lane runner reports through
 // lane.Config.Observe; ok is false for any other outcome. It runs after
 // the ack: the parked stream holds the message itself, this record keeps

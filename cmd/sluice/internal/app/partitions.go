@@ -264,9 +264,7 @@ func partitionsStatusCmd() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					enc := json.NewEncoder(cmd.OutOrStdout())
-					enc.SetIndent("", "  ")
-					return enc.Encode(ps)
+					return writeJSON(cmd.OutOrStdout(), ps)
 				}
 				return writePartitions(cmd.OutOrStdout(), ps)
 			})

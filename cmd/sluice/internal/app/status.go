@@ -277,6 +277,14 @@ func discover(nc *nats.Conn) ([]ServiceStatus, []CRMStatus) {
 	return svcs, crm
 }
 
+// writeJSON prints v as indented JSON: the --json form of status,
+// partitions status, audit and trace.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
 // writeStatus prints st as tables.
 func writeStatus(w io.Writer, st Status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -386,9 +394,7 @@ func statusCmd() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					enc := json.NewEncoder(cmd.OutOrStdout())
-					enc.SetIndent("", "  ")
-					return enc.Encode(st)
+					return writeJSON(cmd.OutOrStdout(), st)
 				}
 				return writeStatus(cmd.OutOrStdout(), st)
 			})

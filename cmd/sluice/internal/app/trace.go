@@ -1,7 +1,6 @@
 package app
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -59,9 +58,7 @@ func traceCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(tr)
+				return writeJSON(cmd.OutOrStdout(), tr)
 			}
 			writeTrace(cmd.OutOrStdout(), tr)
 			return nil

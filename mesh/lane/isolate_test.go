@@ -27,7 +27,6 @@ type isoFixture struct {
 	mu     sync.Mutex
 	seen   []string
 	reject map[string]bool
-	onSeen func(m *lane.Msg)
 }
 
 func newIsoFixture(t *testing.T) *isoFixture {
@@ -37,14 +36,11 @@ func newIsoFixture(t *testing.T) *isoFixture {
 		IsolateKeys: true,
 		Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
 			f.mu.Lock()
-			body, rej, hook := string(m.Data), f.reject[string(m.Data)], f.onSeen
+			body, rej := string(m.Data), f.reject[string(m.Data)]
 			if !rej {
 				f.seen = append(f.seen, body)
 			}
 			f.mu.Unlock()
-			if hook != nil {
-				hook(m)
-			}
 			if rej {
 				return lane.Park("crm rejected", errors.New("422"), nil)
 			}
@@ -143,22 +139,36 @@ func TestIsolatedKeyParksBehindAndReplaysInOrder(t *testing.T) {
 	f.waitSeen("k", "k-0", "k-1", "k-2", "k-3")
 }
 
+// lastReplayHook is the operator's JetStream with a hook that runs just
+// before the last replayed message of a round is published.
+type lastReplayHook struct {
+	lane.AdminJetStream
+	once   sync.Once
+	before func()
+}
+
+func (h *lastReplayHook) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if m.Header.Get(lane.HeaderReplayLast) != "" {
+		h.once.Do(h.before)
+	}
+	return h.AdminJetStream.PublishMsg(ctx, m, opts...)
+}
+
 func TestReplayKeepsNewEventsBehind(t *testing.T) {
 	f := newIsoFixture(t)
 	f.setReject("k-0", true)
 	f.publish("k", 0, 3)
 	require.Eventually(t, func() bool { return len(f.parkedBodies("k")) == 3 }, 10*time.Second, 10*time.Millisecond)
 	f.setReject("k-0", false)
-	// While the first replayed event runs, two new events of k arrive.
-	var once sync.Once
-	f.mu.Lock()
-	f.onSeen = func(m *lane.Msg) {
-		if m.Header.Get(lane.HeaderReplay) != "" {
-			once.Do(func() { f.publish("k", 3, 5) })
-		}
-	}
-	f.mu.Unlock()
-	res, err := f.admin.Replay(context.Background(), topology.StageEnricher, "k", 10*time.Second, 5)
+	// Two new events of k arrive while the replay runs: in the input stream
+	// they stand between the replayed events (before the round's last one),
+	// so the lane must park them behind and the command replay them in a
+	// second round. (Publishing them from the handler instead raced with
+	// the round: stored after its last message they are simply the next
+	// events, and the replay correctly took one round.)
+	admin, err := lane.OpenParked(context.Background(), &lastReplayHook{AdminJetStream: f.js, before: func() { f.publish("k", 3, 5) }}, f.names)
+	require.NoError(t, err)
+	res, err := admin.Replay(context.Background(), topology.StageEnricher, "k", 10*time.Second, 5)
 	require.NoError(t, err)
 	require.True(t, res.Unblocked)
 	require.Equal(t, 2, res.Rounds)

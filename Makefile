@@ -9,7 +9,7 @@ MODULES  = $(shell $(GO) list -m -f '{{.Dir}}')
 PATTERNS = $(shell $(GO) list -m -f '{{.Path}}/...')
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: help run build test test-race bench bench-quick bench-backlog bench-backlog-5m lint fmt tidy tidy-check clean
+.PHONY: help run build test test-race bench bench-quick bench-backlog bench-backlog-5m lint layers fmt tidy tidy-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -41,9 +41,20 @@ bench-backlog-5m: build ## 5,000,000-event backlog on disk: RSS, disk, drain rat
 	@echo "  $${TMPDIR:-/tmp}/sluice-backlog-5m.heap.pprof"
 	$(GO) run ./e2e/cmd/bench -backlog=5000000 -heapprofile=$${TMPDIR:-/tmp}/sluice-backlog-5m.heap.pprof $(BENCH_FLAGS)
 
-lint: ## gofmt and go vet over every module
+lint: layers ## gofmt, go vet and the layering rules over every module
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PATTERNS)
+
+SERVICES = ingest enricher dispatcher inbound watchdog
+layers: ## fail when a service module imports another service, or shipped code imports e2e
+	@bad=0; for s in $(SERVICES); do \
+	  for o in $(SERVICES); do [ $$s = $$o ] && continue; \
+	    if $(GO) list -deps sluice.dev/$$s/... | grep -q "^sluice.dev/$$o\(/\|$$\)"; then echo "layers: $$s imports $$o (services stand on mesh, never on each other)"; bad=1; fi; \
+	  done; done; \
+	shipped=$$($(GO) list -m -f '{{.Path}}/...' | grep -v '^sluice.dev/e2e/'); \
+	if $(GO) list -deps $$shipped | grep -q '^sluice.dev/e2e'; then echo "layers: shipped code imports e2e:"; \
+	  for p in $$($(GO) list $$shipped); do $(GO) list -deps $$p | grep -q '^sluice.dev/e2e' && echo "  $$p"; done; bad=1; fi; \
+	exit $$bad
 
 fmt: ## gofmt -w every module
 	gofmt -w $(MODULES)

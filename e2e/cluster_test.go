@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/e2e/crmsim"
+	"sluice.dev/crmsim"
 	"sluice.dev/e2e/harness"
 	"sluice.dev/mesh/meshtest"
 	"sluice.dev/mesh/topology"

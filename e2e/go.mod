@@ -7,10 +7,11 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/rs/zerolog v1.35.1
 	github.com/stretchr/testify v1.12.1
-	golang.org/x/time v0.16.0
 	gopkg.in/yaml.v3 v3.0.1
+	sluice.dev/crmsim v0.0.0-00010101000000-000000000000
 	sluice.dev/dispatcher v0.0.0-00010101000000-000000000000
 	sluice.dev/enricher v0.0.0-00010101000000-000000000000
+	sluice.dev/loadgen v0.0.0-00010101000000-000000000000
 	sluice.dev/mesh v0.0.0
 	sluice.dev/schemas v0.0.0
 )
@@ -44,6 +45,7 @@ require (
 	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
 	modernc.org/libc v1.80.1 // indirect
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
@@ -59,3 +61,7 @@ replace sluice.dev/ingest => ../ingest
 replace sluice.dev/enricher => ../enricher
 
 replace sluice.dev/dispatcher => ../dispatcher
+
+replace sluice.dev/crmsim => ../crmsim
+
+replace sluice.dev/loadgen => ../loadgen

@@ -7,8 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/e2e/crmsim"
-	"sluice.dev/e2e/loadgen"
+	"sluice.dev/crmsim"
+	"sluice.dev/loadgen"
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/topology"
 )

@@ -10,9 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/dispatcher"
-	"sluice.dev/e2e/crmsim"
+	"sluice.dev/crmsim"
 	"sluice.dev/e2e/harness"
-	"sluice.dev/e2e/loadgen"
+	"sluice.dev/loadgen"
 	"sluice.dev/mesh/topology"
 )
 

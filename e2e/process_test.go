@@ -16,8 +16,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/e2e/crmsim"
-	"sluice.dev/e2e/loadgen"
+	"sluice.dev/crmsim"
+	"sluice.dev/loadgen"
 	"sluice.dev/mesh/topology"
 )
 

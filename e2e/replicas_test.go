@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/e2e/crmsim"
+	"sluice.dev/crmsim"
 )
 
 // Two dispatcher replicas share the 16 dispatch lanes (each lane pinned to

@@ -11,7 +11,7 @@ import (
 	"fmt"
 	"time"
 
-	"sluice.dev/enricher/productdb"
+	"sluice.dev/mesh/productdb"
 )
 
 // Config configures the enricher (YAML key "enricher").

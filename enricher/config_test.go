@@ -11,7 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"sluice.dev/enricher"
-	"sluice.dev/enricher/productdb"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/catalog"
 )
 

@@ -12,7 +12,7 @@ import (
 	"github.com/itchyny/gojq"
 	"github.com/nats-io/nats.go"
 
-	"sluice.dev/enricher/productdb"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/crmreq"
 	"sluice.dev/mesh/envelope"

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 
-	"sluice.dev/enricher/productdb"
+	"sluice.dev/mesh/productdb"
 )
 
 // fetch returns the lookup's row for key as a column → value object,

@@ -9,7 +9,7 @@ import (
 
 	"github.com/itchyny/gojq"
 
-	"sluice.dev/enricher/productdb"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/catalog"
 )
 

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
-	"sluice.dev/enricher/productdb"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/conn"
 	"sluice.dev/mesh/lane"

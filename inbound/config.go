@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"sluice.dev/enricher/productdb"
+	"sluice.dev/mesh/productdb"
 )
 
 // Config configures the inbound service (YAML section "inbound").

@@ -14,7 +14,6 @@ require (
 	go.uber.org/goleak v1.3.0
 	gopkg.in/yaml.v3 v3.0.1
 	modernc.org/sqlite v1.62.0
-	sluice.dev/enricher v0.0.0
 	sluice.dev/mesh v0.0.0
 	sluice.dev/schemas v0.0.0
 )
@@ -51,7 +50,6 @@ require (
 )
 
 replace (
-	sluice.dev/enricher => ../enricher
 	sluice.dev/mesh => ../mesh
 	sluice.dev/schemas => ../schemas
 )

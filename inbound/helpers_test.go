@@ -22,7 +22,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/enricher/productdb"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/inbound"
 	"sluice.dev/mesh/meshtest"
 	"sluice.dev/mesh/topology"

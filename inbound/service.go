@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
-	"sluice.dev/enricher/productdb"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/conn"
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/topology"

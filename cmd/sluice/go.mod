@@ -12,10 +12,12 @@ require (
 	github.com/stretchr/testify v1.12.1
 	github.com/xuri/excelize/v2 v2.11.1
 	gopkg.in/yaml.v3 v3.0.1
+	sluice.dev/crmsim v0.0.0-00010101000000-000000000000
 	sluice.dev/dispatcher v0.0.0
 	sluice.dev/e2e v0.0.0
 	sluice.dev/enricher v0.0.0
 	sluice.dev/ingest v0.0.0
+	sluice.dev/loadgen v0.0.0-00010101000000-000000000000
 	sluice.dev/mesh v0.0.0
 	sluice.dev/schemas v0.0.0
 )
@@ -92,5 +94,9 @@ replace sluice.dev/dispatcher => ../../dispatcher
 replace sluice.dev/inbound => ../../inbound
 
 replace sluice.dev/watchdog => ../../watchdog
+
+replace sluice.dev/crmsim => ../../crmsim
+
+replace sluice.dev/loadgen => ../../loadgen
 
 replace sluice.dev/e2e => ../../e2e

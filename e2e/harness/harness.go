@@ -24,9 +24,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"sluice.dev/dispatcher"
-	"sluice.dev/e2e/crmsim"
+	"sluice.dev/crmsim"
 	"sluice.dev/enricher"
-	"sluice.dev/enricher/productdb"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/ledger"
 	"sluice.dev/mesh/topology"

@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"sluice.dev/e2e/loadgen"
+	"sluice.dev/loadgen"
 	"sluice.dev/mesh/envelope"
 	"sluice.dev/mesh/topology"
 )

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"sluice.dev/e2e/crmsim"
+	"sluice.dev/crmsim"
 )
 
 // proc is a child process whose peak RSS we can read.

@@ -11,7 +11,7 @@ import (
 
 	"sluice.dev/dispatcher"
 	"sluice.dev/e2e/harness"
-	"sluice.dev/e2e/loadgen"
+	"sluice.dev/loadgen"
 	"sluice.dev/mesh/envelope"
 	"sluice.dev/mesh/ledger"
 	"sluice.dev/mesh/topology"

@@ -20,7 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"runtime/debug"
-	"sluice.dev/e2e/crmsim"
+	"sluice.dev/crmsim"
 	"sluice.dev/mesh/config"
 )
 

@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/enricher"
-	"sluice.dev/enricher/productdb"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/meshtest"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/schemas"

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"sluice.dev/dispatcher"
-	"sluice.dev/e2e/crmsim"
+	"sluice.dev/crmsim"
 	"sluice.dev/enricher"
 	"sluice.dev/inbound"
 	"sluice.dev/ingest"

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"sluice.dev/e2e/loadgen"
+	"sluice.dev/loadgen"
 	"sluice.dev/inbound"
 	"sluice.dev/ingest/client"
 	"sluice.dev/mesh/topology"

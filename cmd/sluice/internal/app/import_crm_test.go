@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/dispatcher"
-	"sluice.dev/e2e/crmsim"
+	"sluice.dev/crmsim"
 	"sluice.dev/e2e/harness"
 	"sluice.dev/mesh/envelope"
 	"sluice.dev/mesh/meshtest"

@@ -14,10 +14,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/e2e/crmsim"
+	"sluice.dev/crmsim"
 	"sluice.dev/e2e/harness"
-	"sluice.dev/e2e/loadgen"
-	"sluice.dev/enricher/productdb"
+	"sluice.dev/loadgen"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/meshtest"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/schemas"

@@ -11,7 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"sluice.dev/dispatcher"
-	"sluice.dev/e2e/crmsim"
+	"sluice.dev/crmsim"
 	"sluice.dev/inbound"
 	"sluice.dev/ingest"
 	"sluice.dev/mesh/topology"

@@ -14,9 +14,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"sluice.dev/dispatcher"
-	"sluice.dev/e2e/crmsim"
+	"sluice.dev/crmsim"
 	"sluice.dev/enricher"
-	"sluice.dev/enricher/productdb"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/inbound"
 	"sluice.dev/ingest"
 	"sluice.dev/mesh/ledger"

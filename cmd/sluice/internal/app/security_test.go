@@ -19,8 +19,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/e2e/crmsim"
-	"sluice.dev/e2e/loadgen"
+	"sluice.dev/crmsim"
+	"sluice.dev/loadgen"
 	"sluice.dev/ingest"
 	"sluice.dev/ingest/client"
 	"sluice.dev/mesh/meshtest"

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/enricher/productdb"
+	"sluice.dev/mesh/productdb"
 )
 
 func TestJSONValue(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
-	"sluice.dev/e2e/loadgen"
+	"sluice.dev/loadgen"
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/envelope"
 	"sluice.dev/schemas"

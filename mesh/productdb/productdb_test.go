@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/enricher/productdb"
+	"sluice.dev/mesh/productdb"
 )
 
 func TestConfigDefaultsAndValidate(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/e2e/crmsim"
+	"sluice.dev/crmsim"
 )
 
 func startSim(t *testing.T, cfg crmsim.Config) (*crmsim.Sim, *crmsim.Client) {

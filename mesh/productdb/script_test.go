@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/enricher/productdb"
+	"sluice.dev/mesh/productdb"
 )
 
 func TestSplitScript(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"sluice.dev/e2e/crmsim"
+	"sluice.dev/crmsim"
 )
 
 // nopWriter is a ResponseWriter that allocates nothing, so the benchmark

@@ -10,8 +10,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/e2e/crmsim"
-	"sluice.dev/e2e/loadgen"
+	"sluice.dev/crmsim"
+	"sluice.dev/loadgen"
 )
 
 // TestPlanIDsFitTheSimulatorChecks sends a plan to the CRM simulator the

@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/e2e/loadgen"
+	"sluice.dev/loadgen"
 	"sluice.dev/mesh/envelope"
 )
 

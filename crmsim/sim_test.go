@@ -15,7 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/e2e/crmsim"
+	"sluice.dev/crmsim"
 )
 
 func newSim(t *testing.T, cfg crmsim.Config) *crmsim.Sim {

@@ -9,8 +9,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/dispatcher"
 	"sluice.dev/crmsim"
+	"sluice.dev/dispatcher"
 	"sluice.dev/e2e/harness"
 	"sluice.dev/loadgen"
 	"sluice.dev/mesh/topology"

@@ -11,8 +11,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"sluice.dev/enricher"
-	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/catalog"
+	"sluice.dev/mesh/productdb"
 )
 
 func TestConfigDefaults(t *testing.T) {

@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/enricher"
-	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/lane"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/topology"
 )
 

@@ -12,11 +12,11 @@ import (
 	"github.com/itchyny/gojq"
 	"github.com/nats-io/nats.go"
 
-	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/crmreq"
 	"sluice.dev/mesh/envelope"
 	"sluice.dev/mesh/lane"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/topology"
 )
 

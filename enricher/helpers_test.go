@@ -17,11 +17,11 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"sluice.dev/enricher"
-	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/crmreq"
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/meshtest"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/topology"
 )
 

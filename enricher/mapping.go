@@ -9,8 +9,8 @@ import (
 
 	"github.com/itchyny/gojq"
 
-	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/catalog"
+	"sluice.dev/mesh/productdb"
 )
 
 // mapping is one catalog type compiled for the enricher.

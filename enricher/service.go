@@ -15,11 +15,11 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
-	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/conn"
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/ledger"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/topology"
 )
 

@@ -15,10 +15,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/enricher"
-	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/meshtest"
+	"sluice.dev/mesh/productdb"
 )
 
 // server is a real database server the lookups are tested against.

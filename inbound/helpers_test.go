@@ -22,9 +22,9 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/mesh/productdb"
 	"sluice.dev/inbound"
 	"sluice.dev/mesh/meshtest"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/topology"
 )
 

@@ -10,9 +10,9 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/mesh/productdb"
 	"sluice.dev/inbound"
 	"sluice.dev/mesh/meshtest"
+	"sluice.dev/mesh/productdb"
 )
 
 // outage returns functions that make the database unavailable and bring it

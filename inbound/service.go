@@ -17,9 +17,9 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
-	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/conn"
 	"sluice.dev/mesh/lane"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/topology"
 )
 

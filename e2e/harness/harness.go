@@ -23,12 +23,12 @@ import (
 	"github.com/rs/zerolog"
 	"gopkg.in/yaml.v3"
 
-	"sluice.dev/dispatcher"
 	"sluice.dev/crmsim"
+	"sluice.dev/dispatcher"
 	"sluice.dev/enricher"
-	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/ledger"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/schemas"
 )

@@ -13,8 +13,8 @@ import (
 
 	"sluice.dev/crmsim"
 	"sluice.dev/e2e/harness"
-	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/envelope"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/schemas"
 )

@@ -19,10 +19,10 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/time/rate"
 
-	"sluice.dev/mesh/productdb"
 	"sluice.dev/ingest/client"
 	"sluice.dev/mesh/config"
 	"sluice.dev/mesh/envelope"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/topology"
 )
 

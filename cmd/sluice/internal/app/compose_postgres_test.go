@@ -17,8 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/enricher"
-	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/meshtest"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/schemas"
 )

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"sluice.dev/dispatcher"
 	"sluice.dev/crmsim"
+	"sluice.dev/dispatcher"
 	"sluice.dev/enricher"
 	"sluice.dev/inbound"
 	"sluice.dev/ingest"

@@ -14,9 +14,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"sluice.dev/loadgen"
 	"sluice.dev/inbound"
 	"sluice.dev/ingest/client"
+	"sluice.dev/loadgen"
 	"sluice.dev/mesh/topology"
 )
 

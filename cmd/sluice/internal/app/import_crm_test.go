@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"sluice.dev/dispatcher"
 	"sluice.dev/crmsim"
+	"sluice.dev/dispatcher"
 	"sluice.dev/e2e/harness"
 	"sluice.dev/mesh/envelope"
 	"sluice.dev/mesh/meshtest"

@@ -17,8 +17,8 @@ import (
 	"sluice.dev/crmsim"
 	"sluice.dev/e2e/harness"
 	"sluice.dev/loadgen"
-	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/meshtest"
+	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/schemas"
 )

@@ -10,8 +10,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"sluice.dev/dispatcher"
 	"sluice.dev/crmsim"
+	"sluice.dev/dispatcher"
 	"sluice.dev/inbound"
 	"sluice.dev/ingest"
 	"sluice.dev/mesh/topology"

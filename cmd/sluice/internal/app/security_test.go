@@ -20,9 +20,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/crmsim"
-	"sluice.dev/loadgen"
 	"sluice.dev/ingest"
 	"sluice.dev/ingest/client"
+	"sluice.dev/loadgen"
 	"sluice.dev/mesh/meshtest"
 	"sluice.dev/mesh/topology"
 )

@@ -9,7 +9,7 @@ MODULES  = $(shell $(GO) list -m -f '{{.Dir}}')
 PATTERNS = $(shell $(GO) list -m -f '{{.Path}}/...')
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: help run build test test-race bench bench-quick bench-backlog bench-backlog-5m lint layers fmt tidy tidy-check clean
+.PHONY: help run build test test-race stress chaos bench bench-quick bench-backlog bench-backlog-5m lint layers fmt tidy tidy-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ test: ## run every module's tests (Postgres/MySQL tests skip unless SLUICE_TEST_
 
 test-race: ## the tests under the race detector
 	$(GO) test -race $(TEST_FLAGS) $(PATTERNS)
+
+stress: ## lane (-count=6), e2e audit/replica/cluster tests (-count=3), 2 concurrent copies each (~5-6 min; not in CI): hunts flaky tests
+	GO=$(GO) .ci/stress
 
 bench: build ## throughput/latency matrix (not a test): 1/16/64 partitions, 2 dispatchers, ledger on/off (~6 min)
 	$(GO) run ./e2e/cmd/bench $(BENCH_FLAGS)

@@ -10,17 +10,23 @@ import (
 )
 
 // TCPProxy forwards a loopback port to a database server; Down() cuts
-// every connection and refuses new ones, like a database host going away,
-// Up() listens again on the same port.
+// every connection and closes new ones at once, like a database host going
+// away, Up() forwards again.
+//
+// The listener stays open while down: closing it and listening again on
+// the same port raced with the kernel handing that ephemeral port to some
+// client socket in the meantime ("bind: address already in use" under
+// load).
 type TCPProxy struct {
 	t      testing.TB
 	target string
 	addr   string // see Addr
 
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]bool
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	down   bool
+	closed bool
+	conns  map[net.Conn]bool
+	wg     sync.WaitGroup
 }
 
 func NewTCPProxy(t testing.TB, target string) *TCPProxy {
@@ -30,16 +36,17 @@ func NewTCPProxy(t testing.TB, target string) *TCPProxy {
 	p.addr = ln.Addr().String()
 	p.serve(ln)
 	t.Cleanup(func() {
+		p.mu.Lock()
+		p.closed = true
+		p.mu.Unlock()
 		p.Down()
+		_ = ln.Close()
 		p.wg.Wait()
 	})
 	return p
 }
 
 func (p *TCPProxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -47,6 +54,10 @@ func (p *TCPProxy) serve(ln net.Listener) {
 			c, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			if p.isDown() {
+				c.Close()
+				continue
 			}
 			up, err := net.Dial("tcp", p.target)
 			if err != nil {
@@ -69,10 +80,16 @@ func (p *TCPProxy) serve(ln net.Listener) {
 	}()
 }
 
+func (p *TCPProxy) isDown() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.down
+}
+
 func (p *TCPProxy) track(cs ...net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.ln == nil {
+	if p.down {
 		for _, c := range cs {
 			c.Close()
 		}
@@ -87,10 +104,7 @@ func (p *TCPProxy) track(cs ...net.Conn) bool {
 func (p *TCPProxy) Down() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
+	p.down = true
 	for c := range p.conns {
 		c.Close()
 	}
@@ -98,9 +112,10 @@ func (p *TCPProxy) Down() {
 }
 
 func (p *TCPProxy) Up() {
-	ln, err := net.Listen("tcp", p.addr)
-	require.NoError(p.t, err)
-	p.serve(ln)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	require.False(p.t, p.closed, "TCPProxy.Up after the test ended")
+	p.down = false
 }
 
 // Addr is the proxy's loopback host:port; point the client's DSN at it.

@@ -43,7 +43,7 @@ func TestExecScriptSeedsSQLite(t *testing.T) {
 	db, err := productdb.Open(ctx, productdb.Config{DSN: filepath.Join(t.TempDir(), "p.db")})
 	require.NoError(t, err)
 	defer db.Close()
-	seed, err := os.ReadFile("../testdata/seed.sql")
+	seed, err := os.ReadFile("testdata/seed.sql")
 	require.NoError(t, err)
 	require.NoError(t, productdb.ExecScript(ctx, db, string(seed)))
 	var n int

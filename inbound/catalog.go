@@ -30,11 +30,26 @@ type Type struct {
 	Schema string `yaml:"schema"`
 	// Key is a jq expression giving the entity key ("lead:42"). Items of
 	// one key are written in order; the stale guard is per key and table.
+	// It may be left empty when every source's envelope maps the key; an
+	// item without a key is parked.
 	Key string `yaml:"key"`
 	// Version is a jq expression giving the item's version of the entity:
 	// a number (revision) or an RFC 3339 time (updated_at). An item older
-	// than the version already applied is skipped. Empty: no stale guard.
+	// than the version already applied is skipped. A source envelope's
+	// version, when it maps one, wins. Empty: no stale guard.
 	Version string `yaml:"version"`
+	// VersionPolicy says what an item without a version (null or absent)
+	// gets: "optional" (default) applies it in stream order with the
+	// stale guard off for that item (the entity's stored version is kept
+	// for later versioned items); "require" parks it.
+	VersionPolicy string `yaml:"version_policy"`
+	// OnInvalid is what an item that cannot be applied (schema, checks,
+	// mapping, a missing update row, values the database refuses) does to
+	// its entity: "skip" (default) parks the item and the entity's later
+	// items go on; "isolate" parks the entity's later items behind it, in
+	// order, until an operator replays or discards the key (like
+	// outbound).
+	OnInvalid string `yaml:"on_invalid"`
 	// Origin is a jq expression that is true (or a non-empty string) when
 	// the item echoes a change Sluice itself made in the CRM, e.g.
 	// `.actor.name == "sluice"` or `.meta.idempotency_key != null`. Such
@@ -91,7 +106,23 @@ type Write struct {
 	// Columns maps a column to the jq expression of its value. Objects and
 	// arrays are stored as JSON text.
 	Columns map[string]string `yaml:"columns"`
+	// SkipAbsent gives the columns patch semantics: a column whose value
+	// is absent from the item (its expression is a path such as
+	// .data.status and the item has no such member, or the expression
+	// gives no output) is left out of the write, so a stored value is
+	// never overwritten by a field the CRM did not send. An explicit null
+	// is still written. Key columns must be present. Default false: an
+	// absent field is written as NULL.
+	SkipAbsent bool `yaml:"skip_absent"`
 }
+
+// Version policies and invalid-item choices.
+const (
+	VersionOptional  = "optional"
+	VersionRequire   = "require"
+	OnInvalidSkip    = "skip"
+	OnInvalidIsolate = "isolate"
+)
 
 var identRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
 
@@ -136,6 +167,8 @@ type compiledType struct {
 	checks  []compiledCheck
 	cols    []string // sorted
 	colCode map[string]*gojq.Code
+	// colPath is path(<column expression>) for write.skip_absent.
+	colPath map[string]*gojq.Code
 }
 
 type compiledCheck struct {
@@ -184,7 +217,13 @@ func compileType(comp *jsonschema.Compiler, name string, def Type, reserved []st
 	if def.Write.Mode == "" {
 		def.Write.Mode = ModeUpsert
 	}
-	ct := &compiledType{name: name, def: def, colCode: map[string]*gojq.Code{}}
+	if def.VersionPolicy == "" {
+		def.VersionPolicy = VersionOptional
+	}
+	if def.OnInvalid == "" {
+		def.OnInvalid = OnInvalidSkip
+	}
+	ct := &compiledType{name: name, def: def, colCode: map[string]*gojq.Code{}, colPath: map[string]*gojq.Code{}}
 	var errs []error
 	var err error
 	if ct.schema, err = comp.Compile("sluice:///" + def.Schema); err != nil {
@@ -203,7 +242,13 @@ func compileType(comp *jsonschema.Compiler, name string, def Type, reserved []st
 		}
 		return code
 	}
-	ct.key = jq("key", def.Key, true)
+	ct.key = jq("key", def.Key, false)
+	if def.VersionPolicy != VersionOptional && def.VersionPolicy != VersionRequire {
+		errs = append(errs, fmt.Errorf("%s.version_policy: %q must be optional or require", key, def.VersionPolicy))
+	}
+	if def.OnInvalid != OnInvalidSkip && def.OnInvalid != OnInvalidIsolate {
+		errs = append(errs, fmt.Errorf("%s.on_invalid: %q must be skip or isolate", key, def.OnInvalid))
+	}
 	ct.version = jq("version", def.Version, false)
 	ct.origin = jq("origin", def.Origin, false)
 	ident := func(field, s string) {
@@ -251,6 +296,11 @@ func compileType(comp *jsonschema.Compiler, name string, def Type, reserved []st
 		ident("write.columns."+col, col)
 		ct.colCode[col] = jq("write.columns."+col, expr, true)
 		ct.cols = append(ct.cols, col)
+		if w.SkipAbsent && expr != "" {
+			if p, err := compileJQ("path(" + expr + ")"); err == nil {
+				ct.colPath[col] = p
+			}
+		}
 	}
 	sort.Strings(ct.cols)
 	if len(w.Key) == 0 {

@@ -64,8 +64,11 @@ type Source struct {
 	Name string `yaml:"name"`
 	// Path of this source's endpoint (see Config.Path for the default).
 	Path string `yaml:"path"`
-	// Scheme is the signature scheme: "standard-webhooks" (default) or
-	// "hmac-sha256", or a name added with RegisterScheme.
+	// Scheme is the signature scheme: "standard-webhooks" (default), a
+	// preset ("hmac-sha256", "github", "stripe", "slack", "shopify",
+	// "zendesk", "hubspot-v3", "twilio", "svix"), "hmac" (declarative:
+	// everything from Signature), "basic", "header-token", or a name
+	// added with RegisterScheme.
 	Scheme string `yaml:"scheme"`
 	// Secrets verify signatures; any one matching is enough, so a secret
 	// is rotated by adding the new one, then removing the old. Standard
@@ -81,6 +84,13 @@ type Source struct {
 	// IDHeader names a header with the delivery id, used when a single
 	// item has no "id" (hmac-sha256). Optional.
 	IDHeader string `yaml:"id_header"`
+	// Signature is the declarative signature scheme (scheme "hmac"), or
+	// overrides of a preset's fields (scheme "stripe", "github", …). For
+	// basic and header-token only header, prefix and id_header apply.
+	Signature Signature `yaml:"signature"`
+	// Envelope maps the source's bodies to items (type, dedupe id, key,
+	// version). Nil: the default {type, id, …} shape.
+	Envelope *Envelope `yaml:"envelope"`
 }
 
 // Defaults.
@@ -186,6 +196,9 @@ func (c Config) Validate() error {
 		}
 		if _, err := NewVerifier(s, c.Tolerance); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", key, err))
+		}
+		if _, err := compileEnvelope(s.Envelope); err != nil {
+			errs = append(errs, fmt.Errorf("%s.%w", key, err))
 		}
 	}
 	if c.Tolerance < time.Second {

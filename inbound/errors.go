@@ -11,10 +11,11 @@ var (
 	// inbound.tolerance (a replay or a badly skewed clock). 401, nothing
 	// stored.
 	ErrTimestamp = errors.New("inbound: timestamp outside tolerance")
-	// ErrBadWebhook means the body is not a JSON object or array of objects,
-	// or an item lacks a usable id or type. 400 with the field list; nothing
-	// of the request is stored.
-	ErrBadWebhook = errors.New("inbound: unreadable webhook")
+	// ErrUnreadable means an authenticated webhook item could not be routed
+	// (no type, no usable id, a body that is not JSON or that the source's
+	// envelope cannot split). It was stored (the CRM got 2xx) and the writer
+	// parks it with the reasons; fix the envelope and replay it.
+	ErrUnreadable = errors.New("inbound: webhook item unreadable")
 	// ErrInvalid means a stored webhook item failed validation (schema,
 	// semantic or referential checks). The writer parks it with every
 	// problem listed; nothing reaches the database.

@@ -3,6 +3,7 @@ package inbound_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -242,4 +244,40 @@ func productdbConfig(dsn string) productdb.Config {
 func depsFor(t *testing.T, e *env) inbound.Deps {
 	nc, js := meshtest.Connect(t, e.srv.ClientURL())
 	return inbound.Deps{NC: nc, JS: js, Names: e.names, DB: e.db, Logger: zerolog.Nop()}
+}
+
+// tlsState marks a test request as having come over TLS (for {url}).
+var tlsState = &tls.ConnectionState{}
+
+// parked returns the bodies and headers of the inbound stage's parked
+// messages whose subject ends in key token tok, as one text.
+func (e *env) parked(t *testing.T, tok string) string {
+	t.Helper()
+	ctx := context.Background()
+	st, err := e.js.Stream(ctx, e.names.ParkedStream())
+	require.NoError(t, err)
+	var b strings.Builder
+	for seq := uint64(1); ; {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(e.names.ParkedKeyFilter(topology.StageInbound, tok)))
+		if err != nil {
+			break
+		}
+		b.WriteString(string(m.Data))
+		for k, v := range m.Header {
+			b.WriteString("\n" + k + ": " + strings.Join(v, ","))
+		}
+		b.WriteString("\n---\n")
+		seq = m.Sequence + 1
+	}
+	return b.String()
+}
+
+// lanesParked is the number of messages the service's lanes parked
+// (including those parked behind an isolated key).
+func lanesParked(s *inbound.Service) int {
+	n := 0
+	for _, l := range s.Stats().Lanes {
+		n += int(l.Parked)
+	}
+	return n
 }

@@ -60,10 +60,10 @@ func TestReceiverResponses(t *testing.T) {
 		{"tampered body", crm, valid, func(r *http.Request) {
 			r.Body = http.NoBody
 		}, 401},
-		{"unreadable JSON", crm, []byte(`{"id":`), nil, 400},
-		{"not an object", crm, []byte(`"hello"`), nil, 400},
-		{"missing type", crm, []byte(`{"id":"x1"}`), nil, 400},
-		{"batch item without id", crm, []byte(`[{"id":"x2","type":"note_added"},{"type":"note_added"}]`), nil, 400},
+		{"unreadable JSON", crm, []byte(`{"id":`), nil, 202},
+		{"not an object", crm, []byte(`"hello"`), nil, 202},
+		{"missing type", crm, []byte(`{"id":"x1"}`), nil, 202},
+		{"batch item without id", crm, []byte(`[{"id":"x2","type":"note_added"},{"type":"note_added"}]`), nil, 202},
 		{"too large", crm, []byte(`{"id":"x3","type":"note_added","pad":"` + strings.Repeat("x", 5000) + `"}`), nil, 413},
 		{"wrong method", crm, valid, func(r *http.Request) { r.Method = http.MethodPut }, 405},
 		{"hmac source", inbound.DefaultPath + "/legacy", valid, func(r *http.Request) {
@@ -81,23 +81,30 @@ func TestReceiverResponses(t *testing.T) {
 			require.Equal(t, tc.status, postTo(tc.path, tc.body, mut...))
 		})
 	}
-	// Only the valid item is stored: once from each source (dedupe ids are
-	// per source), the replay deduplicated.
+	// The valid item is stored once from each source (dedupe ids are per
+	// source), the replay deduplicated; the four unreadable items of the
+	// authenticated bodies are stored too, to be parked (never a 400).
 	st, err := e.js.Stream(context.Background(), e.names.InboundStream())
 	require.NoError(t, err)
 	info, err := st.Info(context.Background())
 	require.NoError(t, err)
-	require.Equal(t, uint64(2), info.State.Msgs)
+	require.Equal(t, uint64(7), info.State.Msgs)
 	stats := s.Stats()
 	require.Equal(t, uint64(1), stats.Duplicates)
+	require.Equal(t, uint64(4), stats.Unreadable)
 	require.Equal(t, uint64(7), stats.Unauthorized)
-	require.Equal(t, uint64(4), stats.BadRequest)
+	require.Equal(t, uint64(1), stats.BadRequest) // the PUT
 	require.Equal(t, uint64(1), stats.TooLarge)
 	e.settled(2) // the second is an unchanged repeat of the first
 	require.Equal(t, "contacted", e.leadStatus(1))
+	// Everything else is parked, the unreadable body as it came.
+	// (the first unreadable item isolates _unrouted: the others are parked behind it)
+	require.Eventually(t, func() bool { return lanesParked(s) == 5 }, 10*time.Second, 20*time.Millisecond)
+	pm := e.parked(t, "_unrouted")
+	require.Contains(t, pm, `{"id":`)
 }
 
-func TestBatchIsStoredInOrderAndAnswers400WithFields(t *testing.T) {
+func TestBatchIsStoredInOrderAndUnreadableItemsAreKept(t *testing.T) {
 	e := newEnv(t, sqliteDB)
 	s, _ := e.start()
 	t0 := time.Now().Add(-time.Hour)
@@ -112,11 +119,9 @@ func TestBatchIsStoredInOrderAndAnswers400WithFields(t *testing.T) {
 	require.Equal(t, "won", e.leadStatus(2))
 
 	code, r = post(t, s, "d-bad", []byte(`[{"id":"ok","type":"note_added"},{"id":"a b","type":"x.y"}]`))
-	require.Equal(t, 400, code)
-	require.Equal(t, []inbound.FieldError{
-		{Field: "[1].id", Reason: "must be 1-200 printable ASCII characters without spaces"},
-		{Field: "[1].type", Reason: "must be 1-64 characters of A-Z a-z 0-9 _ -"},
-	}, r.Fields)
+	require.Equal(t, 202, code)
+	require.Equal(t, 2, r.Accepted)
+	require.Equal(t, 1, r.Unreadable)
 }
 
 func TestJetStreamDownAnswers503(t *testing.T) {

@@ -60,6 +60,8 @@ type Service struct {
 	sources []*source
 	store   *store
 	stats   counters
+	// refusalLog is log, rate-limited, for refused requests.
+	refusalLog zerolog.Logger
 
 	mu        sync.Mutex
 	group     *lane.Group
@@ -73,14 +75,18 @@ type Service struct {
 
 type counters struct {
 	received, duplicates, unauthorized, badRequest, tooLarge, unavailable atomic.Uint64
+	unreadable                                                            atomic.Uint64
 	applied, stale, echo, unchanged, redelivered, parked, dbErrors        atomic.Uint64
 }
 
 // Stats is the service's state, served on $SRV.STATS and <prefix>.inbound.status.
 type Stats struct {
-	// Receiver: items stored, of which duplicates, and refused requests.
+	// Receiver: items stored, of which duplicates and unreadable ones
+	// (stored to be parked: no type, no id, not JSON…), and refused
+	// requests.
 	Received     uint64 `json:"received"`
 	Duplicates   uint64 `json:"duplicates"`
+	Unreadable   uint64 `json:"unreadable"`
 	Unauthorized uint64 `json:"unauthorized"`
 	BadRequest   uint64 `json:"bad_request"`
 	TooLarge     uint64 `json:"too_large"`
@@ -134,12 +140,17 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, deps: deps, types: types, log: deps.Logger.With().Str("service", "inbound").Logger(),
 		store: &store{db: deps.DB, d: deps.Dialect, applied: cfg.AppliedTable, versions: cfg.VersionsTable}}
+	s.refusalLog = refusalLogger(s.log)
 	for _, sc := range cfg.Sources {
 		v, err := NewVerifier(sc, cfg.Tolerance)
 		if err != nil {
 			return nil, err
 		}
-		s.sources = append(s.sources, &source{cfg: sc, v: v})
+		env, err := compileEnvelope(sc.Envelope)
+		if err != nil {
+			return nil, err
+		}
+		s.sources = append(s.sources, &source{cfg: sc, v: v, env: env})
 	}
 	return s, nil
 }
@@ -273,7 +284,7 @@ func (s *Service) Stop(ctx context.Context) error {
 // Stats returns a snapshot of the counters and lanes.
 func (s *Service) Stats() Stats {
 	st := Stats{
-		Received: s.stats.received.Load(), Duplicates: s.stats.duplicates.Load(),
+		Received: s.stats.received.Load(), Duplicates: s.stats.duplicates.Load(), Unreadable: s.stats.unreadable.Load(),
 		Unauthorized: s.stats.unauthorized.Load(), BadRequest: s.stats.badRequest.Load(),
 		TooLarge: s.stats.tooLarge.Load(), Unavailable: s.stats.unavailable.Load(),
 		Applied: s.stats.applied.Load(), Stale: s.stats.stale.Load(), Echo: s.stats.echo.Load(),

@@ -45,6 +45,7 @@ type work struct {
 	origin     bool
 	hash       string
 	vals       map[string]any
+	cols       []string // the columns written (sorted): all, or the present ones (write.skip_absent)
 	receivedAt time.Time
 }
 
@@ -193,11 +194,14 @@ func (s *store) writeRow(ctx context.Context, tx *sql.Tx, w *work) error {
 			return err
 		}
 		var set []string
-		for _, c := range w.typ.cols {
+		for _, c := range w.cols {
 			if !isKey[c] {
 				args = append(args, w.vals[c])
 				set = append(set, s.q(c)+" = "+s.ph(len(args)))
 			}
+		}
+		if len(set) == 0 {
+			return nil // every non-key column was absent: nothing to patch
 		}
 		where = where[:0]
 		for _, k := range wr.Key {
@@ -207,9 +211,9 @@ func (s *store) writeRow(ctx context.Context, tx *sql.Tx, w *work) error {
 		_, err = tx.ExecContext(ctx, "UPDATE "+t+" SET "+strings.Join(set, ", ")+" WHERE "+strings.Join(where, " AND "), args...)
 		return err
 	}
-	cols := make([]string, len(w.typ.cols))
+	cols := make([]string, len(w.cols))
 	var upd []string
-	for i, c := range w.typ.cols {
+	for i, c := range w.cols {
 		cols[i] = s.q(c)
 		args = append(args, w.vals[c])
 		if !isKey[c] && wr.Mode == ModeUpsert {

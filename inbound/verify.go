@@ -30,7 +30,9 @@ type Verifier interface {
 // inbound.tolerance, for schemes that sign a timestamp.
 type SchemeFactory func(s Source, tolerance time.Duration) (Verifier, error)
 
-// Built-in signature schemes.
+// Built-in signature schemes. Every HMAC scheme is a preset of the
+// declarative form (Signature, signature_presets.go); "hmac" is that form
+// with nothing preset.
 const (
 	// SchemeStandardWebhooks is https://www.standardwebhooks.com: headers
 	// webhook-id, webhook-timestamp and webhook-signature ("v1,<base64>"
@@ -39,19 +41,31 @@ const (
 	// SchemeHMACSHA256 is an HMAC-SHA256 of the raw body in one header,
 	// hex or base64, with an optional prefix such as "sha256=".
 	SchemeHMACSHA256 = "hmac-sha256"
+	// SchemeHMAC is the declarative scheme: everything from Source.Signature.
+	SchemeHMAC = "hmac"
+	// SchemeBasic is HTTP basic authentication; secrets are "user:password".
+	SchemeBasic = "basic"
+	// SchemeHeaderToken is a static token in a header (Source.Signature.Header,
+	// default Authorization, with an optional prefix such as "Bearer ").
+	SchemeHeaderToken = "header-token"
 )
+
+// RequestVerifier is a Verifier that also needs the request line (method,
+// URL): the receiver calls VerifyRequest when the verifier has it.
+type RequestVerifier interface {
+	Verifier
+	VerifyRequest(r *http.Request, body []byte, now time.Time) (deliveryID string, err error)
+}
 
 var (
 	schemesMu sync.RWMutex
-	schemes   = map[string]SchemeFactory{
-		SchemeStandardWebhooks: newStandardWebhooks,
-		SchemeHMACSHA256:       newHMACHeader,
-	}
+	schemes   = builtinSchemes()
 )
 
 // RegisterScheme adds a signature scheme under name, usable as
 // inbound.sources[].scheme. A CRM-specific scheme is one small file with a
-// Verifier and an init() calling RegisterScheme.
+// Verifier and an init() calling RegisterScheme; most need none: a
+// declarative scheme ("hmac" with a signature block) or a preset covers them.
 func RegisterScheme(name string, f SchemeFactory) {
 	schemesMu.Lock()
 	defer schemesMu.Unlock()
@@ -92,23 +106,6 @@ const (
 	HeaderWebhookSignature = "webhook-signature"
 )
 
-type standardWebhooks struct {
-	keys      [][]byte
-	tolerance time.Duration
-}
-
-func newStandardWebhooks(s Source, tolerance time.Duration) (Verifier, error) {
-	v := &standardWebhooks{tolerance: tolerance}
-	for i, sec := range s.Secrets {
-		k, err := standardKey(sec)
-		if err != nil {
-			return nil, fmt.Errorf("secrets[%d]: %w", i, err)
-		}
-		v.keys = append(v.keys, k)
-	}
-	return v, nil
-}
-
 // standardKey decodes a "whsec_<base64>" secret; a secret without the
 // prefix is used as raw bytes.
 func standardKey(secret string) ([]byte, error) {
@@ -124,39 +121,6 @@ func standardKey(secret string) ([]byte, error) {
 		return nil, errors.New("whsec_ secret is not valid base64")
 	}
 	return k, nil
-}
-
-func (v *standardWebhooks) Verify(h http.Header, body []byte, now time.Time) (string, error) {
-	id, tsText, sigs := h.Get(HeaderWebhookID), h.Get(HeaderWebhookTimestamp), h.Get(HeaderWebhookSignature)
-	if id == "" || tsText == "" || sigs == "" {
-		return "", fmt.Errorf("%w: webhook-id, webhook-timestamp and webhook-signature are required", ErrSignature)
-	}
-	ts, err := strconv.ParseInt(tsText, 10, 64)
-	if err != nil {
-		return "", fmt.Errorf("%w: webhook-timestamp is not unix seconds", ErrTimestamp)
-	}
-	if d := now.Sub(time.Unix(ts, 0)); d > v.tolerance || d < -v.tolerance {
-		return "", fmt.Errorf("%w: webhook-timestamp is %s away from now", ErrTimestamp, d.Round(time.Second))
-	}
-	var given [][]byte
-	for _, entry := range strings.Fields(sigs) {
-		ver, sig, ok := strings.Cut(entry, ",")
-		if !ok || ver != "v1" {
-			continue
-		}
-		if b, err := base64.StdEncoding.DecodeString(sig); err == nil {
-			given = append(given, b)
-		}
-	}
-	for _, k := range v.keys {
-		want := standardMAC(k, id, tsText, body)
-		for _, g := range given {
-			if hmac.Equal(want, g) {
-				return id, nil
-			}
-		}
-	}
-	return "", fmt.Errorf("%w: no v1 signature matches", ErrSignature)
 }
 
 func standardMAC(key []byte, id, ts string, body []byte) []byte {
@@ -190,62 +154,6 @@ func SignHeaders(h http.Header, secret, id string, ts time.Time, body []byte) er
 	h.Set(HeaderWebhookTimestamp, strconv.FormatInt(ts.Unix(), 10))
 	h.Set(HeaderWebhookSignature, sig)
 	return nil
-}
-
-type hmacHeader struct {
-	keys     [][]byte
-	header   string
-	prefix   string
-	encoding string
-	idHeader string
-}
-
-func newHMACHeader(s Source, _ time.Duration) (Verifier, error) {
-	if s.Encoding != "hex" && s.Encoding != "base64" {
-		return nil, fmt.Errorf("encoding: %q must be hex or base64", s.Encoding)
-	}
-	if s.Header == "" {
-		return nil, errors.New("header: required")
-	}
-	v := &hmacHeader{header: s.Header, prefix: s.Prefix, encoding: s.Encoding, idHeader: s.IDHeader}
-	for i, sec := range s.Secrets {
-		if sec == "" {
-			return nil, fmt.Errorf("secrets[%d]: empty secret", i)
-		}
-		v.keys = append(v.keys, []byte(sec))
-	}
-	return v, nil
-}
-
-func (v *hmacHeader) Verify(h http.Header, body []byte, _ time.Time) (string, error) {
-	var id string
-	if v.idHeader != "" {
-		id = h.Get(v.idHeader)
-	}
-	for _, val := range h.Values(v.header) {
-		sig, ok := strings.CutPrefix(strings.TrimSpace(val), v.prefix)
-		if !ok {
-			continue
-		}
-		var given []byte
-		var err error
-		if v.encoding == "hex" {
-			given, err = hex.DecodeString(sig)
-		} else {
-			given, err = base64.StdEncoding.DecodeString(sig)
-		}
-		if err != nil {
-			continue
-		}
-		for _, k := range v.keys {
-			m := hmac.New(sha256.New, k)
-			m.Write(body)
-			if hmac.Equal(m.Sum(nil), given) {
-				return id, nil
-			}
-		}
-	}
-	return "", fmt.Errorf("%w: header %s missing or no match", ErrSignature, v.header)
 }
 
 // SignHMAC returns prefix + the HMAC-SHA256 of body under secret, in

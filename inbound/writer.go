@@ -48,6 +48,12 @@ func (e *Invalid) Unwrap() error { return ErrInvalid }
 // checks that need no database (enum), and derives its entity key. It is
 // what the writer does before any query, exported for tests and tools.
 func (s *Service) Validate(typ string, raw []byte) (entity string, err error) {
+	return s.validate(typ, raw, "")
+}
+
+// validate is Validate with the envelope's entity key (key != "") in place
+// of the type's key expression.
+func (s *Service) validate(typ string, raw []byte, key string) (entity string, err error) {
 	t, ok := s.types[typ]
 	if !ok {
 		return "", fmt.Errorf("%w: %q", ErrUnknownType, typ)
@@ -58,8 +64,15 @@ func (s *Service) Validate(typ string, raw []byte) (entity string, err error) {
 	}
 	problems := t.validate(doc)
 	if len(problems) == 0 {
-		if entity, err = t.entity(doc); err != nil {
-			problems = append(problems, FieldError{"key", err.Error()})
+		switch {
+		case key != "":
+			entity = key
+		case t.key == nil:
+			problems = append(problems, FieldError{"key", "no entity key: the type has no key and the source's envelope maps none"})
+		default:
+			if entity, err = t.entity(doc); err != nil {
+				problems = append(problems, FieldError{"key", err.Error()})
+			}
 		}
 	}
 	for _, c := range t.checks {
@@ -81,18 +94,23 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 	if id == "" {
 		return s.park("no webhook id", fmt.Errorf("%w: message has no %s", ErrInvalid, nats.MsgIdHdr), nil)
 	}
-	entity, err := s.Validate(m.Type, m.Data)
+	if m.Type == unreadableType {
+		return s.parkUnreadable(m)
+	}
+	t := s.types[m.Type]
+	entity, err := s.validate(m.Type, m.Data, m.Header.Get(HeaderKey))
 	var inv *Invalid
 	switch {
+	case errors.As(err, &inv) && m.KeyToken == unroutedKey:
+		return s.park("no entity key", err, inv.Fields)
 	case errors.As(err, &inv):
-		return s.park("invalid webhook", err, inv.Fields)
+		return s.parkItem(t, "invalid webhook", err, inv.Fields)
 	case err != nil:
 		return s.park("unknown type", err, nil)
 	}
 	if topology.KeyToken(entity) != m.KeyToken {
 		return s.park("subject mismatch", fmt.Errorf("%w: key %q does not match subject token %q", ErrInvalid, entity, m.KeyToken), nil)
 	}
-	t := s.types[m.Type]
 	doc, _ := jsonschema.UnmarshalJSON(bytes.NewReader(m.Data)) // valid: Validate parsed it
 	var problems []FieldError
 	for _, c := range t.checks {
@@ -108,11 +126,11 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 		}
 	}
 	if len(problems) > 0 {
-		return s.park("invalid webhook", &Invalid{problems}, problems)
+		return s.parkItem(t, "invalid webhook", &Invalid{problems}, problems)
 	}
-	w, err := t.work(doc)
+	w, err := t.work(doc, m.Header.Values(HeaderVersion))
 	if err != nil {
-		return s.park("mapping failed", err, nil)
+		return s.parkItem(t, "mapping failed", err, nil)
 	}
 	w.webhookID, w.entity = id, entity
 	w.receivedAt, _ = time.Parse(time.RFC3339Nano, m.Header.Get(HeaderReceivedAt))
@@ -122,9 +140,9 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 	outcome, err := s.store.apply(ctx, w)
 	switch {
 	case errors.Is(err, ErrRowMissing):
-		return s.park("row missing", err, nil)
+		return s.parkItem(t, "row missing", err, nil)
 	case err != nil && isDataError(err):
-		return s.park("rejected by database", fmt.Errorf("%w: %w", ErrRejected, err), nil)
+		return s.parkItem(t, "rejected by database", fmt.Errorf("%w: %w", ErrRejected, err), nil)
 	case err != nil:
 		return s.retry(m, err)
 	}
@@ -223,7 +241,9 @@ func (t *compiledType) entity(doc any) (string, error) {
 }
 
 // work evaluates the origin marker, version and column expressions.
-func (t *compiledType) work(doc any) (*work, error) {
+// envVersion is the envelope's version of the item (Sluice-Inbound-Version,
+// none when it maps none); it wins over the type's version expression.
+func (t *compiledType) work(doc any, envVersion []string) (*work, error) {
 	w := &work{typ: t, vals: map[string]any{}}
 	if t.origin != nil {
 		v, err := evalOne(t.origin, doc)
@@ -232,35 +252,46 @@ func (t *compiledType) work(doc any) (*work, error) {
 		}
 		w.origin = v != nil && v != false && v != ""
 	}
-	if t.version != nil {
+	switch {
+	case len(envVersion) > 0:
+		w.version = envVersion[0]
+	case t.version != nil:
 		v, err := evalOne(t.version, doc)
 		if err != nil {
 			return nil, fmt.Errorf("%w: version: %w", ErrMapping, err)
 		}
 		switch x := v.(type) {
+		case nil:
 		case string:
 			w.version = x
-		case nil, bool, map[string]any, []any:
+		case bool, map[string]any, []any:
 			return nil, fmt.Errorf("%w: version is %s, want a number or a time", ErrMapping, canonical(v))
 		default:
 			w.version = canonical(x)
 		}
-		if w.version == "" || len(w.version) > 100 {
-			return nil, fmt.Errorf("%w: version must be 1-100 characters", ErrMapping)
+		if len(w.version) > 100 {
+			return nil, fmt.Errorf("%w: version must be at most 100 characters", ErrMapping)
 		}
 	}
+	if w.version == "" && t.def.VersionPolicy == VersionRequire {
+		return nil, fmt.Errorf("%w: version: required (version_policy: require) and the item has none", ErrMapping)
+	}
 	for _, c := range t.cols {
-		v, err := evalOne(t.colCode[c], doc)
+		v, present, err := t.column(c, doc)
 		if err != nil {
 			return nil, fmt.Errorf("%w: write.columns.%s: %w", ErrMapping, c, err)
+		}
+		if !present {
+			continue
 		}
 		if w.vals[c], err = sqlValue(v); err != nil {
 			return nil, fmt.Errorf("%w: write.columns.%s: %w", ErrMapping, c, err)
 		}
+		w.cols = append(w.cols, c)
 	}
 	for _, k := range t.def.Write.Key {
 		if w.vals[k] == nil {
-			return nil, fmt.Errorf("%w: key column %s is null", ErrMapping, k)
+			return nil, fmt.Errorf("%w: key column %s is null or absent", ErrMapping, k)
 		}
 	}
 	w.hash = contentHash(t.def.Write.Table, w.vals)

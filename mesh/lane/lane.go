@@ -398,7 +398,7 @@ func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome, iso isolation) bool {
 			l.event(l.log.Warn(), m).Err(err).Msg("park publish failed; holding the lane")
 			return false
 		}
-		if l.g.parked != nil && iso.kvKey != "" {
+		if l.g.parked != nil && iso.kvKey != "" && (!o.KeyOpen || iso.replay || iso.behind) {
 			if err := l.recordPark(m, o, iso); err != nil {
 				l.failed(jm, l.g.cfg.PublishRetry, fmt.Errorf("record parked key: %w", err))
 				l.event(l.log.Warn(), m).Err(err).Msg("parked-key record failed; holding the lane")

@@ -81,6 +81,11 @@ type Outcome struct {
 	// Header is added to the parked message (KindPark), e.g. the CRM's
 	// response.
 	Header nats.Header
+	// KeyOpen (KindPark, with Config.IsolateKeys) parks this message only:
+	// its key is not isolated, so the key's later messages reach the
+	// handler (skip-and-park). A replayed message parked with KeyOpen
+	// still sends its key back to parked (the replay's order holds).
+	KeyOpen bool
 }
 
 // Done acks the message.
@@ -102,6 +107,12 @@ func Pause(d time.Duration, err error) Outcome {
 // Park moves the message to the parked stream with reason and acks it.
 func Park(reason string, err error, h nats.Header) Outcome {
 	return Outcome{Kind: KindPark, Reason: reason, Err: err, Header: h}
+}
+
+// ParkOpen parks the message like Park but leaves its key open: with
+// IsolateKeys the key's later messages are not parked behind it.
+func ParkOpen(reason string, err error, h nats.Header) Outcome {
+	return Outcome{Kind: KindPark, Reason: reason, Err: err, Header: h, KeyOpen: true}
 }
 
 func errString(err error) string {

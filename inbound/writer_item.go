@@ -1,0 +1,87 @@
+package inbound
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"sluice.dev/mesh/lane"
+)
+
+// parkItem parks an item that cannot be applied, honouring its type's
+// on_invalid: skip parks it alone (the entity's later items go on),
+// isolate parks the entity's later items behind it.
+func (s *Service) parkItem(t *compiledType, reason string, err error, fields []FieldError) lane.Outcome {
+	o := s.park(reason, err, fields)
+	if t != nil && t.def.OnInvalid == OnInvalidSkip {
+		o.KeyOpen = true
+	}
+	return o
+}
+
+// parkUnreadable parks an item the receiver could not route (no type, no
+// usable id, a body that is not JSON…) with the receiver's problems; the
+// message body is the item, or the whole request body.
+func (s *Service) parkUnreadable(m *lane.Msg) lane.Outcome {
+	var fields []FieldError
+	if err := json.Unmarshal([]byte(m.Header.Get(HeaderProblems)), &fields); err != nil || len(fields) == 0 {
+		fields = []FieldError{{"item", "unreadable"}}
+	}
+	return s.park("unreadable webhook", fmt.Errorf("%w: %s", ErrUnreadable, (&Invalid{fields}).Error()), fields)
+}
+
+// column evaluates a column's expression. With write.skip_absent, present
+// is false when the expression gives no output, or when it is a path whose
+// last member the item does not have (an explicit null is present).
+func (t *compiledType) column(c string, doc any) (v any, present bool, err error) {
+	it := t.colCode[c].Run(doc)
+	out, ok := it.Next()
+	if !ok {
+		return nil, !t.def.Write.SkipAbsent, nil
+	}
+	if e, isErr := out.(error); isErr {
+		return nil, false, e
+	}
+	if !t.def.Write.SkipAbsent || out != nil {
+		return out, true, nil
+	}
+	pc := t.colPath[c]
+	if pc == nil {
+		return nil, true, nil
+	}
+	p, ok := pc.Run(doc).Next()
+	path, isPath := p.([]any)
+	if !ok || !isPath {
+		return nil, true, nil // not a path (computed): its null is meant
+	}
+	return nil, pathExists(doc, path), nil
+}
+
+// pathExists reports whether doc has every member of path (object keys,
+// array indexes).
+func pathExists(doc any, path []any) bool {
+	cur := doc
+	for _, p := range path {
+		switch x := cur.(type) {
+		case map[string]any:
+			k, ok := p.(string)
+			if !ok {
+				return false
+			}
+			if cur, ok = x[k]; !ok {
+				return false
+			}
+		case []any:
+			i, ok := p.(int)
+			if !ok || i < -len(x) || i >= len(x) {
+				return false
+			}
+			if i < 0 {
+				i += len(x)
+			}
+			cur = x[i]
+		default:
+			return false
+		}
+	}
+	return true
+}

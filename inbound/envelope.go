@@ -232,6 +232,9 @@ func (ce *compiledEnvelope) item(v any, i int, single bool, body []byte, vars []
 	return it
 }
 
+// hashIDPrefix starts every content-hash dedupe id.
+const hashIDPrefix = "sha256:"
+
 // hashID is the dedupe id of an item without one: the source and the
 // item's content.
 func hashID(source string, content []byte) string {
@@ -239,7 +242,7 @@ func hashID(source string, content []byte) string {
 	s.Write([]byte(source))
 	s.Write([]byte{0})
 	s.Write(content)
-	return "sha256:" + hex.EncodeToString(s.Sum(nil))
+	return hashIDPrefix + hex.EncodeToString(s.Sum(nil))
 }
 
 // evalString runs code (nil: "") and wants a string or null.

@@ -132,7 +132,7 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 	if err != nil {
 		return s.parkItem(t, "mapping failed", err, nil)
 	}
-	w.webhookID, w.entity = id, entity
+	w.webhookID, w.entity = appliedID(id, m), entity
 	w.receivedAt, _ = time.Parse(time.RFC3339Nano, m.Header.Get(HeaderReceivedAt))
 	if w.receivedAt.IsZero() {
 		w.receivedAt = m.Stored

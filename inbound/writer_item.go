@@ -3,6 +3,8 @@ package inbound
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"sluice.dev/mesh/lane"
 )
@@ -84,4 +86,18 @@ func pathExists(doc any, path []any) bool {
 		}
 	}
 	return true
+}
+
+// appliedID is the id an item is recorded under in the applied table: its
+// dedupe id, except for a content-hash id (a CRM that sends no delivery
+// id), which gets the stream sequence too. A CRM retry inside the stream's
+// duplicate window is still dropped by JetStream and a redelivery of the
+// same message is still settled once, but a later update that happens to
+// carry the same content as an earlier one (a status flipping back) is
+// applied, not dropped as a duplicate forever.
+func appliedID(id string, m *lane.Msg) string {
+	if strings.HasPrefix(m.Header.Get(HeaderItemID), hashIDPrefix) {
+		return id + "@" + strconv.FormatUint(m.StreamSeq, 10)
+	}
+	return id
 }

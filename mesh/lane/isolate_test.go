@@ -27,6 +27,8 @@ type isoFixture struct {
 	mu     sync.Mutex
 	seen   []string
 	reject map[string]bool
+	// open: rejected messages are parked with lane.ParkOpen.
+	open bool
 }
 
 func newIsoFixture(t *testing.T) *isoFixture {
@@ -36,11 +38,14 @@ func newIsoFixture(t *testing.T) *isoFixture {
 		IsolateKeys: true,
 		Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
 			f.mu.Lock()
-			body, rej := string(m.Data), f.reject[string(m.Data)]
+			body, rej, open := string(m.Data), f.reject[string(m.Data)], f.open
 			if !rej {
 				f.seen = append(f.seen, body)
 			}
 			f.mu.Unlock()
+			if rej && open {
+				return lane.ParkOpen("crm rejected", errors.New("422"), nil)
+			}
 			if rej {
 				return lane.Park("crm rejected", errors.New("422"), nil)
 			}

@@ -86,7 +86,7 @@ func serviceCollectors(r running) []prometheus.Collector {
 			[]string{"result"}, func() []metrics.Sample {
 				st := in.Stats()
 				return []metrics.Sample{s(st.Received, "received"), s(st.Duplicates, "duplicate"),
-					s(st.Unauthorized, "unauthorized"), s(st.BadRequest, "bad_request"),
+					s(st.Unreadable, "unreadable"), s(st.Unauthorized, "unauthorized"), s(st.BadRequest, "bad_request"),
 					s(st.TooLarge, "too_large"), s(st.Unavailable, "unavailable")}
 			})
 		counter("sluice_inbound_items_total", "Webhook items the writer settled, by result.",

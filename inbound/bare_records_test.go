@@ -68,7 +68,7 @@ func TestBareRecordCRM(t *testing.T) {
 			e.bareCRM(t)
 			s, _ := e.start()
 			deliveries := []struct {
-				body             string
+				body              string
 				items, unreadable int
 			}{
 				{`[{"id":"42","status":"new","description":"first","owner":"ana"},{"id":"43","status":"new"}]`, 2, 0},

@@ -92,6 +92,14 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 		EventID: env.ID, Type: env.Type, Key: env.Key, OccurredAt: env.OccurredAt, AcceptedAt: m.Stored,
 		Object: t.Object, IDKey: idKey, Mode: t.Mode, Method: t.Method, Path: t.Path,
 		UpdateMethod: t.UpdateMethod, UpdatePath: t.UpdatePath, IDFrom: t.IDFrom, Body: body,
+		ConflictIDFrom: t.ConflictIDFrom,
+	}
+	if mp.find != nil {
+		f, err := s.buildFind(ctx, mp, in, rows, body)
+		if err != nil {
+			return s.mappingFailed(ctx, "crm.find", err)
+		}
+		req.Find = f
 	}
 	b, err := json.Marshal(req)
 	if err != nil { // the body is valid JSON from gojq.Marshal; cannot happen

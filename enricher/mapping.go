@@ -20,6 +20,12 @@ type mapping struct {
 	lookups []*lookup
 	body    *gojq.Code // nil: the event's data as is
 	idKey   *gojq.Code // nil: the event's key
+	find    *findCode  // nil: no crm.find
+}
+
+// findCode is a type's crm.find with its jq compiled.
+type findCode struct {
+	path, body *gojq.Code // body nil: no body
 }
 
 // lookup is one compiled catalog lookup.
@@ -74,6 +80,18 @@ func compile(cat *catalog.Catalog, d productdb.Dialect) (map[string]*mapping, er
 				errs = append(errs, fmt.Errorf("%s.crm.id_key: %w", k, err))
 			}
 			mp.idKey = code
+		}
+		if f := ct.Def.CRM.Find; f != nil {
+			mp.find = &findCode{}
+			var err error
+			if mp.find.path, err = catalog.CompileJQ(f.Path); err != nil {
+				errs = append(errs, fmt.Errorf("%s.crm.find.path: %w", k, err))
+			}
+			if strings.TrimSpace(f.Body) != "" {
+				if mp.find.body, err = catalog.CompileJQ(f.Body); err != nil {
+					errs = append(errs, fmt.Errorf("%s.crm.find.body: %w", k, err))
+				}
+			}
 		}
 		out[name] = mp
 	}

@@ -86,6 +86,38 @@ type Target struct {
 	// id is remembered and looked up, e.g. `"lead:\(.data.lead_id)"` when
 	// lead events are ordered by customer. Default: the event's key.
 	IDKey string `yaml:"id_key"`
+	// Find, when set, looks the record up at the CRM before a create is
+	// sent again after an uncertain attempt (timeout, connection error,
+	// 5xx, 409: the CRM may have created it and the answer was lost), and
+	// optionally before every create when no id is known. A found id is
+	// adopted into the id map. Modes create and upsert only.
+	Find *Find `yaml:"find"`
+	// ConflictIDFrom is a jq expression over a 409 or 422 answer to a
+	// create giving the id of the record the CRM's duplicate check found
+	// (null or empty: none). The id is adopted and the event applied as
+	// an update. Modes create and upsert only.
+	ConflictIDFrom string `yaml:"conflict_id_from"`
+}
+
+// Find is a lookup request at the CRM. Path and Body are jq expressions
+// over {event: <envelope>, lookups: {...}, body: <the mapped CRM body>};
+// IDFrom is jq over the CRM's answer.
+type Find struct {
+	// Method is the HTTP method. Default GET.
+	Method string `yaml:"method"`
+	// Path is jq giving the path (with its query) appended to the CRM URL,
+	// e.g. `"/api/deals?external_id=" + (.body.external_id|@uri)`. Required.
+	Path string `yaml:"path"`
+	// Body is jq giving a JSON request body (search APIs that take POST).
+	// Empty: no body.
+	Body string `yaml:"body"`
+	// IDFrom is jq over the answer giving the record id, or null/empty
+	// when nothing was found, e.g. `.data[0].id // empty`. Required.
+	IDFrom string `yaml:"id_from"`
+	// BeforeCreate also runs the lookup before the first attempt of every
+	// create when no id is known (records that may exist already, made by
+	// someone else). Default false: only after an uncertain attempt.
+	BeforeCreate bool `yaml:"before_create"`
 }
 
 var identRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
@@ -109,6 +141,11 @@ func (t Type) WithDefaults(name string) Type {
 	}
 	if t.CRM.IDFrom == "" {
 		t.CRM.IDFrom = ".id"
+	}
+	if t.CRM.Find != nil && t.CRM.Find.Method == "" {
+		f := *t.CRM.Find
+		f.Method = "GET"
+		t.CRM.Find = &f
 	}
 	return t
 }
@@ -165,6 +202,25 @@ func (t Type) Validate(name string) error {
 	}
 	if t.CRM.Object != "" && !objectRe.MatchString(t.CRM.Object) {
 		errs = append(errs, fmt.Errorf("%s.crm.object: %q must be dot-separated words of A-Z a-z 0-9 _ -", k, t.CRM.Object))
+	}
+	if f := t.CRM.Find; f != nil {
+		if t.CRM.Mode != ModeCreate && t.CRM.Mode != ModeUpsert {
+			errs = append(errs, fmt.Errorf("%s.crm.find: only for modes create and upsert", k))
+		}
+		if f.Path == "" {
+			errs = append(errs, fmt.Errorf("%s.crm.find.path: required (jq giving the lookup path)", k))
+		}
+		if f.IDFrom == "" {
+			errs = append(errs, fmt.Errorf("%s.crm.find.id_from: required (jq giving the found id or null)", k))
+		}
+		switch f.Method {
+		case "GET", "POST":
+		default:
+			errs = append(errs, fmt.Errorf("%s.crm.find.method: %q is not GET or POST", k, f.Method))
+		}
+	}
+	if t.CRM.ConflictIDFrom != "" && t.CRM.Mode != ModeCreate && t.CRM.Mode != ModeUpsert {
+		errs = append(errs, fmt.Errorf("%s.crm.conflict_id_from: only for modes create and upsert", k))
 	}
 	for key, m := range map[string]string{"method": t.CRM.Method, "update_method": t.CRM.UpdateMethod} {
 		switch m {

@@ -101,6 +101,12 @@ func checkJQ(name string, def Type) error {
 	check("body", def.Body)
 	check("crm.id_from", def.CRM.IDFrom)
 	check("crm.id_key", def.CRM.IDKey)
+	check("crm.conflict_id_from", def.CRM.ConflictIDFrom)
+	if f := def.CRM.Find; f != nil {
+		check("crm.find.path", f.Path)
+		check("crm.find.body", f.Body)
+		check("crm.find.id_from", f.IDFrom)
+	}
 	for i, l := range def.Lookups {
 		check(fmt.Sprintf("lookups[%d].from", i), l.From)
 	}

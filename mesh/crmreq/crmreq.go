@@ -39,6 +39,24 @@ type Request struct {
 	IDFrom string `json:"id_from,omitempty"`
 	// Body is the JSON body built by the type's mapping.
 	Body json.RawMessage `json:"body"`
+	// Find is the lookup the dispatcher sends to find a record an
+	// uncertain create may have made (catalog crm.find), built by the
+	// enricher from the event. Nil: no lookup.
+	Find *Find `json:"find,omitempty"`
+	// ConflictIDFrom is the jq expression that reads the existing record's
+	// id from a 409/422 answer to a create (catalog crm.conflict_id_from).
+	ConflictIDFrom string `json:"conflict_id_from,omitempty"`
+}
+
+// Find is a ready-to-send lookup request.
+type Find struct {
+	Method string          `json:"method"`
+	Path   string          `json:"path"`
+	Body   json.RawMessage `json:"body,omitempty"`
+	// IDFrom is jq over the answer: the found id, or null/empty for none.
+	IDFrom string `json:"id_from"`
+	// BeforeCreate: look up before the first create too.
+	BeforeCreate bool `json:"before_create,omitempty"`
 }
 
 // Headers of every CRM request. The CRM simulator reads the same names.

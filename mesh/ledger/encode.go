@@ -54,6 +54,17 @@ func (r *Record) appendJSON(b []byte) []byte {
 		b = appendInt(b, "latency_ns", int64(c.Latency))
 		b = appendField(b, "crm_id", c.CRMID)
 		b = appendField(b, "note", c.Note)
+		b = appendField(b, "kind", c.Kind)
+		b = appendField(b, "error", c.Error)
+		b = appendField(b, "response", c.Response)
+		if len(c.Headers) > 0 {
+			out, _ := json.Marshal(c.Headers) // rare: only with record_headers
+			b = append(b, `,"headers":`...)
+			b = append(b, out...)
+		}
+		if c.Uncertain {
+			b = append(b, `,"uncertain":true`...)
+		}
 		if len(b) > n { // drop the first field's comma
 			copy(b[n:], b[n+1:])
 			b = b[:len(b)-1]

@@ -22,6 +22,8 @@ func TestAppendJSONIsEncodingJSON(t *testing.T) {
 			Out: "sluice.dispatch.1.t.k", Body: json.RawMessage(` {"a": [1, 2], "e":"<b>"} `)},
 		{Step: StepParked, EventID: "e\x01\n", Reason: "crm rejected: 422", Error: "bad \xff utf8", CRM: &CRMCall{Status: 422}},
 		{Step: StepParked, CRM: &CRMCall{}},
+		{Step: StepAttempt, EventID: "deal:1#1", CRM: &CRMCall{Method: "POST", Status: 503, Kind: "create", Error: "timeout",
+			Response: `{"error":"<busy>"}`, Headers: map[string]string{"X-Error": "quota ü", "A": "1"}, Uncertain: true}},
 	} {
 		want, err := json.Marshal(&r)
 		require.NoError(t, err)

@@ -120,6 +120,20 @@ type Duplicate struct {
 	Replayed bool `json:"replayed,omitempty"`
 }
 
+// Uncertain is a create whose outcome was unknown for a while: its answer
+// was lost (timeout, connection cut, 5xx, 409) or its dispatch message was
+// redelivered after a crash, so the CRM may have created the record
+// without Sluice learning its id. Resolution says what the dispatcher did
+// about it (the last uncertain attempt's note): found at the CRM and
+// adopted, created again, or (without crm.find) sent again blind.
+type Uncertain struct {
+	ID         string    `json:"id"`
+	At         time.Time `json:"at"`
+	Why        string    `json:"why"`
+	Resolution string    `json:"resolution,omitempty"`
+	CRMID      string    `json:"crm_id,omitempty"`
+}
+
 // KeyReport is what an audit found for one key. Only keys with a finding
 // (lost, reordered, duplicate or possible duplicate) are listed.
 type KeyReport struct {
@@ -142,6 +156,8 @@ type KeyReport struct {
 	// request may have reached the CRM once more: a process had it, or the
 	// CRM accepted it, before the attempt that was recorded.
 	PossibleDuplicates []string `json:"possible_duplicates,omitempty"`
+	// Uncertain lists the key's creates whose answer was lost.
+	Uncertain []Uncertain `json:"uncertain,omitempty"`
 	// OldestUndelivered is the key's oldest parked or in-flight event.
 	OldestUndelivered *EventRef `json:"oldest_undelivered,omitempty"`
 }
@@ -163,6 +179,8 @@ type Totals struct {
 	Duplicates         int `json:"duplicates"`
 	ExtraDeliveries    int `json:"extra_deliveries"`
 	PossibleDuplicates int `json:"possible_duplicates"`
+	// Uncertain counts creates whose answer was lost (see Uncertain).
+	Uncertain int `json:"uncertain"`
 }
 
 // Report is the result of a reconciliation.
@@ -185,6 +203,7 @@ type life struct {
 	enriched  *Stored
 	parkedRec *Stored
 	parkedNow *ParkedMsg
+	uncertain []*Stored
 	state     string
 	why       string
 }
@@ -239,6 +258,10 @@ func index(in Inputs) ([]*life, map[string]*life) {
 			l.enriched = r
 		case StepParked:
 			l.parkedRec = r
+		case StepAttempt:
+			if r.CRM != nil && r.CRM.Uncertain {
+				l.uncertain = append(l.uncertain, r)
+			}
 		}
 	}
 	for i := range in.Parked {
@@ -394,6 +417,17 @@ func (k *keyAcc) add(l *life, now time.Time, t *Totals) {
 			k.Lost = append(k.Lost, l.ref(now))
 		}
 	}
+	if n := len(l.uncertain); n > 0 {
+		t.Uncertain++
+		if len(k.Uncertain) < maxListed {
+			first, last := l.uncertain[0], l.uncertain[n-1]
+			u := Uncertain{ID: l.ev.ID, At: first.At, Why: first.CRM.Error, Resolution: last.CRM.Note, CRMID: last.CRM.CRMID}
+			if u.Why == "" && first.CRM.Status != 0 {
+				u.Why = "crm answered " + strconv.Itoa(first.CRM.Status)
+			}
+			k.Uncertain = append(k.Uncertain, u)
+		}
+	}
 	if (l.state == StateParked || l.state == StateInFlight) &&
 		(k.OldestUndelivered == nil || l.ev.At.Before(k.OldestUndelivered.AcceptedAt)) {
 		r := l.ref(now)
@@ -481,7 +515,8 @@ func (k *keyAcc) reorders(now time.Time, t *Totals) {
 }
 
 func (k *keyAcc) finding() bool {
-	return len(k.Lost) > 0 || len(k.Reordered) > 0 || len(k.Duplicates) > 0 || len(k.PossibleDuplicates) > 0
+	return len(k.Lost) > 0 || len(k.Reordered) > 0 || len(k.Duplicates) > 0 || len(k.PossibleDuplicates) > 0 ||
+		len(k.Uncertain) > 0
 }
 
 // String is a one-line summary.

@@ -49,6 +49,14 @@ const (
 	// StepParked: a stage parked the event (written after the park; the
 	// parked stream is the durable record of it, this one is its history).
 	StepParked Step = "parked"
+	// StepAttempt: one dispatcher CRM request that did not end the
+	// event's delivery: a failed request (status, timeout, connection
+	// error), a crm.find lookup, or a create whose outcome is uncertain
+	// (CRM.Uncertain: its answer was lost, so the CRM may have created
+	// the record). Written before the lane retries, parks or goes on;
+	// sluice trace lists every one, sluice audit names the uncertain
+	// creates.
+	StepAttempt Step = "attempt"
 )
 
 // Record is one ledger record: the JSON body of a message on
@@ -112,6 +120,21 @@ type CRMCall struct {
 	// CRMID is the record id a create returned.
 	CRMID string `json:"crm_id,omitempty"`
 	Note  string `json:"note,omitempty"`
+	// Kind is what the request was: create, update, send or find.
+	Kind string `json:"kind,omitempty"`
+	// Error is why no answer came (timeout, connection error), without
+	// the URL.
+	Error string `json:"error,omitempty"`
+	// Response is the CRM's answer body of a failed attempt, cut to 2 KiB.
+	Response string `json:"response,omitempty"`
+	// Headers are the answer's headers named in
+	// dispatcher.crm.record_headers (e.g. a CRM's error header).
+	Headers map[string]string `json:"headers,omitempty"`
+	// Uncertain marks a create whose outcome is unknown: the CRM may have
+	// created the record without the answer reaching Sluice (timeout,
+	// connection cut, 5xx, 409, or a redelivery after a crash). Note
+	// says how it was resolved (found and adopted, or created again).
+	Uncertain bool `json:"uncertain,omitempty"`
 }
 
 // ID identifies the record: a retried publish of the same record has the
@@ -121,8 +144,11 @@ type CRMCall struct {
 // record for topology.duplicate_window (memory at every event rate).
 func (r *Record) ID() string {
 	id := "ledger:" + string(r.Step) + ":" + string(r.Stage) + ":" + r.EventID + ":" + strconv.FormatUint(r.Seq, 10)
-	if r.Step == StepDelivered {
+	switch r.Step {
+	case StepDelivered:
 		id += ":" + strconv.FormatUint(r.Deliveries, 10)
+	case StepAttempt: // several per delivery
+		id += ":" + strconv.FormatUint(r.Deliveries, 10) + ":" + strconv.FormatInt(r.At.UnixNano(), 10)
 	}
 	return id
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -250,6 +251,11 @@ func (tr *Trace) steps(names topology.Names, in Inputs, parked []ParkedMsg) {
 			if r.Error != "" && r.Error != r.Reason {
 				s.Detail += ": " + r.Error
 			}
+		case StepAttempt:
+			s.Detail = attemptDetail(r.Record)
+			if c := r.CRM; c != nil && (c.Status != 0 || c.Response != "") {
+				tr.Response = &TraceResponse{Status: c.Status, Took: c.Took, CRMID: c.CRMID}
+			}
 		}
 		if r.Replay != "" {
 			s.Detail += " (replay " + r.Replay + ")"
@@ -279,6 +285,48 @@ func hasParkedRecord(recs []Stored, stage topology.Stage) bool {
 	return false
 }
 
+// attemptDetail describes one CRM attempt: what was sent, the answer (or
+// why none came), the recorded headers and the CRM's answer body.
+func attemptDetail(r Record) string {
+	c := r.CRM
+	if c == nil {
+		return ""
+	}
+	var b strings.Builder
+	if c.Uncertain {
+		b.WriteString("UNCERTAIN ")
+	}
+	if c.Kind != "" {
+		b.WriteString(c.Kind + " ")
+	}
+	b.WriteString(c.Method + " " + c.Path + " → ")
+	switch {
+	case c.Status != 0:
+		b.WriteString(strconv.Itoa(c.Status))
+	case c.Error != "":
+		b.WriteString(c.Error)
+	default:
+		b.WriteString("no request sent")
+	}
+	if c.Took > 0 {
+		b.WriteString(" in " + c.Took.Round(time.Microsecond).String())
+	}
+	if c.CRMID != "" {
+		b.WriteString(", CRM id " + c.CRMID)
+	}
+	if c.Note != "" {
+		b.WriteString(" (" + c.Note + ")")
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.Headers)) {
+		b.WriteString("; " + k + ": " + c.Headers[k])
+	}
+	if c.Response != "" {
+		b.WriteString("; answer: " + c.Response)
+	}
+	fmt.Fprintf(&b, "; attempt %d, delivery %d", r.Attempts, r.Deliveries)
+	return b.String()
+}
+
 func deliveredDetail(r Record) string {
 	var b strings.Builder
 	if c := r.CRM; c != nil {
@@ -296,6 +344,9 @@ func deliveredDetail(r Record) string {
 		}
 		if c.Note != "" {
 			b.WriteString(" (" + c.Note + ")")
+		}
+		for _, k := range slices.Sorted(maps.Keys(c.Headers)) {
+			b.WriteString("; " + k + ": " + c.Headers[k])
 		}
 		if c.Latency > 0 {
 			b.WriteString("; produce→CRM " + c.Latency.Round(time.Millisecond).String())

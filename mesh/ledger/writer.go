@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -140,6 +141,11 @@ func (w *Writer) Write(r Record) {
 		r.Body = nil
 	} else if len(r.Body) > 0 {
 		r.Body = w.red.JSON(r.Body)
+	}
+	if c := r.CRM; c != nil && c.Response != "" && json.Valid([]byte(c.Response)) {
+		cc := *c // the CRM's answer may carry the same personal data as the body
+		cc.Response = string(w.red.JSON([]byte(c.Response)))
+		r.CRM = &cc
 	}
 	data := r.appendJSON(make([]byte, 0, 320+len(r.Body)))
 	typ, tok := r.Type, r.KeyToken

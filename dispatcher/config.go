@@ -51,6 +51,11 @@ type CRMConfig struct {
 	// MaxIdleConnsPerHost is the keep-alive pool size of the shared HTTP
 	// transport. Default 0: the number of partitions run here plus 4.
 	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+	// RecordHeaders names answer headers (e.g. a CRM's human-readable
+	// error header) kept in the ledger's attempt and delivered records,
+	// so sluice trace shows them. Default none. Set-Cookie and the
+	// authentication headers cannot be named.
+	RecordHeaders []string `yaml:"record_headers"`
 }
 
 // RetryConfig is the retry schedule of one request.
@@ -133,6 +138,14 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: set by the dispatcher, cannot be configured", k))
 		case !validHeaderValue(c.CRM.Headers[name]):
 			errs = append(errs, fmt.Errorf("%s: value contains control characters", k))
+		}
+	}
+	for i, name := range c.CRM.RecordHeaders {
+		switch canon := textproto.CanonicalMIMEHeaderKey(name); {
+		case !validHeaderName(name):
+			errs = append(errs, fmt.Errorf("dispatcher.crm.record_headers[%d]: not a valid header name", i))
+		case canon == "Set-Cookie" || canon == "Authorization" || canon == "Proxy-Authorization" || canon == "Www-Authenticate":
+			errs = append(errs, fmt.Errorf("dispatcher.crm.record_headers[%d]: %s may carry secrets and is never recorded", i, canon))
 		}
 	}
 	if c.Retry.Tries < 1 {

@@ -32,7 +32,7 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 	}
 	switch r.Mode {
 	case catalog.ModeSend:
-		return s.send(ctx, m, r, r.Method, r.Path)
+		return s.send(ctx, m, r, r.Method, r.Path, kindSend)
 	case catalog.ModeCreate:
 		return s.create(ctx, m, r)
 	default: // update, upsert
@@ -49,7 +49,7 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 		switch {
 		case found:
 			path := strings.ReplaceAll(r.UpdatePath, "{crm_id}", url.PathEscape(id))
-			return s.send(ctx, m, r, r.UpdateMethod, path)
+			return s.send(ctx, m, r, r.UpdateMethod, path, kindUpdate)
 		case r.Mode == catalog.ModeUpdate:
 			return lane.Park(fmt.Sprintf("no CRM id for %s %s", r.Object, r.IDKey),
 				fmt.Errorf("%w: %s", ErrNoCRMID, kvKey(r.Object, r.IDKey)), nil)
@@ -60,12 +60,12 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 }
 
 // send sends one request whose answer body is not needed.
-func (s *Service) send(ctx context.Context, m *lane.Msg, r crmreq.Request, method, path string) lane.Outcome {
-	res, o, ok := s.call(ctx, m, r, method, path, false)
+func (s *Service) send(ctx context.Context, m *lane.Msg, r crmreq.Request, method, path, kind string) lane.Outcome {
+	res, o, ok := s.call(ctx, m, r, method, path, false, kind)
 	if !ok {
 		return o
 	}
-	s.delivered(m, r, &ledger.CRMCall{Method: method, Path: path, Status: res.Status, Took: res.Took})
+	s.delivered(m, r, &ledger.CRMCall{Method: method, Path: path, Status: res.Status, Took: res.Took, Headers: s.recordedHeaders(res)})
 	return lane.Done()
 }
 
@@ -79,15 +79,20 @@ func (s *Service) create(ctx context.Context, m *lane.Msg, r crmreq.Request) lan
 	if err != nil {
 		return lane.Park("undecodable request", err, nil)
 	}
-	res, o, ok := s.call(ctx, m, r, r.Method, r.Path, true)
-	if !ok {
+	if o, done := s.findFirst(ctx, m, r); done {
 		return o
 	}
+	res, o, ok := s.call(ctx, m, r, r.Method, r.Path, true, kindCreate)
+	if !ok {
+		return s.createFailed(ctx, m, r, res, o)
+	}
+	s.uncertain.del(r.EventID)
 	id, err := extractID(ctx, code, res.Body)
 	if err != nil {
 		return lane.Park("crm id not in create response", err, crmHeaders(res))
 	}
-	return s.remember(ctx, m, r, id, &ledger.CRMCall{Method: r.Method, Path: r.Path, Status: res.Status, Took: res.Took})
+	return s.remember(ctx, m, r, id, &ledger.CRMCall{Method: r.Method, Path: r.Path, Status: res.Status, Took: res.Took,
+		Headers: s.recordedHeaders(res)})
 }
 
 // remember stores a created record's id; the message is acked only after
@@ -115,7 +120,7 @@ func (s *Service) storeFailed(r crmreq.Request, err error) lane.Outcome {
 
 // call sends one request. ok is true for a 2xx answer (with a complete body
 // when needBody); otherwise o says what the runner does.
-func (s *Service) call(ctx context.Context, m *lane.Msg, r crmreq.Request, method, path string, needBody bool) (res response, o lane.Outcome, ok bool) {
+func (s *Service) call(ctx context.Context, m *lane.Msg, r crmreq.Request, method, path string, needBody bool, kind string) (res response, o lane.Outcome, ok bool) {
 	// Right before the side effect: has another replica already applied
 	// this message (this one is a stale worker holding a late duplicate)?
 	// Free unless the message is suspect; see lane.Msg.Fenced.
@@ -136,9 +141,13 @@ func (s *Service) call(ctx context.Context, m *lane.Msg, r crmreq.Request, metho
 		return res, lane.Retry(s.cfg.Retry.Delay, res.Err), false
 	}
 	s.metrics.status(res)
-	switch {
-	case res.Status/100 == 2 && (res.Err == nil || !needBody):
+	if res.Status/100 == 2 && (res.Err == nil || !needBody) {
 		return res, lane.Outcome{}, true
+	}
+	c := s.attemptCall(res, method, path, kind)
+	c.Uncertain = kind == kindCreate && uncertainOutcome(res)
+	s.recordAttempt(m, r, c)
+	switch {
 	case res.Err == nil && res.Status/100 == 4 && res.Status != http.StatusRequestTimeout &&
 		res.Status != http.StatusTooManyRequests && s.cfg.policyFor(res.Status) == PolicyPark:
 		return res, lane.Park("crm rejected: "+strconv.Itoa(res.Status), &StatusError{Status: res.Status}, crmHeaders(res)), false

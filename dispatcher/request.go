@@ -154,6 +154,9 @@ func checkRequest(r crmreq.Request) error {
 			return fmt.Errorf("path: %w", err)
 		}
 	}
+	if r.Mode == catalog.ModeCreate && r.UpdatePath != "" {
+		needUpdate = true // adopting a found record updates it
+	}
 	if needUpdate {
 		if !validMethod(r.UpdateMethod) {
 			return fmt.Errorf("update_method: %q is not an HTTP method", r.UpdateMethod)
@@ -171,6 +174,22 @@ func checkRequest(r crmreq.Request) error {
 		}
 		if len(r.IDFrom) > maxIDFromLen {
 			return fmt.Errorf("id_from: longer than %d bytes", maxIDFromLen)
+		}
+		if len(r.ConflictIDFrom) > maxIDFromLen {
+			return fmt.Errorf("conflict_id_from: longer than %d bytes", maxIDFromLen)
+		}
+	}
+	if f := r.Find; f != nil {
+		switch {
+		case r.Mode != catalog.ModeCreate && r.Mode != catalog.ModeUpsert:
+			return errors.New("find: only for modes create and upsert")
+		case !validMethod(f.Method):
+			return fmt.Errorf("find.method: %q is not an HTTP method", f.Method)
+		case f.IDFrom == "" || len(f.IDFrom) > maxIDFromLen:
+			return fmt.Errorf("find.id_from: 1-%d bytes required", maxIDFromLen)
+		}
+		if err := checkPath(f.Path); err != nil {
+			return fmt.Errorf("find.path: %w", err)
 		}
 	}
 	return nil

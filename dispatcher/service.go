@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -70,6 +71,10 @@ type Service struct {
 	ids     *idStore
 	jq      jqCache
 	metrics metrics
+
+	// crm.find and adoption (find.go)
+	uncertain                               uncertainSet
+	finds, found, adopted, adoptedConflicts atomic.Uint64
 
 	mu      sync.Mutex
 	group   *lane.Group
@@ -203,6 +208,7 @@ func (s *Service) Stop(ctx context.Context) error {
 // Stats returns the dispatcher's progress.
 func (s *Service) Stats() Stats {
 	st := s.metrics.snapshot()
+	st.Finds, st.Found, st.Adopted, st.AdoptedConflicts = s.finds.Load(), s.found.Load(), s.adopted.Load(), s.adoptedConflicts.Load()
 	s.mu.Lock()
 	g := s.group
 	s.mu.Unlock()

@@ -24,6 +24,13 @@ type Stats struct {
 	// Latency is produce→CRM latency (CRM 2xx time minus accepted_at) over
 	// the last deliveries.
 	Latency Latency `json:"latency"`
+	// Finds counts crm.find lookups sent, Found those that found a record,
+	// Adopted the records taken over (found or named by a conflict),
+	// AdoptedConflicts those named by a 409/422 (crm.conflict_id_from).
+	Finds            uint64 `json:"finds"`
+	Found            uint64 `json:"found"`
+	Adopted          uint64 `json:"adopted"`
+	AdoptedConflicts uint64 `json:"adopted_conflicts"`
 }
 
 // Latency summarises the last latencySamples produce→CRM latencies.

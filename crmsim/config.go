@@ -36,6 +36,12 @@ type Config struct {
 	// are added in chunks without copying. Set it near the expected request
 	// count of a benchmark. Default 65536.
 	RecordCapacity int `yaml:"record_capacity" json:"record_capacity"`
+	// Profile is "" (default: an idempotent CRM that honours
+	// Idempotency-Key) or "real" (ProfileReal: a CRM like the real ones,
+	// configured by Real).
+	Profile string `yaml:"profile" json:"profile"`
+	// Real configures the "real" profile.
+	Real RealConfig `yaml:"real" json:"real"`
 }
 
 // DefaultRecordCapacity is the default of Config.RecordCapacity.
@@ -51,6 +57,9 @@ func (c Config) WithDefaults() Config {
 		c.RecordCapacity = DefaultRecordCapacity
 	}
 	c.Reject = maps.Clone(c.Reject)
+	if c.Profile == ProfileReal {
+		c.Real = c.Real.withDefaults()
+	}
 	return c
 }
 
@@ -76,6 +85,13 @@ func (c Config) Validate() error {
 	}
 	if c.RecordCapacity < 0 {
 		errs = append(errs, fmt.Errorf("simulator.record_capacity: %d must be >= 0", c.RecordCapacity))
+	}
+	switch c.Profile {
+	case "":
+	case ProfileReal:
+		errs = append(errs, c.Real.validate())
+	default:
+		errs = append(errs, fmt.Errorf("simulator.profile: %q is not %q", c.Profile, ProfileReal))
 	}
 	return errors.Join(errs...)
 }

@@ -45,6 +45,7 @@ type Sim struct {
 	reject      map[string]int
 	retryAfter  []string
 	st          *state
+	real        *realCRM // profile "real"; nil otherwise
 
 	srvMu sync.Mutex
 	srv   *http.Server
@@ -227,6 +228,10 @@ func (s *Sim) resetLocked(st *state) {
 	s.jitter.Store(int64(c.Jitter))
 	st.start = time.Now()
 	s.st = st
+	s.real = nil
+	if c.Profile == ProfileReal {
+		s.real = newRealCRM(c.Real, c.Seed)
+	}
 }
 
 // Delivered is the number of 2xx answers (duplicates included).
@@ -282,6 +287,10 @@ func header(h http.Header, canonical string) string {
 func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/_sim/") {
 		s.control.ServeHTTP(w, r)
+		return
+	}
+	if s.cfg.Profile == ProfileReal {
+		s.serveReal(w, r)
 		return
 	}
 	rec := Record{At: time.Now(), Method: r.Method, Path: r.URL.Path}

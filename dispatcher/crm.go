@@ -96,14 +96,18 @@ func (c *crmClient) do(ctx context.Context, r crmreq.Request, method, path strin
 	if err != nil {
 		return response{}, fmt.Errorf("%w: build request: %w", ErrUndecodable, err)
 	}
+	// Never resent by the transport: Go's transport replays a request
+	// carrying Idempotency-Key on its own when a reused connection dies
+	// before the answer (e.g. a CRM that commits, then cuts the
+	// connection), and a CRM that ignores the key would create the record
+	// twice behind Sluice's back. The lane retries instead, after crm.find.
+	req.GetBody = nil
 	h := req.Header
 	h.Set("Content-Type", "application/json")
 	h.Set("User-Agent", userAgent)
 	for k, v := range c.headers {
 		h[k] = v
 	}
-	// Go's transport also treats a request with Idempotency-Key as
-	// idempotent and may resend it on a dead keep-alive connection.
 	h.Set("Idempotency-Key", r.EventID)
 	h.Set("X-Sluice-Event-Id", r.EventID)
 	h.Set("X-Sluice-Key", r.Key)

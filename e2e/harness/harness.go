@@ -46,6 +46,9 @@ type Options struct {
 	Dispatcher dispatcher.Config
 	// Sim configures the CRM simulator.
 	Sim crmsim.Config
+	// Catalog, when set, replaces the sample marketplace catalog (types
+	// without lookups need no database tables).
+	Catalog *catalog.Catalog
 	// ExtraCustomers adds customers 51..50+n to the sample database so plans
 	// can use more keys.
 	ExtraCustomers int
@@ -137,9 +140,11 @@ func New(ctx context.Context, opts Options) (*Harness, error) {
 		h.Close()
 		return nil, err
 	}
-	if h.Catalog, err = catalog.Compile(cc, schemas.Marketplace()); err != nil {
-		h.Close()
-		return nil, err
+	if h.Catalog = opts.Catalog; h.Catalog == nil {
+		if h.Catalog, err = catalog.Compile(cc, schemas.Marketplace()); err != nil {
+			h.Close()
+			return nil, err
+		}
 	}
 	dbcfg := productdb.Config{Driver: "sqlite", DSN: filepath.Join(opts.Dir, "product.db")}
 	h.opts.Enricher.DB = dbcfg

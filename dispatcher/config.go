@@ -29,8 +29,8 @@ type Config struct {
 	// are "park" (the event is moved to the parked stream with the CRM's
 	// status and response, its key is parked, and the partition goes on)
 	// or "hold" (treated like any failure: the partition waits until the
-	// CRM accepts). 408 and 429 are always retried and cannot be
-	// configured. Default: {"4xx": "park"} (DefaultPolicy4xx), applied when
+	// CRM accepts). 401 (credentials: every key would park), 408 and 429
+	// are always retried and cannot be configured. Default: {"4xx": "park"} (DefaultPolicy4xx), applied when
 	// the map has no "4xx" key.
 	StatusPolicy map[string]string `yaml:"status_policy"`
 }
@@ -56,6 +56,13 @@ type CRMConfig struct {
 	// so sluice trace shows them. Default none. Set-Cookie and the
 	// authentication headers cannot be named.
 	RecordHeaders []string `yaml:"record_headers"`
+	// Auth authenticates every request: basic auth or OAuth2 (client
+	// credentials or refresh token). Default none (crm.headers may carry
+	// a static token).
+	Auth AuthConfig `yaml:"auth"`
+	// RateLimit caps the requests per second sent to the CRM, per process;
+	// a 429 slows it down. Default none.
+	RateLimit RateLimitConfig `yaml:"rate_limit"`
 }
 
 // RetryConfig is the retry schedule of one request.
@@ -140,6 +147,17 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: value contains control characters", k))
 		}
 	}
+	errs = append(errs, c.CRM.Auth.validate(c.CRM.URL)...)
+	if c.CRM.Auth.Type != AuthNone {
+		for name := range c.CRM.Headers {
+			if strings.EqualFold(name, "Authorization") {
+				errs = append(errs, fmt.Errorf("dispatcher.crm.headers.%s: set by dispatcher.crm.auth; remove one", name))
+			}
+		}
+	}
+	if c.CRM.RateLimit.RPS < 0 || c.CRM.RateLimit.Burst < 0 {
+		errs = append(errs, errors.New("dispatcher.crm.rate_limit: rps and burst must be >= 0"))
+	}
 	for i, name := range c.CRM.RecordHeaders {
 		switch canon := textproto.CanonicalMIMEHeaderKey(name); {
 		case !validHeaderName(name):
@@ -198,8 +216,8 @@ func validPolicyKey(code string) error {
 	if err != nil || len(code) != 3 || n < 400 || n > 499 {
 		return errors.New(`key must be "4xx" or a status code 400-499`)
 	}
-	if n == 408 || n == 429 {
-		return errors.New("408 and 429 are always retried")
+	if n == 401 || n == 408 || n == 429 {
+		return errors.New("401, 408 and 429 are always retried")
 	}
 	return nil
 }

@@ -72,7 +72,7 @@ func TestConfigValidate(t *testing.T) {
 		{"policy code", func(c *Config) { c.StatusPolicy = map[string]string{"500": "park"} },
 			"dispatcher.status_policy.500: key must be"},
 		{"policy 429", func(c *Config) { c.StatusPolicy = map[string]string{"429": "park"} },
-			"dispatcher.status_policy.429: 408 and 429 are always retried"},
+			"dispatcher.status_policy.429: 401, 408 and 429 are always retried"},
 		{"policy value", func(c *Config) { c.StatusPolicy = map[string]string{"422": "drop"} },
 			`dispatcher.status_policy.422: "drop" is not hold or park`},
 	}

@@ -36,6 +36,8 @@ type crmClient struct {
 	headers   http.Header
 	client    *http.Client
 	transport *http.Transport // owned by us; nil when the caller gave a client
+	auth      authorizer      // nil: no auth beyond headers
+	lim       *limiter        // nil: no rate limit
 }
 
 func newCRMClient(cfg CRMConfig, client *http.Client, idleConns int) *crmClient {
@@ -61,6 +63,8 @@ func newCRMClient(cfg CRMConfig, client *http.Client, idleConns int) *crmClient 
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
+	c.auth = newAuthorizer(cfg, &http.Client{Transport: c.client.Transport, Timeout: cfg.Timeout})
+	c.lim = newLimiter(cfg.RateLimit)
 	return c
 }
 
@@ -85,16 +89,40 @@ type response struct {
 
 // do sends one request. The returned error means the request could not
 // even be built (the caller parks); transport failures are in response.Err.
+//
+// With auth, a 401 answer replaces the credential once (an OAuth2 token
+// expired or revoked) and sends the request again: the CRM refused it
+// before doing anything. With a rate limit, do waits for its turn first.
 func (c *crmClient) do(ctx context.Context, r crmreq.Request, method, path string) (response, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	for try := 0; ; try++ {
+		out, authz, err := c.once(ctx, r, method, path)
+		if err == nil && out.Err == nil && out.Status == http.StatusUnauthorized && authz != "" && try == 0 &&
+			c.auth.rejected(authz) {
+			continue
+		}
+		return out, err
+	}
+}
+
+// once sends one request; authz is the Authorization value sent.
+func (c *crmClient) once(ctx context.Context, r crmreq.Request, method, path string) (out response, authz string, err error) {
+	if err := c.lim.wait(ctx); err != nil {
+		return response{Err: fmt.Errorf("%w: rate limit wait: %w", ErrCRMUnreachable, err), Timeout: isTimeout(err)}, "", nil
+	}
+	if c.auth != nil {
+		if authz, err = c.auth.header(ctx); err != nil {
+			return response{Err: err, Timeout: isTimeout(err)}, "", nil
+		}
+	}
 	var body io.Reader
 	if len(r.Body) > 0 {
 		body = bytes.NewReader(r.Body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
-		return response{}, fmt.Errorf("%w: build request: %w", ErrUndecodable, err)
+		return response{}, "", fmt.Errorf("%w: build request: %w", ErrUndecodable, err)
 	}
 	// Never resent by the transport: Go's transport replays a request
 	// carrying Idempotency-Key on its own when a reused connection dies
@@ -108,6 +136,9 @@ func (c *crmClient) do(ctx context.Context, r crmreq.Request, method, path strin
 	for k, v := range c.headers {
 		h[k] = v
 	}
+	if authz != "" {
+		h.Set("Authorization", authz)
+	}
 	h.Set("Idempotency-Key", r.EventID)
 	h.Set("X-Sluice-Event-Id", r.EventID)
 	h.Set("X-Sluice-Key", r.Key)
@@ -118,17 +149,21 @@ func (c *crmClient) do(ctx context.Context, r crmreq.Request, method, path strin
 	start := time.Now()
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return response{Err: fmt.Errorf("%w: %w", ErrCRMUnreachable, err), Timeout: isTimeout(err), Took: time.Since(start)}, nil
+		return response{Err: fmt.Errorf("%w: %w", ErrCRMUnreachable, err), Timeout: isTimeout(err), Took: time.Since(start)}, authz, nil
 	}
 	defer resp.Body.Close()
-	out := response{Status: resp.StatusCode, Header: resp.Header}
+	if c.lim != nil {
+		ra, _ := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		c.lim.observe(resp.StatusCode, ra)
+	}
+	out = response{Status: resp.StatusCode, Header: resp.Header}
 	out.Body, err = io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
 		out.Err = fmt.Errorf("%w: read response: %w", ErrCRMUnreachable, err)
 		out.Timeout = isTimeout(err)
 	}
 	out.Took = time.Since(start)
-	return out, nil
+	return out, authz, nil
 }
 
 func isTimeout(err error) bool {

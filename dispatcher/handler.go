@@ -149,7 +149,8 @@ func (s *Service) call(ctx context.Context, m *lane.Msg, r crmreq.Request, metho
 	s.recordAttempt(m, r, c)
 	switch {
 	case res.Err == nil && res.Status/100 == 4 && res.Status != http.StatusRequestTimeout &&
-		res.Status != http.StatusTooManyRequests && s.cfg.policyFor(res.Status) == PolicyPark:
+		res.Status != http.StatusTooManyRequests && res.Status != http.StatusUnauthorized &&
+		s.cfg.policyFor(res.Status) == PolicyPark:
 		return res, lane.Park("crm rejected: "+strconv.Itoa(res.Status), &StatusError{Status: res.Status}, crmHeaders(res)), false
 	}
 	return res, s.failure(m, r, res), false

@@ -209,6 +209,12 @@ func (s *Service) Stop(ctx context.Context) error {
 func (s *Service) Stats() Stats {
 	st := s.metrics.snapshot()
 	st.Finds, st.Found, st.Adopted, st.AdoptedConflicts = s.finds.Load(), s.found.Load(), s.adopted.Load(), s.adoptedConflicts.Load()
+	if tc, ok := s.crm.auth.(*tokenCache); ok {
+		st.TokenFetches, st.Unauthorized = tc.fetches.Load(), tc.rejects.Load()
+	}
+	if l := s.crm.lim; l != nil {
+		st.Throttled, st.Rate = l.throttled.Load(), l.rate()
+	}
 	s.mu.Lock()
 	g := s.group
 	s.mu.Unlock()

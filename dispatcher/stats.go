@@ -31,6 +31,15 @@ type Stats struct {
 	Found            uint64 `json:"found"`
 	Adopted          uint64 `json:"adopted"`
 	AdoptedConflicts uint64 `json:"adopted_conflicts"`
+	// TokenFetches counts OAuth2 tokens fetched, Unauthorized the CRM's
+	// 401 answers (each replaces the token once).
+	TokenFetches uint64 `json:"token_fetches,omitempty"`
+	Unauthorized uint64 `json:"unauthorized,omitempty"`
+	// Throttled counts the CRM's 429 answers seen by the rate limiter;
+	// Rate is its current rate (requests/s; below crm.rate_limit.rps
+	// after a 429, climbing back with each 2xx).
+	Throttled uint64  `json:"throttled,omitempty"`
+	Rate      float64 `json:"rate,omitempty"`
 }
 
 // Latency summarises the last latencySamples produce→CRM latencies.

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"sluice.dev/crmsim"
+	"sluice.dev/dispatcher"
 	"sluice.dev/e2e/harness"
 	"sluice.dev/loadgen"
 	"sluice.dev/mesh/catalog"
@@ -112,61 +113,62 @@ func seqOf(f map[string]any) int {
 	return n
 }
 
-// 5,000 events over 300 keys against a CRM that ignores Idempotency-Key
-// and drops the answer of 5 % of creates after storing the record, with
-// the dispatcher killed twice: every entity exists exactly once at the
-// CRM, every event reached it, in order, each record ends in its key's
-// last state, and the audit names every create whose answer was lost.
-//
-// SLUICE_E2E_NO_FIND=1 runs the same test with crm.find left out of the
-// catalog: it must fail (duplicate deals).
-func TestRealCRMExactlyOnceWithoutIdempotencyKey(t *testing.T) {
-	find := os.Getenv("SLUICE_E2E_NO_FIND") == ""
-	dc := fastRetry()
-	dc.Retry.Delay = 50 * time.Millisecond
-	dc.CRM.RecordHeaders = []string{"X-Crm-Error"}
+// realHarness starts a pipeline against the simulator's "real" profile
+// with the ledger on; dc is the dispatcher config.
+func realHarness(t *testing.T, rc crmsim.RealConfig, dc dispatcher.Config, find bool) *harness.Harness {
+	t.Helper()
 	h, err := harness.New(context.Background(), harness.Options{
 		Dir:        t.TempDir(),
 		Topology:   topology.Config{Partitions: 16, AckWait: 2 * time.Second},
 		Dispatcher: dc,
-		Sim: crmsim.Config{Profile: crmsim.ProfileReal, Seed: 13, Real: crmsim.RealConfig{
-			Unique: map[string]string{"contacts": "email"}, DropAfterCommit: 0.05, ErrorHeader: "X-Crm-Error"}},
-		Catalog: realCatalog(t, find),
-		Logger:  logger(t),
-		Ledger:  ledger.Config{Enabled: true},
+		Sim:        crmsim.Config{Profile: crmsim.ProfileReal, Seed: 13, Real: rc},
+		Catalog:    realCatalog(t, find),
+		Logger:     logger(t),
+		Ledger:     ledger.Config{Enabled: true},
 	})
 	require.NoError(t, err)
 	t.Cleanup(h.Close)
 	ctx := context.Background()
 	require.NoError(t, h.StartDispatcher(ctx))
 	require.NoError(t, h.StartEnricher(ctx))
+	return h
+}
 
-	evs, last := realPlan(5000, 300, 5)
+func realDispatcher() dispatcher.Config {
+	dc := fastRetry()
+	dc.Retry.Delay = 50 * time.Millisecond
+	dc.CRM.RecordHeaders = []string{"X-Crm-Error"}
+	return dc
+}
+
+func publishReal(t *testing.T, h *harness.Harness, evs []*envelope.Envelope) <-chan loadgen.Result {
 	done := make(chan loadgen.Result, 1)
 	go func() {
-		res, err := loadgen.PublishJetStream(ctx, h.JS, h.Names, evs, loadgen.PublishOptions{Concurrency: 64})
+		res, err := loadgen.PublishJetStream(context.Background(), h.JS, h.Names, evs, loadgen.PublishOptions{Concurrency: 64})
 		if err != nil {
 			t.Errorf("publish: %v", err)
 		}
 		done <- res
 	}()
-	for _, at := range []int{1500, 3300} {
-		require.Eventually(t, func() bool { return h.Sim.Attempts() >= at }, 2*time.Minute, 2*time.Millisecond)
-		h.KillDispatcher()
-		require.NoError(t, h.StartDispatcher(ctx))
-	}
-	require.Equal(t, len(evs), (<-done).Published)
+	return done
+}
 
-	byKey := func() map[string][]crmsim.RealRecord {
-		out := map[string][]crmsim.RealRecord{}
-		for _, r := range h.Sim.RealRecords() {
-			k := fmt.Sprint(r.Fields["external_id"])
-			out[k] = append(out[k], r)
-		}
-		return out
+// realByKey groups the CRM's records by external_id (the event key).
+func realByKey(h *harness.Harness) map[string][]crmsim.RealRecord {
+	out := map[string][]crmsim.RealRecord{}
+	for _, r := range h.Sim.RealRecords() {
+		k := fmt.Sprint(r.Fields["external_id"])
+		out[k] = append(out[k], r)
 	}
+	return out
+}
+
+// waitFinal waits until every key has a record in its last state and the
+// dispatch stream is empty; nothing may be parked.
+func waitFinal(t *testing.T, h *harness.Harness, last map[string]int, within time.Duration) {
+	t.Helper()
 	reached := func() bool {
-		recs := byKey()
+		recs := realByKey(h)
 		for k, n := range last {
 			ok := false
 			for _, r := range recs[k] {
@@ -178,17 +180,16 @@ func TestRealCRMExactlyOnceWithoutIdempotencyKey(t *testing.T) {
 		}
 		return true
 	}
-	require.Eventually(t, reached, 3*time.Minute, 100*time.Millisecond, "not every key reached its last state")
+	require.Eventually(t, reached, within, 100*time.Millisecond, "not every key reached its last state")
 	dispatchEmpty(t, h)
 	requireNothingParked(t, h)
+}
 
-	st := h.Sim.RealStats()
-	ds := h.Dispatcher().Stats()
-	t.Logf("crm: %d records, statuses %v, dropped answers %d; dispatcher (last run): finds %d found %d adopted %d (conflicts %d)",
-		st.Records, st.Statuses, len(st.Dropped), ds.Finds, ds.Found, ds.Adopted, ds.AdoptedConflicts)
-	require.NotEmpty(t, st.Dropped, "the CRM dropped no answer: the test proves nothing")
-
-	recs := byKey()
+// requireExactlyOnce checks the CRM: one record per key, in its key's
+// last state, every event applied, in order.
+func requireExactlyOnce(t *testing.T, h *harness.Harness, last map[string]int) {
+	t.Helper()
+	recs := realByKey(h)
 	var dups []string
 	for k, rs := range recs {
 		if len(rs) > 1 {
@@ -214,6 +215,37 @@ func TestRealCRMExactlyOnceWithoutIdempotencyKey(t *testing.T) {
 			require.True(t, seen[s], "key %s: event %d never reached the CRM", k, s)
 		}
 	}
+}
+
+// 5,000 events over 300 keys against a CRM that ignores Idempotency-Key
+// and drops the answer of 5 % of creates after storing the record, with
+// the dispatcher killed twice: every entity exists exactly once at the
+// CRM, every event reached it, in order, each record ends in its key's
+// last state, and the audit names every create whose answer was lost.
+//
+// SLUICE_E2E_NO_FIND=1 runs the same test with crm.find left out of the
+// catalog: it must fail (duplicate deals).
+func TestRealCRMExactlyOnceWithoutIdempotencyKey(t *testing.T) {
+	find := os.Getenv("SLUICE_E2E_NO_FIND") == ""
+	h := realHarness(t, crmsim.RealConfig{Unique: map[string]string{"contacts": "email"}, DropAfterCommit: 0.05,
+		ErrorHeader: "X-Crm-Error"}, realDispatcher(), find)
+	ctx := context.Background()
+	evs, last := realPlan(5000, 300, 5)
+	done := publishReal(t, h, evs)
+	for _, at := range []int{1500, 3300} {
+		require.Eventually(t, func() bool { return h.Sim.Attempts() >= at }, 2*time.Minute, 2*time.Millisecond)
+		h.KillDispatcher()
+		require.NoError(t, h.StartDispatcher(ctx))
+	}
+	require.Equal(t, len(evs), (<-done).Published)
+	waitFinal(t, h, last, 3*time.Minute)
+
+	st := h.Sim.RealStats()
+	ds := h.Dispatcher().Stats()
+	t.Logf("crm: %d records, statuses %v, dropped answers %d; dispatcher (last run): finds %d found %d adopted %d (conflicts %d)",
+		st.Records, st.Statuses, len(st.Dropped), ds.Finds, ds.Found, ds.Adopted, ds.AdoptedConflicts)
+	require.NotEmpty(t, st.Dropped, "the CRM dropped no answer: the test proves nothing")
+	requireExactlyOnce(t, h, last)
 
 	res := audit(t, h, ledger.AuditOptions{})
 	require.True(t, res.OK(), "audit: %s", res.Totals)
@@ -228,4 +260,68 @@ func TestRealCRMExactlyOnceWithoutIdempotencyKey(t *testing.T) {
 		require.True(t, uncertain[id], "the audit does not name %s, whose create answer was dropped", id)
 	}
 	t.Logf("audit: %d uncertain creates named, %d answers dropped by the CRM", res.Totals.Uncertain, len(st.Dropped))
+}
+
+func oauth2Dispatcher() dispatcher.Config {
+	dc := realDispatcher()
+	dc.CRM.Auth = dispatcher.AuthConfig{Type: dispatcher.AuthOAuth2, OAuth2: dispatcher.OAuth2Config{
+		TokenURL: "/oauth/token", ClientID: "sluice", ClientSecret: "sluice-secret"}}
+	return dc
+}
+
+// Tokens that live 1s expire many times during the run: each expiry costs
+// one token fetch (not one per lane), no request is lost.
+func TestOAuth2TokenExpiryMidRun(t *testing.T) {
+	h := realHarness(t, crmsim.RealConfig{OAuth2: &crmsim.OAuth2Server{TokenTTL: time.Second}}, oauth2Dispatcher(), true)
+	h.Sim.SetLatency(2*time.Millisecond, 0)
+	evs, last := realPlan(1200, 60, 7)
+	start := time.Now()
+	require.Equal(t, len(evs), (<-publishReal(t, h, evs)).Published)
+	waitFinal(t, h, last, 2*time.Minute)
+	took := time.Since(start)
+	requireExactlyOnce(t, h, last)
+	st := h.Sim.RealStats()
+	t.Logf("run %s: tokens issued %d, statuses %v", took.Round(time.Millisecond), st.TokensIssued, st.Statuses)
+	require.GreaterOrEqual(t, st.TokensIssued, 2, "no token expired during the run")
+	// Replaced a quarter of its life early: one fetch per 0.75s at most,
+	// plus the first and one after a 401 per expiry at worst.
+	require.LessOrEqual(t, float64(st.TokensIssued), took.Seconds()/0.75+2, "more fetches than expiries")
+	// Replaced before it expires, a token is not sent expired (a 401 only
+	// when a request took over a quarter of the token's life to arrive).
+	require.Less(t, st.Statuses[401], st.TokensIssued, "expired tokens were sent")
+}
+
+// A revoked token (401 to every lane at once) costs exactly one token
+// fetch and loses nothing.
+func TestOAuth2RevokedTokenOneRefresh(t *testing.T) {
+	h := realHarness(t, crmsim.RealConfig{OAuth2: &crmsim.OAuth2Server{TokenTTL: time.Hour}}, oauth2Dispatcher(), true)
+	h.Sim.SetLatency(2*time.Millisecond, 0)
+	evs, last := realPlan(1200, 60, 9)
+	done := publishReal(t, h, evs)
+	require.Eventually(t, func() bool { return h.Sim.Attempts() >= 400 }, time.Minute, 2*time.Millisecond)
+	h.Sim.RevokeTokens()
+	require.Equal(t, len(evs), (<-done).Published)
+	waitFinal(t, h, last, 2*time.Minute)
+	requireExactlyOnce(t, h, last)
+	st := h.Sim.RealStats()
+	ds := h.Dispatcher().Stats()
+	t.Logf("tokens issued %d, statuses %v, dispatcher token fetches %d, 401s %d", st.TokensIssued, st.Statuses, ds.TokenFetches, ds.Unauthorized)
+	require.Positive(t, st.Statuses[401], "the revocation was not noticed")
+	require.Equal(t, 2, st.TokensIssued, "one token at start, exactly one after the revocation")
+	require.Equal(t, uint64(2), ds.TokenFetches)
+}
+
+// At the configured rate the CRM's quota (100 requests per 2s) is never
+// hit: its 429 count stays near zero, and nothing is lost.
+func TestRateLimitKeepsUnderTheCRMQuota(t *testing.T) {
+	dc := realDispatcher()
+	dc.CRM.RateLimit = dispatcher.RateLimitConfig{RPS: 40, Burst: 4}
+	h := realHarness(t, crmsim.RealConfig{Quota: crmsim.Quota{Requests: 100, Window: 2 * time.Second}}, dc, true)
+	evs, last := realPlan(500, 50, 11)
+	require.Equal(t, len(evs), (<-publishReal(t, h, evs)).Published)
+	waitFinal(t, h, last, 2*time.Minute)
+	requireExactlyOnce(t, h, last)
+	st := h.Sim.RealStats()
+	t.Logf("statuses %v, dispatcher rate %.1f/s, throttled %d", st.Statuses, h.Dispatcher().Stats().Rate, h.Dispatcher().Stats().Throttled)
+	require.LessOrEqual(t, st.Statuses[429], 2, "the CRM's quota was hit")
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/big"
 	"net/http"
 	"net/url"
@@ -274,6 +275,9 @@ func findID(ctx context.Context, code *gojq.Code, body []byte) (string, error) {
 	case *big.Int:
 		return x.String(), nil
 	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return "", fmt.Errorf("%w: id_from gave %v", ErrNoIDInResponse, x)
+		}
 		return strconv.FormatFloat(x, 'f', -1, 64), nil
 	}
 	return "", fmt.Errorf("%w: id_from gave a %T, want a string, a number or null", ErrNoIDInResponse, res)

@@ -1,0 +1,141 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"sort"
+
+	"sluice.dev/crmsim"
+	"sluice.dev/mesh/ledger"
+)
+
+// verdict is what the suite found.
+type verdict struct {
+	crm crmsim.Report
+	// Attempts and injected errors at the CRM.
+	attempts, injected int
+	// From the CRM's records: events answered 2xx more than once, and those
+	// whose 2xx answers carried different Idempotency-Keys (or none).
+	dupEvents    int
+	dupMixedKeys []string
+	audit        ledger.Report
+	auditErr     error
+}
+
+// ok: 0 lost and 0 reordered from both sides, duplicates only with the
+// same Idempotency-Key, no event the plan did not produce.
+func (v verdict) ok() bool {
+	return v.auditErr == nil && v.crm.Totals.Missing == 0 && v.crm.Totals.ReorderedKeys == 0 &&
+		v.crm.Totals.Unexpected == 0 && len(v.dupMixedKeys) == 0 && v.audit.OK()
+}
+
+// judge reads the CRM's check of the plan and its records, and runs
+// `sluice audit --json`.
+func (s *suite) judge(ctx context.Context, expected map[string][]string) (verdict, error) {
+	var v verdict
+	var err error
+	if v.crm, err = s.crm.Check(ctx, expected); err != nil {
+		return v, fmt.Errorf("crmsim check: %w", err)
+	}
+	st, err := s.crm.Stats(ctx)
+	if err != nil {
+		return v, err
+	}
+	v.attempts, v.injected = st.Attempts, st.Injected
+	recs, err := s.crm.Records(ctx, 0)
+	if err != nil {
+		return v, fmt.Errorf("crmsim records: %w", err)
+	}
+	type seen struct {
+		n    int
+		keys map[string]bool
+	}
+	byID := map[string]*seen{}
+	for i := range recs {
+		r := &recs[i]
+		if r.Status < 200 || r.Status > 299 {
+			continue
+		}
+		e := byID[r.ID()]
+		if e == nil {
+			e = &seen{keys: map[string]bool{}}
+			byID[r.ID()] = e
+		}
+		e.n++
+		e.keys[r.IdempotencyKey] = true
+	}
+	for id, e := range byID {
+		if e.n < 2 {
+			continue
+		}
+		v.dupEvents++
+		if len(e.keys) != 1 || e.keys[""] {
+			v.dupMixedKeys = append(v.dupMixedKeys, id)
+		}
+	}
+	sort.Strings(v.dupMixedKeys)
+	v.audit, v.auditErr = s.runAudit(ctx)
+	return v, nil
+}
+
+// runAudit runs `sluice audit --json` (exit status 3 means findings: the
+// report is still printed).
+func (s *suite) runAudit(ctx context.Context) (ledger.Report, error) {
+	var rep ledger.Report
+	cmd := exec.CommandContext(ctx, s.sluice, "audit", "--json", "--config", s.config)
+	out, err := cmd.Output()
+	var exit *exec.ExitError
+	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 3) {
+		stderr := ""
+		if exit != nil {
+			stderr = string(exit.Stderr)
+		}
+		return rep, fmt.Errorf("sluice audit: %v: %s", err, stderr)
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		return rep, fmt.Errorf("sluice audit --json: %w", err)
+	}
+	return rep, nil
+}
+
+// findings lists the keys with a finding (at most max of each kind), for
+// the summary.
+func (v verdict) findings(max int) []string {
+	var out []string
+	n := 0
+	for _, k := range v.crm.Keys {
+		if n >= max {
+			break
+		}
+		if len(k.Missing) > 0 || k.Reordered != nil || len(k.Unexpected) > 0 {
+			b, _ := json.Marshal(k)
+			out = append(out, "CRM side: "+string(b))
+			n++
+		}
+	}
+	n = 0
+	for _, k := range v.audit.Keys {
+		if n >= max {
+			break
+		}
+		if len(k.Lost) > 0 || len(k.Reordered) > 0 {
+			b, _ := json.Marshal(struct {
+				Key       string `json:"key"`
+				Lost      any    `json:"lost,omitempty"`
+				Reordered any    `json:"reordered,omitempty"`
+			}{k.Key, k.Lost, k.Reordered})
+			out = append(out, "audit: "+string(b))
+			n++
+		}
+	}
+	for i, id := range v.dupMixedKeys {
+		if i >= max {
+			break
+		}
+		out = append(out, "duplicate with different Idempotency-Keys: "+id)
+	}
+	return out
+}

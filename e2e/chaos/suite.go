@@ -56,8 +56,8 @@ type suite struct {
 	// startExits are exits before the traffic (a service that gives up
 	// while a new cluster creates its streams), restarted like crashes.
 	startExits []string
-	closing bool
-	procs   []*proc
+	closing    bool
+	procs      []*proc
 
 	cluster *cluster
 	svc     map[string]*proc

@@ -32,8 +32,7 @@ type Envelope struct {
 	// string, e.g. '"contact_updated"'.
 	Type string `yaml:"type"`
 	// ID gives the dedupe id. Default (envelope set): the delivery id and
-	// the item index ("<delivery>#<i>"; the delivery id alone for a
-	// single object), or, when the CRM sends no delivery id, a hash of the
+	// the item index ("<delivery>#<i>"), or, when the CRM sends no delivery id, a hash of the
 	// source and the item's content. Never use a record id alone: a later
 	// update of the record would be dropped as a duplicate.
 	ID string `yaml:"id"`
@@ -197,7 +196,7 @@ func (ce *compiledEnvelope) item(v any, i int, single bool, body []byte, vars []
 		it.ID = id
 	case ce.legacy && !single:
 		problem("id", "required")
-	case delivery != "" && single && idRe.MatchString(delivery):
+	case delivery != "" && single && ce.legacy && idRe.MatchString(delivery):
 		it.ID = delivery
 	case delivery != "" && idRe.MatchString(delivery+"#"+strconv.Itoa(i)):
 		it.ID = delivery + "#" + strconv.Itoa(i)

@@ -42,6 +42,9 @@ type Config struct {
 	Profile string `yaml:"profile" json:"profile"`
 	// Real configures the "real" profile.
 	Real RealConfig `yaml:"real" json:"real"`
+	// Webhooks configures the webhooks the sim posts back (webhooks.go).
+	// Default: none.
+	Webhooks WebhookConfig `yaml:"webhooks" json:"webhooks"`
 }
 
 // DefaultRecordCapacity is the default of Config.RecordCapacity.
@@ -60,6 +63,7 @@ func (c Config) WithDefaults() Config {
 	if c.Profile == ProfileReal {
 		c.Real = c.Real.withDefaults()
 	}
+	c.Webhooks = c.Webhooks.WithDefaults()
 	return c
 }
 
@@ -92,6 +96,9 @@ func (c Config) Validate() error {
 		errs = append(errs, c.Real.validate())
 	default:
 		errs = append(errs, fmt.Errorf("simulator.profile: %q is not %q", c.Profile, ProfileReal))
+	}
+	if c.Webhooks.Profile != WebhookProfileNone {
+		errs = append(errs, c.Webhooks.Validate())
 	}
 	return errors.Join(errs...)
 }

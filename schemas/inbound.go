@@ -10,7 +10,7 @@ var inboundFiles embed.FS
 
 // Inbound returns the sample CRM's inbound webhook files rooted at the
 // inbound folder: the <type>.json schemas (lead_status_changed.json,
-// appointment_booked.json, note_added.json) next to catalog.yaml and
+// appointment_booked.json, note_added.json, lead_record.json) next to catalog.yaml and
 // setup.sql. The inbound writer compiles the schemas from it when its
 // config names no schemas_dir.
 func Inbound() fs.FS {
@@ -33,7 +33,7 @@ func InboundSetup() string { return string(mustReadInbound("inbound/setup.sql"))
 
 // InboundTypes lists the sample CRM's webhook types.
 func InboundTypes() []string {
-	return []string{"lead_status_changed", "appointment_booked", "note_added"}
+	return []string{"lead_status_changed", "appointment_booked", "note_added", "lead_record"}
 }
 
 func mustReadInbound(name string) []byte {

@@ -183,6 +183,12 @@ func (c Config) withDefaults() Config {
 	if len(c.Inbound.Sources) == 0 && c.UsesSimulator() {
 		// Demo only: the built-in CRM simulator signs with this secret.
 		c.Inbound.Sources = []inbound.Source{{Name: "crm", Secrets: []string{DemoWebhookSecret}}}
+		if c.Simulator.Webhooks.Profile == crmsim.WebhookProfileBareRecords {
+			if c.Simulator.Webhooks.Secret == "" {
+				c.Simulator.Webhooks.Secret = DemoCRMSecret
+			}
+			c.Inbound.Sources = []inbound.Source{bareRecordsSource(c.Simulator.Webhooks.WithDefaults())}
+		}
 	}
 	c.Inbound = c.Inbound.WithDefaults()
 	c.Simulator = c.Simulator.WithDefaults()

@@ -248,6 +248,20 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			statusPage = w.Page().Handler()
 		}
 	}
+	// The simulator's own webhooks (simulator.webhooks.profile) replace the
+	// demo's Standard Webhooks ones.
+	simHooks := st.sim != nil && st.inbound != nil && c.Simulator.Webhooks.Profile != crmsim.WebhookProfileNone
+	if simHooks {
+		path := c.Inbound.Sources[0].Path
+		ws, err := crmsim.NewWebhookSender(c.Simulator.Webhooks, func() string { return "http://" + st.inbound.Addr() + path },
+			log.With().Str("service", "crmsim-webhooks").Logger())
+		if err != nil {
+			return err
+		}
+		if err := start("crmsim-webhooks", ws); err != nil {
+			return err
+		}
+	}
 	if demoOn {
 		_, js, err := b.connect("demo")
 		if err != nil {
@@ -260,7 +274,7 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			return ""
 		}
 		dm := newDemo(c.Demo, js, names, httpURL, log.With().Str("service", "demo").Logger())
-		if st.inbound != nil && len(c.Inbound.Sources) > 0 && len(c.Inbound.Sources[0].Secrets) > 0 {
+		if !simHooks && st.inbound != nil && len(c.Inbound.Sources) > 0 && len(c.Inbound.Sources[0].Secrets) > 0 {
 			dm.webhookSecret = c.Inbound.Sources[0].Secrets[0]
 			dm.webhookURL = func() string { return "http://" + st.inbound.Addr() + c.Inbound.Path }
 		}

@@ -44,6 +44,10 @@ func TestEnvelopeMapping(t *testing.T) {
 			[]inbound.Item{{ID: "d-7#0", Type: "contact_updated", Key: "contact:42"}, {Index: 1, ID: "d-7#1", Type: "contact_updated", Key: "contact:42"}}},
 		{"events with version and occurred_at", envelopes[2], `{"events":[{"kind":"deal_won","ref":"deal:1","rev":7,"at":"2026-01-02T03:04:05Z"}]}`, "d",
 			[]inbound.Item{{ID: "d#0", Type: "deal_won", Key: "deal:1", Version: "7", OccurredAt: "2026-01-02T03:04:05Z"}}},
+		{"guide, configuration B", &inbound.Envelope{Items: ".events[]", Type: `.kind | gsub("\\."; "_")`, ID: ".event_id",
+			Key: `"deal:" + (.deal.id | tostring)`, Version: ".deal.rev", OccurredAt: ".at"},
+			`{"events":[{"event_id":"ev_91","kind":"deal.won","deal":{"id":5,"stage":"won","rev":12},"at":"2026-03-01T10:00:00Z"}]}`, "",
+			[]inbound.Item{{ID: "ev_91", Type: "deal_won", Key: "deal:5", Version: "12", OccurredAt: "2026-03-01T10:00:00Z"}}},
 		{"type and id from headers", envelopes[3], `{"amount":5}`, "",
 			[]inbound.Item{{ID: "dl-9/0", Type: "deal_won"}}},
 	} {

@@ -84,9 +84,13 @@ func (s *suite) summary(v verdict, res loadgen.Result, drainErr error, wall map[
 		fmt.Fprintf(w, "  %s\n", c)
 	}
 	c := v.crm.Totals
-	fmt.Fprintf(w, "CRM side:  %d/%d delivered, lost %d, reordered keys %d, unexpected %d; duplicates: %d events "+
+	notDelivered := "lost"
+	if drainErr != nil {
+		notDelivered = "not delivered when the wait ended"
+	}
+	fmt.Fprintf(w, "CRM side:  %d/%d delivered, %s %d, reordered keys %d, unexpected %d; duplicates: %d events "+
 		"(%d extra 2xx), with a different Idempotency-Key: %d; %d requests, %d injected errors\n",
-		c.Delivered, c.Expected, c.Missing, c.ReorderedKeys, c.Unexpected, v.dupEvents, c.ExtraDeliveries,
+		c.Delivered, c.Expected, notDelivered, c.Missing, c.ReorderedKeys, c.Unexpected, v.dupEvents, c.ExtraDeliveries,
 		len(v.dupMixedKeys), v.attempts, v.injected)
 	if v.auditErr != nil {
 		fmt.Fprintf(w, "audit:     FAILED: %v\n", v.auditErr)
@@ -96,7 +100,7 @@ func (s *suite) summary(v verdict, res loadgen.Result, drainErr error, wall map[
 			"duplicates %d, possible duplicates %d\n", a.Accepted, a.Delivered, a.Parked, a.InFlight, a.Lost,
 			a.Reordered, a.ReorderedKeys, a.Duplicates, a.PossibleDuplicates)
 	}
-	for _, f := range v.findings(10) {
+	for _, f := range v.findings(5) {
 		fmt.Fprintf(w, "  %s\n", f)
 	}
 	if drainErr != nil {

@@ -101,35 +101,51 @@ func (s *suite) runAudit(ctx context.Context) (ledger.Report, error) {
 	return rep, nil
 }
 
-// findings lists the keys with a finding (at most max of each kind), for
-// the summary.
+// findings lists the keys with a finding (at most max per side), short:
+// a count and the first ids, for the summary.
 func (v verdict) findings(max int) []string {
 	var out []string
 	n := 0
 	for _, k := range v.crm.Keys {
-		if n >= max {
+		if len(k.Missing) == 0 && k.Reordered == nil && len(k.Unexpected) == 0 {
+			continue
+		}
+		if n++; n > max {
+			out = append(out, fmt.Sprintf("CRM side: ... %d more keys", countCRMKeys(v.crm)-max))
 			break
 		}
-		if len(k.Missing) > 0 || k.Reordered != nil || len(k.Unexpected) > 0 {
-			b, _ := json.Marshal(k)
-			out = append(out, "CRM side: "+string(b))
-			n++
+		line := "CRM side: " + k.Key + ":"
+		if len(k.Missing) > 0 {
+			line += fmt.Sprintf(" %d not delivered (first %s)", len(k.Missing), k.Missing[0])
 		}
+		if k.Reordered != nil {
+			b, _ := json.Marshal(k.Reordered)
+			line += " reordered " + string(b)
+		}
+		if len(k.Unexpected) > 0 {
+			line += fmt.Sprintf(" %d unexpected (first %s)", len(k.Unexpected), k.Unexpected[0])
+		}
+		out = append(out, line)
 	}
 	n = 0
 	for _, k := range v.audit.Keys {
-		if n >= max {
+		if len(k.Lost) == 0 && len(k.Reordered) == 0 {
+			continue
+		}
+		if n++; n > max {
+			out = append(out, "audit: ... more keys")
 			break
 		}
-		if len(k.Lost) > 0 || len(k.Reordered) > 0 {
-			b, _ := json.Marshal(struct {
-				Key       string `json:"key"`
-				Lost      any    `json:"lost,omitempty"`
-				Reordered any    `json:"reordered,omitempty"`
-			}{k.Key, k.Lost, k.Reordered})
-			out = append(out, "audit: "+string(b))
-			n++
+		line := "audit: " + k.Key + ":"
+		if len(k.Lost) > 0 {
+			b, _ := json.Marshal(k.Lost[0])
+			line += fmt.Sprintf(" %d LOST (first %s)", len(k.Lost), b)
 		}
+		if len(k.Reordered) > 0 {
+			b, _ := json.Marshal(k.Reordered[0])
+			line += fmt.Sprintf(" %d REORDERED (first %s)", len(k.Reordered), b)
+		}
+		out = append(out, line)
 	}
 	for i, id := range v.dupMixedKeys {
 		if i >= max {
@@ -138,4 +154,14 @@ func (v verdict) findings(max int) []string {
 		out = append(out, "duplicate with different Idempotency-Keys: "+id)
 	}
 	return out
+}
+
+func countCRMKeys(r crmsim.Report) int {
+	n := 0
+	for _, k := range r.Keys {
+		if len(k.Missing) > 0 || k.Reordered != nil || len(k.Unexpected) > 0 {
+			n++
+		}
+	}
+	return n
 }

@@ -130,7 +130,10 @@ func (e *env) fastConfig() watchdog.Config {
 // start runs a watchdog and stops it at the end of the test.
 func (e *env) start(t *testing.T, cfg watchdog.Config, deps watchdog.Deps) *watchdog.Watchdog {
 	t.Helper()
-	deps.NC, deps.JS, deps.Names = e.nc, e.js, e.names
+	deps.NC, deps.Names = e.nc, e.names
+	if deps.JS == nil {
+		deps.JS = e.js
+	}
 	deps.Logger = zerolog.New(e.logs)
 	w, err := watchdog.New(cfg, deps)
 	require.NoError(t, err)

@@ -3,6 +3,7 @@ package watchdog_test
 import (
 	"context"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -184,6 +185,94 @@ func TestDeletedLaneConsumerAndStreamAreRecreated(t *testing.T) {
 		return st.Actions[watchdog.ActionRecreateConsumer] >= 1 && st.Actions[watchdog.ActionRecreateStream] >= 1
 	}, 5*time.Second, 20*time.Millisecond)
 	require.Zero(t, w.Stats().Actions[watchdog.ActionRecreateStream+"_failed"])
+}
+
+// partialListJS is a JetStream whose consumer lists leave out one consumer,
+// as a cluster's stream leader does when that consumer's leader does not
+// answer in time ("Did not receive all consumer info results").
+type partialListJS struct {
+	jetstream.JetStream
+	omit string
+}
+
+func (j partialListJS) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	s, err := j.JetStream.Stream(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return partialListStream{Stream: s, omit: j.omit}, nil
+}
+
+type partialListStream struct {
+	jetstream.Stream
+	omit string
+}
+
+func (s partialListStream) ListConsumers(ctx context.Context) jetstream.ConsumerInfoLister {
+	return &partialLister{in: s.Stream.ListConsumers(ctx), omit: s.omit}
+}
+
+type partialLister struct {
+	in   jetstream.ConsumerInfoLister
+	omit string
+}
+
+func (l *partialLister) Info() <-chan *jetstream.ConsumerInfo {
+	out := make(chan *jetstream.ConsumerInfo)
+	go func() {
+		defer close(out)
+		for ci := range l.in.Info() {
+			if ci.Name != l.omit {
+				out <- ci
+			}
+		}
+	}()
+	return out
+}
+
+func (l *partialLister) Err() error { return l.in.Err() }
+
+// A lane consumer left out of a (cluster's partial) consumer list but
+// still on the server is not "missing": no recreate action, no alert.
+func TestLaneConsumerLeftOutOfAPartialListIsNotMissing(t *testing.T) {
+	e := newEnv(t, 2, 5*time.Second)
+	e.laneConsumer(t, 0, 3)
+	e.laneConsumer(t, 1, 0)
+	consumer := e.names.ConsumerName(topology.StageDispatcher, 0)
+	js := &switchJS{JetStream: e.js}
+	w := e.start(t, e.fastConfig(), watchdog.Deps{JS: js})
+	// Seen once in full, then left out of every list.
+	require.Eventually(t, func() bool { return w.Stats().Polls >= 2 }, 5*time.Second, 10*time.Millisecond)
+	js.partial(consumer)
+	polls := w.Stats().Polls
+	require.Eventually(t, func() bool { return w.Stats().Polls >= polls+10 }, 10*time.Second, 10*time.Millisecond)
+	require.Zero(t, w.Stats().Actions[watchdog.ActionRecreateConsumer], "recreated a consumer that exists")
+	for _, a := range e.hook.alerts(t) {
+		require.NotEqual(t, watchdog.CondConsumerGone, a.Condition, "alerted on a consumer that exists: %s", a.Text)
+	}
+}
+
+// switchJS starts to list partially once partial is called.
+type switchJS struct {
+	jetstream.JetStream
+	mu   sync.Mutex
+	omit string
+}
+
+func (j *switchJS) partial(name string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.omit = name
+}
+
+func (j *switchJS) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	j.mu.Lock()
+	omit := j.omit
+	j.mu.Unlock()
+	if omit == "" {
+		return j.JetStream.Stream(ctx, name)
+	}
+	return partialListJS{JetStream: j.JetStream, omit: omit}.Stream(ctx, name)
 }
 
 // A recreated lane consumer starts after the lane's fence, not at the

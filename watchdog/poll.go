@@ -187,8 +187,14 @@ func (w *Watchdog) checkStage(ctx context.Context, now time.Time, stage topology
 		ls := w.lane(stage, p)
 		ci, ok := infos[ls.consumer]
 		if !ok {
-			w.consumerMissing(ctx, ls)
-			continue
+			// A cluster's consumer list can be partial: the stream leader
+			// leaves out consumers whose leaders did not answer in time (the
+			// server logs "Did not receive all consumer info results"), e.g.
+			// while a node restarts. Only a lookup by name that answers "not
+			// found" means the lane consumer is gone.
+			if ci = w.lookupConsumer(ctx, s, ls); ci == nil {
+				continue
+			}
 		}
 		w.alerts.clear(CondConsumerGone+"/"+ls.consumer, "consumer "+ls.consumer+" is back")
 		if r := w.checkLane(ctx, now, ls, ci); r != nil {
@@ -236,6 +242,24 @@ func (w *Watchdog) lane(stage topology.Stage, p int) *laneState {
 		w.lanes[name] = ls
 	}
 	return ls
+}
+
+// lookupConsumer asks for one lane consumer absent from the list: its info
+// when it exists after all, nil when it does not (then handled as missing)
+// or when the server did not say (left for the next poll).
+func (w *Watchdog) lookupConsumer(ctx context.Context, s jetstream.Stream, ls *laneState) *jetstream.ConsumerInfo {
+	ictx, cancel := context.WithTimeout(ctx, infoRequestTimeout)
+	defer cancel()
+	c, err := s.Consumer(ictx, ls.consumer)
+	switch {
+	case err == nil:
+		return c.CachedInfo()
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		w.consumerMissing(ctx, ls)
+	default:
+		w.log.Warn().Err(err).Str("consumer", ls.consumer).Msg("lane consumer not in the list and its lookup failed; checking again next poll")
+	}
+	return nil
 }
 
 // consumerMissing handles a lane consumer that is not on the server. A lane

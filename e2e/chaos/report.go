@@ -88,9 +88,9 @@ func (s *suite) summary(v verdict, res loadgen.Result, drainErr error, wall map[
 	if drainErr != nil {
 		notDelivered = "not delivered when the wait ended"
 	}
-	fmt.Fprintf(w, "CRM side:  %d/%d delivered, %s %d, reordered keys %d, unexpected %d; duplicates: %d events "+
+	fmt.Fprintf(w, "CRM side:  %d/%d delivered, %s %d (with a later event of the key delivered: %d), reordered keys %d, unexpected %d; duplicates: %d events "+
 		"(%d extra 2xx), with a different Idempotency-Key: %d; %d requests, %d injected errors\n",
-		c.Delivered, c.Expected, notDelivered, c.Missing, c.ReorderedKeys, c.Unexpected, v.dupEvents, c.ExtraDeliveries,
+		c.Delivered, c.Expected, notDelivered, c.Missing, len(v.holes), c.ReorderedKeys, c.Unexpected, v.dupEvents, c.ExtraDeliveries,
 		len(v.dupMixedKeys), v.attempts, v.injected)
 	if v.auditErr != nil {
 		fmt.Fprintf(w, "audit:     FAILED: %v\n", v.auditErr)

@@ -21,6 +21,10 @@ type verdict struct {
 	// whose 2xx answers carried different Idempotency-Keys (or none).
 	dupEvents    int
 	dupMixedKeys []string
+	// holes are undelivered events with a later event of their key
+	// delivered: lost (or parked), never just "not yet"; the other
+	// undelivered events are a key's tail still in the pipeline.
+	holes []string
 	audit        ledger.Report
 	auditErr     error
 }
@@ -77,6 +81,27 @@ func (s *suite) judge(ctx context.Context, expected map[string][]string) (verdic
 		}
 	}
 	sort.Strings(v.dupMixedKeys)
+	for _, k := range v.crm.Keys {
+		if len(k.Missing) == 0 {
+			continue
+		}
+		ids := expected[k.Key]
+		last := -1
+		for i, id := range ids {
+			if byID[id] != nil {
+				last = i
+			}
+		}
+		missing := map[string]bool{}
+		for _, id := range k.Missing {
+			missing[id] = true
+		}
+		for i := 0; i < last; i++ {
+			if missing[ids[i]] {
+				v.holes = append(v.holes, ids[i])
+			}
+		}
+	}
 	v.audit, v.auditErr = s.runAudit(ctx)
 	return v, nil
 }
@@ -146,6 +171,12 @@ func (v verdict) findings(max int) []string {
 			line += fmt.Sprintf(" %d REORDERED (first %s)", len(k.Reordered), b)
 		}
 		out = append(out, line)
+	}
+	for i, id := range v.holes {
+		if i >= max {
+			break
+		}
+		out = append(out, "CRM side: undelivered although a later event of its key was delivered: "+id)
 	}
 	for i, id := range v.dupMixedKeys {
 		if i >= max {

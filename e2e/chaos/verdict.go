@@ -24,9 +24,9 @@ type verdict struct {
 	// holes are undelivered events with a later event of their key
 	// delivered: lost (or parked), never just "not yet"; the other
 	// undelivered events are a key's tail still in the pipeline.
-	holes []string
-	audit        ledger.Report
-	auditErr     error
+	holes    []string
+	audit    ledger.Report
+	auditErr error
 }
 
 // ok: 0 lost and 0 reordered from both sides, duplicates only with the

@@ -43,6 +43,13 @@ func openBus(c Config, log zerolog.Logger) (*bus, error) {
 	return b, nil
 }
 
+// pingInterval and maxPingsOut bound how long a connection stays with a
+// server that stopped answering: about pingInterval x (maxPingsOut+1).
+var (
+	pingInterval = 5 * time.Second
+	maxPingsOut  = 2
+)
+
 // connect opens a connection named for a service, with the credentials,
 // TLS and inbox prefix of nats.* (natsOptions). With the embedded server the
 // connection is in-process (no TCP); it reconnects forever.
@@ -54,6 +61,12 @@ func (b *bus) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
 	opts = append(opts,
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
+		// A server cut off by a partition keeps its TCP connections open
+		// and silent: without a short ping the client would wait for the
+		// cut to heal (nats.go's default notices after 4-6 minutes). With
+		// these it moves to another URL of nats.url after ~15 s.
+		nats.PingInterval(pingInterval),
+		nats.MaxPingsOutstanding(maxPingsOut),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				b.log.Warn().Err(err).Str("conn", name).Msg("NATS disconnected; reconnecting")

@@ -255,7 +255,7 @@ func evalString(code *gojq.Code, v any, vars []any) (string, error) {
 	}
 	s, ok := out.(string)
 	if !ok {
-		return "", fmt.Errorf("gave %s, want a string", truncate(canonical(out)))
+		return "", fmt.Errorf("gave %s, want a string", jsonKind(out))
 	}
 	return s, nil
 }
@@ -272,7 +272,7 @@ func evalScalar(code *gojq.Code, v any, vars []any) (string, error) {
 	case string:
 		return x, err
 	case bool, map[string]any, []any:
-		return "", fmt.Errorf("gave %s, want a string or a number", truncate(canonical(out)))
+		return "", fmt.Errorf("gave %s, want a string or a number", jsonKind(out))
 	}
 	return canonical(out), err
 }
@@ -287,6 +287,23 @@ func firstOutput(code *gojq.Code, v any, vars []any) (any, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// jsonKind names v's JSON type (never its value: problems are logged).
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case string:
+		return "a string"
+	case map[string]any:
+		return "an object"
+	case []any:
+		return "an array"
+	}
+	return "a number"
 }
 
 func truncate(s string) string {

@@ -28,7 +28,13 @@ func (s *Service) parkUnreadable(m *lane.Msg) lane.Outcome {
 	if err := json.Unmarshal([]byte(m.Header.Get(HeaderProblems)), &fields); err != nil || len(fields) == 0 {
 		fields = []FieldError{{"item", "unreadable"}}
 	}
-	return s.park("unreadable webhook", fmt.Errorf("%w: %s", ErrUnreadable, (&Invalid{fields}).Error()), fields)
+	// The reasons (they may quote the item) go to the parked message's
+	// header only; the error, which the lane runner logs, names the fields.
+	names := make([]string, len(fields))
+	for i, f := range fields {
+		names[i] = f.Field
+	}
+	return s.park("unreadable webhook", fmt.Errorf("%w: %s", ErrUnreadable, strings.Join(names, ", ")), fields)
 }
 
 // column evaluates a column's expression. With write.skip_absent, present

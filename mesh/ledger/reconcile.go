@@ -422,8 +422,21 @@ func (k *keyAcc) add(l *life, now time.Time, t *Totals) {
 		if len(k.Uncertain) < maxListed {
 			first, last := l.uncertain[0], l.uncertain[n-1]
 			u := Uncertain{ID: l.ev.ID, At: first.At, Why: first.CRM.Error, Resolution: last.CRM.Note, CRMID: last.CRM.CRMID}
-			if u.Why == "" && first.CRM.Status != 0 {
+			switch {
+			case u.Why == "" && first.CRM.Status != 0:
 				u.Why = "crm answered " + strconv.Itoa(first.CRM.Status)
+			case u.Why == "":
+				u.Why = "redelivered: an earlier attempt's outcome is unknown"
+			}
+			// The delivery says how it ended when the last uncertain
+			// attempt did not (a conflict adopted, a create sent again).
+			if d := l.delivered; len(d) > 0 && d[len(d)-1].CRM != nil && (u.Resolution == "" || last.CRM.Kind != "find") {
+				if c := d[len(d)-1].CRM; c.Note != "" || c.CRMID != "" {
+					u.Resolution, u.CRMID = c.Note, c.CRMID
+					if u.Resolution == "" {
+						u.Resolution = "created (the create sent again was answered)"
+					}
+				}
 			}
 			k.Uncertain = append(k.Uncertain, u)
 		}
@@ -528,5 +541,8 @@ func (t Totals) String() string {
 		", LOST " + strconv.Itoa(t.Lost) + "; reordered " + strconv.Itoa(t.Reordered) + " pair(s) in " +
 		strconv.Itoa(t.ReorderedKeys) + " key(s); duplicates " + strconv.Itoa(t.Duplicates) +
 		" (+" + strconv.Itoa(t.ExtraDeliveries) + " deliveries), possible duplicates " + strconv.Itoa(t.PossibleDuplicates))
+	if t.Uncertain > 0 {
+		b.WriteString("; uncertain creates " + strconv.Itoa(t.Uncertain))
+	}
 	return b.String()
 }

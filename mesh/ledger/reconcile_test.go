@@ -291,3 +291,44 @@ func TestARecordStoredTwiceCountsOnce(t *testing.T) {
 	rep = Reconcile(Inputs{Events: []Event{ev("a1", "a", 1)}, Records: []Stored{d, again, redelivered}, Floors: map[int]uint64{0: 10}})
 	require.Equal(t, 1, rep.Totals.Duplicates, "a second delivery is its own record")
 }
+
+// A create whose answer was lost is listed as uncertain with how it
+// ended: the lookup's note, or the delivery's when the create was sent
+// again or a conflict adopted.
+func TestReconcileListsUncertainCreates(t *testing.T) {
+	attempt := func(id string, lseq uint64, c CRMCall) Stored {
+		r := rec(StepAttempt, id, "k", lseq)
+		r.CRM = &c
+		return r
+	}
+	d2 := delivered("b", "k", 6)
+	d2.CRM = &CRMCall{Status: 200, CRMID: "deals-2", Note: "the CRM's duplicate check answered 409 naming it; adopted"}
+	d3 := delivered("c", "k", 9)
+	d3.CRM = &CRMCall{Status: 201, CRMID: "deals-3"}
+	in := Inputs{Now: t0.Add(time.Hour), Floors: map[int]uint64{0: 100},
+		Events: []Event{ev("a", "k", 1), ev("b", "k", 2), ev("c", "k", 3), ev("d", "k", 4)},
+		Records: []Stored{
+			attempt("a", 1, CRMCall{Kind: "create", Error: "connection error: EOF", Uncertain: true}),
+			attempt("a", 2, CRMCall{Kind: "find", Status: 200, Uncertain: true, CRMID: "deals-1", Note: "found at the CRM: adopted"}),
+			delivered("a", "k", 3),
+			attempt("b", 4, CRMCall{Kind: "create", Status: 409, Uncertain: true}),
+			attempt("b", 5, CRMCall{Kind: "create", Status: 503}), // not uncertain: a plain failure
+			d2,
+			attempt("c", 7, CRMCall{Kind: "create", Uncertain: true, Note: "redelivered; no crm.find configured"}),
+			d3,
+			delivered("d", "k", 10),
+		}}
+	rep := Reconcile(in)
+	require.True(t, rep.OK())
+	require.Equal(t, 3, rep.Totals.Uncertain)
+	require.Len(t, rep.Keys, 1)
+	u := rep.Keys[0].Uncertain
+	require.Len(t, u, 3)
+	require.Equal(t, Uncertain{ID: "a", At: in.Records[0].At, Why: "connection error: EOF", Resolution: "found at the CRM: adopted", CRMID: "deals-1"}, u[0])
+	require.Equal(t, "crm answered 409", u[1].Why)
+	require.Equal(t, "deals-2", u[1].CRMID)
+	require.Contains(t, u[1].Resolution, "409 naming it")
+	require.Equal(t, "redelivered: an earlier attempt's outcome is unknown", u[2].Why)
+	require.Equal(t, "deals-3", u[2].CRMID)
+	require.Contains(t, rep.Totals.String(), "uncertain creates 3")
+}

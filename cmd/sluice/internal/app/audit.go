@@ -68,7 +68,8 @@ func auditReconcileCmd() *cobra.Command {
 			"delivery ledger, the parked and dispatch streams and the enricher lanes' progress. Per key it\n" +
 			"reports events LOST (neither delivered, parked, in flight nor discarded), pairs REORDERED\n" +
 			"(delivered against accepted order), DUPLICATES (answered 2xx by the CRM more than once) and\n" +
-			"possible duplicates, and the oldest undelivered event. Exit status 3 when something is lost or\n" +
+			"possible duplicates, UNCERTAIN creates (the CRM's answer was lost; how each was resolved) and\n" +
+			"the oldest undelivered event. Exit status 3 when something is lost or\n" +
 			"reordered. TIME is RFC 3339 or a duration ago (24h); default: everything the ledger holds.\n" +
 			"`sluice audit actions` lists the operators' audited actions.",
 		Args: cobra.NoArgs,
@@ -209,6 +210,16 @@ func writeAuditResult(w io.Writer, r ledger.Result, now time.Time) {
 			if n := len(k.PossibleDuplicates); n > 0 {
 				fmt.Fprintf(tw, "%s\tpossible duplicate\t%s\tredelivered after another attempt whose answer was lost\n",
 					k.Key, strings.Join(k.PossibleDuplicates, " "))
+			}
+			for _, u := range k.Uncertain {
+				d := u.Why
+				if u.Resolution != "" {
+					d += "; " + u.Resolution
+				}
+				if u.CRMID != "" {
+					d += " (CRM id " + u.CRMID + ")"
+				}
+				fmt.Fprintf(tw, "%s\tuncertain create\t%s\t%s\n", k.Key, u.ID, d)
 			}
 		}
 		_ = tw.Flush()

@@ -61,6 +61,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(parkedCmd())
 	root.AddCommand(statusCmd(), pauseCmd(), resumeCmd())
 	root.AddCommand(replayCmd(), auditCmd(), traceCmd())
+	root.AddCommand(crmIDsCmd())
 	root.AddCommand(backfillCmd())
 	root.AddCommand(importCmd())
 	root.AddCommand(partitionsCmd())

@@ -33,6 +33,9 @@ type ReplayOptions struct {
 	Reason string    // required, audited
 	By     string    // who, audited
 	DryRun bool      // count only, publish nothing
+	// LatestPerKey re-sends only the newest event of each key and type in
+	// the window (its latest state), skipping the older ones.
+	LatestPerKey bool
 	// Progress is called every ProgressEvery events (0: never).
 	Progress      func(n int, seq uint64)
 	ProgressEvery int
@@ -51,6 +54,7 @@ type ReplayRecord struct {
 	Key    string     `json:"key,omitempty"`
 	Reason string     `json:"reason"`
 	DryRun bool       `json:"dry_run"`
+	Latest bool       `json:"latest_per_key,omitempty"`
 	Count  int        `json:"count"`
 	Error  string     `json:"error,omitempty"`
 }
@@ -59,6 +63,7 @@ type ReplayRecord struct {
 type ReplayResult struct {
 	RunID    string
 	Count    int    // events re-published (or counted, in a dry run)
+	Skipped  int    // older events of a key skipped (LatestPerKey)
 	FirstSeq uint64 // events stream sequences of the first and last event
 	LastSeq  uint64
 	// Audited is false when no stream stores the audit subject.
@@ -95,7 +100,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, names topology.Names, o
 	}
 	err := replayRun(ctx, js, names, o, &res)
 	rec := ReplayRecord{Action: "replay", RunID: res.RunID, By: o.By, At: time.Now().UTC(), Since: o.Since.UTC(),
-		Type: o.Type, Key: o.Key, Reason: o.Reason, DryRun: o.DryRun, Count: res.Count}
+		Type: o.Type, Key: o.Key, Reason: o.Reason, DryRun: o.DryRun, Latest: o.LatestPerKey, Count: res.Count}
 	if !o.Until.IsZero() {
 		u := o.Until.UTC()
 		rec.Until = &u
@@ -137,6 +142,50 @@ func replayRun(ctx context.Context, js jetstream.JetStream, names topology.Names
 	if endSeq == 0 {
 		return nil
 	}
+	var latest map[string]uint64 // key token + type -> newest seq in the window
+	if o.LatestPerKey {
+		// A first pass finds each key's newest event. Per key and type:
+		// the types of one key may address different CRM records (a lead
+		// under its customer's key), so the newest of each is its state.
+		latest = map[string]uint64{}
+		err := scanWindow(ctx, stream, names, o, endSeq, func(m jetstream.Msg, seq uint64) error {
+			if _, typ, tok, err := names.SubjectParts(m.Subject()); err == nil {
+				latest[tok+"\x00"+typ] = seq
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return scanWindow(ctx, stream, names, o, endSeq, func(m jetstream.Msg, seq uint64) error {
+		if latest != nil {
+			if _, typ, tok, err := names.SubjectParts(m.Subject()); err == nil && latest[tok+"\x00"+typ] != seq {
+				res.Skipped++
+				return nil
+			}
+		}
+		if !o.DryRun {
+			if err := republish(ctx, js, names, m, seq, res.RunID); err != nil {
+				return err
+			}
+		}
+		res.Count++
+		if res.FirstSeq == 0 {
+			res.FirstSeq = seq
+		}
+		res.LastSeq = seq
+		if o.Progress != nil && o.ProgressEvery > 0 && res.Count%o.ProgressEvery == 0 {
+			o.Progress(res.Count, seq)
+		}
+		return nil
+	})
+}
+
+// scanWindow calls f with every event of the replay window in stream
+// order, up to endSeq.
+func scanWindow(ctx context.Context, stream jetstream.Stream, names topology.Names, o ReplayOptions, endSeq uint64,
+	f func(m jetstream.Msg, seq uint64) error) error {
 	since := o.Since
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects:    []string{replayFilter(names, o.Type, o.Key)},
@@ -179,18 +228,8 @@ func replayRun(ctx context.Context, js jetstream.JetStream, names topology.Names
 		if seq > endSeq || (!o.Until.IsZero() && md.Timestamp.After(o.Until)) {
 			return nil
 		}
-		if !o.DryRun {
-			if err := republish(ctx, js, names, m, seq, res.RunID); err != nil {
-				return err
-			}
-		}
-		res.Count++
-		if res.FirstSeq == 0 {
-			res.FirstSeq = seq
-		}
-		res.LastSeq = seq
-		if o.Progress != nil && o.ProgressEvery > 0 && res.Count%o.ProgressEvery == 0 {
-			o.Progress(res.Count, seq)
+		if err := f(m, seq); err != nil {
+			return err
 		}
 		if md.NumPending == 0 || seq == endSeq {
 			return nil
@@ -248,11 +287,13 @@ func replayCmd() *cobra.Command {
 	var cfgPath, since, until string
 	var o ReplayOptions
 	cmd := &cobra.Command{
-		Use:   "replay --since TIME [--until TIME] [--type T] [--key K] --reason TEXT",
+		Use:   "replay --since TIME [--until TIME] [--type T] [--key K] [--latest-per-key] --reason TEXT",
 		Short: "Re-send stored events of a time window to the pipeline (the CRM dedupes by event id; audited)",
 		Long: "Reads the events stream from the first event stored at or after --since up to --until (or the\n" +
 			"end of the stream when the replay starts) and re-publishes each event, in stream order, with a\n" +
 			"new message id and the same envelope, so the CRM's Idempotency-Key (the event id) is unchanged.\n" +
+			"--latest-per-key sends only each key's newest event per type (a CRM that ignores the\n" +
+			"Idempotency-Key applies every copy as a real update and fires a webhook for each).\n" +
 			"TIME is RFC 3339 (2026-01-02T15:04:05Z) or a duration ago (90m).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -299,6 +340,7 @@ func replayCmd() *cobra.Command {
 	f.StringVar(&o.Reason, "reason", "", "why the events are re-sent (required, audited)")
 	f.StringVar(&o.By, "by", os.Getenv("USER"), "who replays (audited)")
 	f.BoolVar(&o.DryRun, "dry-run", false, "count the events only; publish nothing")
+	f.BoolVar(&o.LatestPerKey, "latest-per-key", false, "re-send only the newest event of each key and type in the window (its latest state)")
 	f.IntVar(&o.ProgressEvery, "progress", 1000, "print progress every N events (0: never)")
 	_ = cmd.MarkFlagRequired("since")
 	return cmd
@@ -312,6 +354,9 @@ func writeReplayResult(w io.Writer, o ReplayOptions, res ReplayResult) {
 	fmt.Fprintf(w, "%s %d event(s)", verb, res.Count)
 	if res.Count > 0 {
 		fmt.Fprintf(w, " (stream seq %d..%d)", res.FirstSeq, res.LastSeq)
+	}
+	if res.Skipped > 0 {
+		fmt.Fprintf(w, ", %d older event(s) of the same keys skipped (--latest-per-key)", res.Skipped)
 	}
 	fmt.Fprintf(w, "; run %s\n", res.RunID)
 }

@@ -65,8 +65,7 @@ func (s *Service) send(ctx context.Context, m *lane.Msg, r crmreq.Request, metho
 	if !ok {
 		return o
 	}
-	s.delivered(m, r, &ledger.CRMCall{Method: method, Path: path, Status: res.Status, Took: res.Took, Headers: s.recordedHeaders(res)})
-	return lane.Done()
+	return s.delivered(m, r, &ledger.CRMCall{Method: method, Path: path, Status: res.Status, Took: res.Took, Headers: s.recordedHeaders(res)})
 }
 
 // create sends a create request and remembers the CRM id it returns.
@@ -108,8 +107,7 @@ func (s *Service) remember(ctx context.Context, m *lane.Msg, r crmreq.Request, i
 		c = &ledger.CRMCall{Note: "the CRM accepted it on an earlier attempt; its id was stored now"}
 	}
 	c.CRMID = id
-	s.delivered(m, r, c)
-	return lane.Done()
+	return s.delivered(m, r, c)
 }
 
 func (s *Service) storeFailed(r crmreq.Request, err error) lane.Outcome {
@@ -180,13 +178,18 @@ func (s *Service) failure(m *lane.Msg, r crmreq.Request, res response) lane.Outc
 
 // delivered counts a request the CRM accepted, reports its produce→CRM
 // latency (computed once, here, from the request already decoded) and
-// writes its ledger record; the lane acks the message after this returns.
-func (s *Service) delivered(m *lane.Msg, r crmreq.Request, c *ledger.CRMCall) {
+// writes its ledger record; the Outcome has the lane wait for the record
+// before it acks the message.
+func (s *Service) delivered(m *lane.Msg, r crmreq.Request, c *ledger.CRMCall) lane.Outcome {
 	d, ok := s.metrics.deliveredOne(r.AcceptedAt)
 	if ok && s.deps.OnDelivered != nil {
 		s.deps.OnDelivered(d)
 	}
-	s.recordDelivered(m, r, c, d)
+	o := lane.Done()
+	if s.deps.Ledger != nil {
+		o.Durable = s.recordDelivered(m, r, c, d).Wait
+	}
+	return o
 }
 
 // crmHeaders are the parked message's record of the CRM's answer.

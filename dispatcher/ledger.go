@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"context"
 	"strconv"
 	"time"
 
@@ -10,26 +11,27 @@ import (
 	"sluice.dev/mesh/topology"
 )
 
-// recordDelivered writes the ledger record of a delivery (Deps.Ledger):
-// called from the handler, so before the lane acks the message.
-func (s *Service) recordDelivered(m *lane.Msg, r crmreq.Request, c *ledger.CRMCall, latency time.Duration) {
+// recordDelivered writes the ledger record of a delivery (Deps.Ledger)
+// right after the CRM's answer; the lane waits for it (the returned
+// Outcome.Durable) just before it acks the message.
+func (s *Service) recordDelivered(m *lane.Msg, r crmreq.Request, c *ledger.CRMCall, latency time.Duration) ledger.Pending {
 	if s.deps.Ledger == nil {
-		return
+		return ledger.Pending{}
 	}
 	rec := ledger.FromMsg(ledger.StepDelivered, topology.StageDispatcher, m, r.EventID)
 	rec.Key, rec.AcceptedAt, rec.EnrichedAt = r.Key, r.AcceptedAt, m.Stored
 	c.Latency = latency
 	rec.CRM = c
-	s.deps.Ledger.Write(rec)
+	return s.deps.Ledger.Write(rec)
 }
 
-// observer is the lanes' Observe hook: the ledger record of each park
-// (with the CRM's status when it answered), then Deps.Observe. Nil when
-// neither is set, so the lanes skip the call.
-func (s *Service) observer() func(lane.Observation) {
-	return ledger.ObserveParks(s.deps.Ledger, s.deps.Names, func(rec *ledger.Record, o lane.Observation) {
+// recordParks is the lanes' BeforeAck hook: the ledger record of each
+// park (with the CRM's status when it answered), stored before the ack.
+// Nil without a ledger.
+func (s *Service) recordParks() func(lane.Observation) func(context.Context) error {
+	return ledger.RecordParks(s.deps.Ledger, s.deps.Names, func(rec *ledger.Record, o lane.Observation) {
 		if st, err := strconv.Atoi(o.Outcome.Header.Get(HeaderCRMStatus)); err == nil {
 			rec.CRM = &ledger.CRMCall{Status: st}
 		}
-	}, s.deps.Observe)
+	})
 }

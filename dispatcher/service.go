@@ -58,7 +58,8 @@ type Deps struct {
 	// Ledger, if set, records each delivery (before its ack) and each park
 	// in the delivery ledger. It must publish on JS's connection
 	// (ledger.NewWriter(JS.Conn(), ...)), so a record always reaches the
-	// server before the ack; New refuses another. Stop flushes it.
+	// server before the ack; New refuses another. The lanes wait for each
+	// record before they ack its message. Stop flushes and closes it.
 	Ledger *ledger.Writer
 }
 
@@ -141,7 +142,8 @@ func (s *Service) Start(ctx context.Context) error {
 		Handler:     lane.Chain(s.Handler(), s.deps.Middleware...),
 		Partitions:  s.deps.Partitions,
 		Logger:      s.log,
-		Observe:     s.observer(),
+		Observe:     s.deps.Observe,
+		BeforeAck:   s.recordParks(),
 	})
 	if err != nil {
 		return err
@@ -199,7 +201,7 @@ func (s *Service) Stop(ctx context.Context) error {
 		err = errors.Join(err, svc.Stop())
 	}
 	s.crm.close()
-	if ferr := s.deps.Ledger.Flush(ctx); ferr != nil {
+	if ferr := s.deps.Ledger.Close(ctx); ferr != nil {
 		s.log.Warn().Err(ferr).Msg("ledger records not all acknowledged at stop")
 	}
 	return err

@@ -117,7 +117,7 @@ func TestAuditAfterFlakyCRMAndKilledServices(t *testing.T) {
 			require.NoError(t, h.StartEnricher(ctx))
 		case 2:
 			require.NoError(t, h.RestartNATS())
-			require.Eventually(t, func() bool { return lc.Failed.Load() == lc.Retried.Load()+lc.Dropped.Load() },
+			require.Eventually(t, func() bool { return lc.Failed.Load() == lc.Retried.Load()+lc.Unstored.Load() },
 				30*time.Second, 10*time.Millisecond, "ledger retries after the restart")
 		default:
 			h.KillDispatcher()
@@ -135,8 +135,8 @@ func TestAuditAfterFlakyCRMAndKilledServices(t *testing.T) {
 		return res.Totals.Delivered == 3000
 	}, 30*time.Second, 500*time.Millisecond, "the audit does not see every delivery")
 	if !ok {
-		t.Logf("ledger writes %d, failed %d, retried %d, dropped %d", h.LedgerCounters.Written.Load(), h.LedgerCounters.Failed.Load(),
-			h.LedgerCounters.Retried.Load(), h.LedgerCounters.Dropped.Load())
+		t.Logf("ledger writes %d, failed %d, retried %d, unstored %d", h.LedgerCounters.Written.Load(), h.LedgerCounters.Failed.Load(),
+			h.LedgerCounters.Retried.Load(), h.LedgerCounters.Unstored.Load())
 		for _, k := range res.Keys {
 			for _, l := range k.Lost {
 				t.Logf("lost %s seq %d at %s: %s", l.ID, l.Seq, l.AcceptedAt.Format(time.RFC3339Nano), l.Why)
@@ -167,9 +167,9 @@ func TestAuditAfterFlakyCRMAndKilledServices(t *testing.T) {
 			possible[id] = true
 		}
 	}
-	t.Logf("duplicates: simulator %d ids (%d extra); audit %d certain (+%d deliveries), %d possible; ledger writes %d, failed %d, dropped %d",
+	t.Logf("duplicates: simulator %d ids (%d extra); audit %d certain (+%d deliveries), %d possible; ledger writes %d, failed %d, unstored %d",
 		rep.Totals.DuplicateIDs, rep.Totals.ExtraDeliveries, res.Totals.Duplicates, res.Totals.ExtraDeliveries,
-		res.Totals.PossibleDuplicates, h.LedgerCounters.Written.Load(), h.LedgerCounters.Failed.Load(), h.LedgerCounters.Dropped.Load())
+		res.Totals.PossibleDuplicates, h.LedgerCounters.Written.Load(), h.LedgerCounters.Failed.Load(), h.LedgerCounters.Unstored.Load())
 	for id, n := range certain {
 		require.Contains(t, simDups, id, "the audit counts a duplicate the CRM did not see")
 		require.LessOrEqual(t, n, simDups[id], "more deliveries recorded than the CRM saw for %s", id)

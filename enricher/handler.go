@@ -108,8 +108,9 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 	out := nats.NewMsg(s.deps.Names.DispatchSubject(m.Partition, env.Type, m.KeyToken))
 	out.Data = b
 	out.Header.Set(nats.MsgIdHdr, env.ID)
-	s.recordEnriched(m, env.ID, env.Key, out.Subject, body)
-	return lane.Forward(out)
+	o := lane.Forward(out)
+	o.Durable = s.recordEnriched(m, env.ID, env.Key, out.Subject, body)
+	return o
 }
 
 // mappingFailed parks on a jq error, or retries when the lane is stopping

@@ -1,25 +1,28 @@
 package enricher
 
 import (
+	"context"
+
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/ledger"
 	"sluice.dev/mesh/topology"
 )
 
 // recordEnriched writes the ledger record of a forwarded event
-// (Deps.Ledger with ledger.enriched): called from the handler, so before
-// the lane publishes the request and acks the event.
-func (s *Service) recordEnriched(m *lane.Msg, id, key, out string, body []byte) {
+// (Deps.Ledger with ledger.enriched) from the handler: the lane publishes
+// the request meanwhile and waits for the record (the returned
+// Outcome.Durable, nil when none is written) before it acks the event.
+func (s *Service) recordEnriched(m *lane.Msg, id, key, out string, body []byte) func(context.Context) error {
 	if !s.deps.Ledger.Wants(ledger.StepEnriched) {
-		return
+		return nil
 	}
 	rec := ledger.FromMsg(ledger.StepEnriched, topology.StageEnricher, m, id)
 	rec.Key, rec.AcceptedAt, rec.Out, rec.Body = key, m.Stored, out, body
-	s.deps.Ledger.Write(rec)
+	return s.deps.Ledger.Write(rec).Wait
 }
 
-// observer is the lanes' Observe hook: the ledger record of each park,
-// then Deps.Observe.
-func (s *Service) observer() func(lane.Observation) {
-	return ledger.ObserveParks(s.deps.Ledger, s.deps.Names, nil, s.deps.Observe)
+// recordParks is the lanes' BeforeAck hook: the ledger record of each
+// park, stored before the ack. Nil without a ledger.
+func (s *Service) recordParks() func(lane.Observation) func(context.Context) error {
+	return ledger.RecordParks(s.deps.Ledger, s.deps.Names, nil)
 }

@@ -49,7 +49,8 @@ type Deps struct {
 	// Ledger, if set, records each forwarded event (before its ack) and
 	// each park in the delivery ledger. It must publish on JS's connection
 	// (ledger.NewWriter(JS.Conn(), ...)), so a record always reaches the
-	// server before the ack; New refuses another. Stop flushes it.
+	// server before the ack; New refuses another. The lanes wait for each
+	// record before they ack its message. Stop flushes and closes it.
 	Ledger *ledger.Writer
 }
 
@@ -159,7 +160,8 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	g, err := lane.NewGroup(s.deps.JS, lane.Config{
 		Stage: topology.StageEnricher, Names: s.deps.Names, Handler: s.handle, IsolateKeys: true,
-		Partitions: s.deps.Partitions, Logger: s.log, Observe: s.observer(),
+		Partitions: s.deps.Partitions, Logger: s.log, Observe: s.deps.Observe,
+		BeforeAck: s.recordParks(),
 	})
 	if err != nil {
 		return err
@@ -225,7 +227,7 @@ func (s *Service) Stop(ctx context.Context) error {
 	}
 	if g != nil {
 		errs = append(errs, g.Stop(ctx))
-		if err := s.deps.Ledger.Flush(ctx); err != nil {
+		if err := s.deps.Ledger.Close(ctx); err != nil {
 			s.log.Warn().Err(err).Msg("ledger records not all acknowledged at stop")
 		}
 	}

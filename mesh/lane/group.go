@@ -53,6 +53,14 @@ type Config struct {
 	// called for a late duplicate the lane skipped (Stats.Fenced): the
 	// replica that applied the message observed it.
 	Observe func(stats Observation)
+	// BeforeAck, if set, is called when the runner is about to ack a
+	// message (KindDone, KindForward, KindPark), before it publishes the
+	// outputs or the parked copy; the function it returns (if not nil) is
+	// called just before the ack, and an error holds the lane like a failed
+	// publish. The delivery ledger writes its park records here, so that
+	// they are stored before the ack while their round trip overlaps the
+	// runner's publishes. The Observation has no Duration yet.
+	BeforeAck func(o Observation) func(context.Context) error
 	// IsolateKeys turns on per-key poison isolation: once an event of key K
 	// is parked, every later event of K at this stage is parked behind it
 	// (see isolate.go) until an operator replays or discards K. The state

@@ -294,7 +294,7 @@ func (l *lane) handle(jm jetstream.Msg) {
 			}
 		}
 	}
-	if l.settle(m, jm, o, iso) && iso.replay && o.Kind != KindPark && m.Header.Get(HeaderReplayLast) != "" {
+	if l.settle(m, jm, o, iso, l.beforeAck(m, o)) && iso.replay && o.Kind != KindPark && m.Header.Get(HeaderReplayLast) != "" {
 		l.finishReplay(m, iso)
 	}
 	if obs := l.g.cfg.Observe; obs != nil {
@@ -360,8 +360,36 @@ func (l *lane) event(e *zerolog.Event, m *Msg) *zerolog.Event {
 	return e.Uint64("seq", m.StreamSeq).Str("type", m.Type).Str("key", m.KeyToken)
 }
 
-// settle carries out o and reports whether m was acked.
-func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome, iso isolation) bool {
+// beforeAck calls Config.BeforeAck for an outcome that acks the message;
+// settle calls what it returns just before the ack.
+func (l *lane) beforeAck(m *Msg, o Outcome) func(context.Context) error {
+	hook := l.g.cfg.BeforeAck
+	if hook == nil || (o.Kind != KindDone && o.Kind != KindForward && o.Kind != KindPark) {
+		return nil
+	}
+	return hook(Observation{Stage: l.g.cfg.Stage, Partition: l.p, Kind: o.Kind, Stored: m.Stored, Err: o.Err, Msg: m, Outcome: o})
+}
+
+// durable waits for what must be stored before m is acked (the handler's
+// Outcome.Durable, the BeforeAck hook's wait); false when something was
+// not, after naking m.
+func (l *lane) durable(ctx context.Context, m *Msg, jm jetstream.Msg, waits ...func(context.Context) error) bool {
+	for _, wait := range waits {
+		if wait == nil {
+			continue
+		}
+		if err := wait(ctx); err != nil {
+			l.failed(jm, l.g.cfg.PublishRetry, fmt.Errorf("before ack: %w", err))
+			l.event(l.log.Warn(), m).Err(err).Msg("a record due before the ack was not stored; holding the lane")
+			return false
+		}
+	}
+	return true
+}
+
+// settle carries out o and reports whether m was acked; pre (may be nil)
+// is waited for before the ack.
+func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome, iso isolation, pre func(context.Context) error) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	switch o.Kind {
@@ -372,6 +400,9 @@ func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome, iso isolation) bool {
 				l.event(l.log.Warn(), m).Err(err).Msg("forward publish failed; holding the lane")
 				return false
 			}
+		}
+		if !l.durable(ctx, m, jm, o.Durable, pre) {
+			return false
 		}
 		l.acked(jm, m)
 		return true
@@ -396,6 +427,9 @@ func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome, iso isolation) bool {
 		if _, err := l.g.js.PublishMsg(ctx, pm); err != nil {
 			l.failed(jm, l.g.cfg.PublishRetry, fmt.Errorf("publish parked: %w", err))
 			l.event(l.log.Warn(), m).Err(err).Msg("park publish failed; holding the lane")
+			return false
+		}
+		if !l.durable(ctx, m, jm, o.Durable, pre) {
 			return false
 		}
 		if l.g.parked != nil && iso.kvKey != "" && (!o.KeyOpen || iso.replay || iso.behind) {

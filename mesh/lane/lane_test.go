@@ -121,3 +121,60 @@ func TestPauseHoldsHeadAndParkMovesOn(t *testing.T) {
 	require.Equal(t, "422", pm.Header.Get("Crm-Status"))
 	require.Equal(t, "k-1", string(pm.Data))
 }
+
+// What must be stored before the ack (a handler's Outcome.Durable, the
+// BeforeAck hook's wait for a park) holds the lane when it fails: the
+// message is not acked but redelivered, and acked once the wait succeeds.
+func TestAckWaitsForDurableAndBeforeAck(t *testing.T) {
+	names, js := setup(t, 1)
+	publish(t, js, names, "t1", "k", 2)
+	var mu sync.Mutex
+	var seen, waited []string
+	fail := map[string]int{"k-0": 2, "k-1": 1} // failing waits per message
+	wait := func(id string) func(context.Context) error {
+		return func(context.Context) error {
+			mu.Lock()
+			defer mu.Unlock()
+			waited = append(waited, id)
+			if fail[id] > 0 {
+				fail[id]--
+				return errors.New("no PubAck")
+			}
+			return nil
+		}
+	}
+	var hooked []lane.Kind
+	g, err := lane.NewGroup(js, lane.Config{Stage: topology.StageEnricher, Names: names, Logger: zerolog.Nop(),
+		PublishRetry: 10 * time.Millisecond,
+		BeforeAck: func(o lane.Observation) func(context.Context) error {
+			mu.Lock()
+			defer mu.Unlock()
+			hooked = append(hooked, o.Kind)
+			if o.Kind != lane.KindPark {
+				return nil
+			}
+			return wait(string(o.Msg.Data))
+		},
+		Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, string(m.Data))
+			if string(m.Data) == "k-0" {
+				o := lane.Done()
+				o.Durable = wait("k-0")
+				return o
+			}
+			return lane.Park("rejected", errors.New("422"), nil)
+		}})
+	require.NoError(t, err)
+	require.NoError(t, g.Start(context.Background()))
+	defer g.Stop(context.Background())
+	require.Eventually(t, func() bool {
+		return g.Stats()[0].Acked == 2
+	}, 10*time.Second, 10*time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []string{"k-0", "k-0", "k-0", "k-1", "k-1"}, seen, "a failed wait redelivers the message")
+	require.Equal(t, []string{"k-0", "k-0", "k-0", "k-1", "k-1"}, waited)
+	require.Equal(t, []lane.Kind{lane.KindDone, lane.KindDone, lane.KindDone, lane.KindPark, lane.KindPark}, hooked)
+}

@@ -86,6 +86,14 @@ type Outcome struct {
 	// handler (skip-and-park). A replayed message parked with KeyOpen
 	// still sends its key back to parked (the replay's order holds).
 	KeyOpen bool
+	// Durable, if set, is called by the runner just before it acks the
+	// message (KindDone, KindForward, KindPark), after the outputs or the
+	// parked copy are stored: a handler that published a record
+	// asynchronously waits for its PubAck here, so that wait overlaps the
+	// runner's own publishes. An error holds the lane like a failed
+	// publish (nak after Config.PublishRetry): the message is redelivered
+	// and the handler runs again.
+	Durable func(ctx context.Context) error
 }
 
 // Done acks the message.

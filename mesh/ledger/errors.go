@@ -23,4 +23,8 @@ var (
 	// after the ack it must precede. The caller builds the Writer on the
 	// service's own connection (Deps.JS.Conn()).
 	ErrWrongConn = errors.New("ledger: the writer must publish on the lanes' connection")
+	// ErrWriterClosed means a record was written after its Writer was
+	// closed (the service is stopping): it was not sent. The lane does not
+	// ack the message, so it is redelivered to the next process.
+	ErrWriterClosed = errors.New("ledger: writer closed")
 )

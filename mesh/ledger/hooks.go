@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"context"
 	"time"
 
 	"sluice.dev/mesh/lane"
@@ -18,32 +19,30 @@ func FromMsg(step Step, stage topology.Stage, m *lane.Msg, eventID string) Recor
 		Attempts: m.Failures + 1, Replay: m.Header.Get(lane.HeaderReplay)}
 }
 
-// ObserveParks is a lane.Config.Observe hook that writes the record of
-// every park to w (after decorate, if set, adds what the stage knows),
-// then calls next. With w nil it is next itself (nil when that is nil, so
-// the lanes skip the call).
-func ObserveParks(w *Writer, names topology.Names, decorate func(*Record, lane.Observation),
-	next func(lane.Observation)) func(lane.Observation) {
+// RecordParks is a lane.Config.BeforeAck hook that writes the record of
+// every park to w (after decorate, if set, adds what the stage knows)
+// while the runner publishes the parked copy, and has the runner wait for
+// it before the ack. Nil when w is nil (the lanes skip the call).
+func RecordParks(w *Writer, names topology.Names, decorate func(*Record, lane.Observation)) func(lane.Observation) func(context.Context) error {
 	if w == nil {
-		return next
+		return nil
 	}
-	return func(o lane.Observation) {
-		if rec, ok := Parked(names, o); ok {
-			if decorate != nil {
-				decorate(&rec, o)
-			}
-			w.Write(rec)
+	return func(o lane.Observation) func(context.Context) error {
+		rec, ok := Parked(names, o)
+		if !ok {
+			return nil
 		}
-		if next != nil {
-			next(o)
+		if decorate != nil {
+			decorate(&rec, o)
 		}
+		return w.Write(rec).Wait
 	}
 }
 
-// Parked returns the record of a park the lane runner reports through
-// lane.Config.Observe; ok is false for any other outcome. It runs after
-// the ack: the parked stream holds the message itself, this record keeps
-// the park in the event's history after a replay or discard.
+// Parked returns the record of a park the lane runner is about to carry
+// out (lane.Config.BeforeAck); ok is false for any other outcome. The
+// parked stream holds the message itself; this record keeps the park in
+// the event's history after a replay or discard.
 func Parked(names topology.Names, o lane.Observation) (r Record, ok bool) {
 	if o.Kind != lane.KindPark || o.Msg == nil {
 		return Record{}, false

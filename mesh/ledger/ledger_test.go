@@ -44,7 +44,7 @@ func TestWriterRecordsAreReadBackOnceEach(t *testing.T) {
 		Body: json.RawMessage(`{"email":"x@example.com","name":"n","nested":{"Email":"y"}}`)})
 	require.NoError(t, w.Flush(ctx))
 	require.EqualValues(t, 201, c.Written.Load())
-	require.Zero(t, c.Dropped.Load())
+	require.Zero(t, c.Unstored.Load())
 
 	src := &ledger.Source{JS: js, Names: names}
 	recs, last, err := src.Records(ctx, ledger.Filter{Key: "k.1"}, time.Time{}, 0)
@@ -60,31 +60,61 @@ func TestWriterRecordsAreReadBackOnceEach(t *testing.T) {
 	require.Empty(t, recs)
 }
 
-func TestWriterRetriesARecordTheServerRefused(t *testing.T) {
+func TestWaitResendsARecordTheServerRefused(t *testing.T) {
 	ctx := context.Background()
 	nc, js, names := setup(t)
 	var c ledger.Counters
 	w, err := ledger.NewWriter(nc, names, ledger.WriterConfig{Counters: &c})
 	require.NoError(t, err)
+	defer w.Close(ctx)
 	// No ledger stream yet: the publish gets no answer from JetStream.
-	w.Write(ledger.Record{Step: ledger.StepDelivered, EventID: "e1", Type: "t", KeyToken: "k", Seq: 1})
+	p := w.Write(ledger.Record{Step: ledger.StepDelivered, EventID: "e1", Type: "t", KeyToken: "k", Seq: 1})
 	require.Eventually(t, func() bool { return c.Failed.Load() == 1 }, 10*time.Second, 10*time.Millisecond)
 	require.NoError(t, ledger.Ensure(ctx, js, names, ledger.DefaultConfig()))
-	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	require.NoError(t, w.Flush(fctx))
+	require.NoError(t, p.Wait(wctx), "Wait sends the record again")
 	require.EqualValues(t, 1, c.Retried.Load())
-	require.Zero(t, c.Dropped.Load())
+	require.Zero(t, c.Unstored.Load())
 	recs, _, err := (&ledger.Source{JS: js, Names: names}).Records(ctx, ledger.Filter{}, time.Time{}, 0)
 	require.NoError(t, err)
 	require.Len(t, recs, 1)
 	require.Equal(t, "e1", recs[0].EventID)
 }
 
+// A record that cannot be stored is never reported stored: Wait fails
+// (the lane then holds its message), and Close ends a Wait that is still
+// resending instead of letting it sleep on.
+func TestWaitFailsWhenTheRecordIsNotStoredAndCloseEndsIt(t *testing.T) {
+	ctx := context.Background()
+	nc, _, names := setup(t)
+	var c ledger.Counters
+	w, err := ledger.NewWriter(nc, names, ledger.WriterConfig{Counters: &c})
+	require.NoError(t, err)
+	rec := ledger.Record{Step: ledger.StepDelivered, EventID: "e1", Type: "t", KeyToken: "k", Seq: 1}
+	err = w.Write(rec).Wait(ctx) // no ledger stream: never stored
+	require.Error(t, err)
+	require.EqualValues(t, 1, c.Unstored.Load())
+
+	p := w.Write(rec)
+	waited := make(chan error, 1)
+	go func() { waited <- p.Wait(ctx) }()
+	require.NoError(t, w.Close(ctx))
+	select {
+	case err := <-waited:
+		require.Error(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end a resending Wait")
+	}
+	require.ErrorIs(t, w.Write(rec).Wait(ctx), ledger.ErrWriterClosed, "nothing is sent after Close")
+	require.NoError(t, w.Close(ctx), "Close is idempotent")
+}
+
 func TestNilWriterWritesNothing(t *testing.T) {
 	var w *ledger.Writer
-	w.Write(ledger.Record{Step: ledger.StepDelivered})
+	require.NoError(t, w.Write(ledger.Record{Step: ledger.StepDelivered}).Wait(context.Background()))
 	require.NoError(t, w.Flush(context.Background()))
+	require.NoError(t, w.Close(context.Background()))
 	require.Nil(t, w.Conn())
 }
 

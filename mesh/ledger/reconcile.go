@@ -482,10 +482,10 @@ func possibleDuplicate(l *life) bool {
 // before that of an event accepted earlier. When each was first delivered
 // is read two ways, and a pair counts only when both agree:
 //
-//   - the ledger order of the delivered records: each is written before
-//     the ack that lets the key's next request go. But a record the
-//     server dropped while shutting down is stored again by its writer's
-//     retry, after later ones;
+//   - the ledger order of the delivered records: each is stored before
+//     the ack that lets the key's next request go. But a record stored
+//     twice (a resend after a lost PubAck, a redelivery) has a later
+//     copy;
 //   - the dispatch stream sequence of the request delivered: a
 //     dispatcher lane sends its partition's requests one at a time in
 //     that order, and a replay re-sends with a new, higher sequence. But

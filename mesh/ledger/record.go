@@ -14,14 +14,15 @@
 // its work-queue stream when the CRM accepted it, and then only the ledger
 // remembers that it did.
 //
-// Writes cost no round trip in a lane: a Writer publishes asynchronously on
-// the same NATS connection as the lane that acks the message, before the
-// ack, so when the process dies an acked message has its record (one TCP
-// stream, written in order); PubAck futures are checked off the hot path
-// and failures retried (readers skip a record stored twice). One limit: a
-// server that shuts down can apply the ack and drop the record it had not
-// stored yet; the retry after it is back restores it unless the writing
-// process dies first (docs/architecture.md, "The delivery ledger").
+// A record is durable before the message it is about is acked: a Writer
+// publishes it asynchronously as soon as the step happened and the lane
+// waits for its PubAck just before the ack (Pending.Wait through
+// lane.Outcome.Durable or lane.Config.BeforeAck), so the round trip
+// overlaps the lane's own work. A record that is not stored holds the
+// lane: the message is not acked but redelivered (readers skip a record
+// stored twice). So a kill -9, even of a process embedding the server,
+// never leaves an acked message without its record (docs/architecture.md,
+// "The delivery ledger").
 package ledger
 
 import (
@@ -39,15 +40,15 @@ type Step string
 // The recorded steps.
 const (
 	// StepEnriched: the enricher mapped the event and forwarded the CRM
-	// request to the dispatch stream (written before the event is acked).
+	// request to the dispatch stream (stored before the event is acked).
 	// Only with ledger.enriched (or ledger.bodies): the delivered and parked
 	// records carry when the request was stored and its sequence anyway.
 	StepEnriched Step = "enriched"
-	// StepDelivered: the CRM answered 2xx (written before the dispatch
+	// StepDelivered: the CRM answered 2xx (stored before the dispatch
 	// message is acked).
 	StepDelivered Step = "delivered"
-	// StepParked: a stage parked the event (written after the park; the
-	// parked stream is the durable record of it, this one is its history).
+	// StepParked: a stage parked the event (stored before the message is
+	// acked; the parked stream keeps the message, this record its history).
 	StepParked Step = "parked"
 	// StepAttempt: one dispatcher CRM request that did not end the
 	// event's delivery: a failed request (status, timeout, connection

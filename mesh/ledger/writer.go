@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,12 +16,10 @@ import (
 	"sluice.dev/mesh/topology"
 )
 
-// Retry policy of records whose PubAck failed (off the hot path).
+// Resend policy of a record whose PubAck failed (Pending.Wait).
 const (
-	retryQueueMax  = 1 << 16
-	retryWorkers   = 32
-	retryAttempts  = 8
-	retryTimeout   = 5 * time.Second
+	resendAttempts = 3
+	resendTimeout  = 2 * time.Second
 	publishTimeout = 10 * time.Second
 	stallWait      = 5 * time.Second
 )
@@ -49,17 +48,21 @@ type Counters struct {
 	// Written counts records handed to the connection.
 	Written atomic.Uint64
 	// Failed counts publishes the server did not acknowledge (error,
-	// timeout, disconnect); each is retried.
+	// timeout, disconnect, or not sent at all); Pending.Wait sends them
+	// again.
 	Failed atomic.Uint64
-	// Retried counts records stored by a retry.
+	// Retried counts records stored by a resend.
 	Retried atomic.Uint64
-	// Dropped counts records given up on: an audit will miss them.
-	Dropped atomic.Uint64
+	// Unstored counts records Pending.Wait gave up on: the message they are
+	// about was not acked (the lane holds and redelivers it, and the
+	// record is written again), so no audit misses them.
+	Unstored atomic.Uint64
 }
 
-// Writer publishes ledger records asynchronously. Use one per NATS
+// Writer publishes ledger records asynchronously; Pending.Wait makes one
+// durable before the message it is about is acked. Use one per NATS
 // connection, the one whose lanes ack the messages the records are about
-// (see the package doc). A nil *Writer writes nothing.
+// (see the package doc). A nil *Writer writes nothing. Close ends it.
 type Writer struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
@@ -69,17 +72,12 @@ type Writer struct {
 	c     *Counters
 	log   zerolog.Logger
 
-	mu       sync.Mutex
-	queue    []retryItem
-	workers  int           // retry workers running
-	idle     chan struct{} // closed when the last worker ends; nil when none runs
-	lastLog  time.Time     // of a drop; drops are logged at most once a second
-	unlogged int
-}
+	closeOnce sync.Once
+	closed    chan struct{} // closed by Close
 
-type retryItem struct {
-	msg *nats.Msg
-	err error
+	mu       sync.Mutex
+	lastLog  time.Time // of a failure; failures are logged at most once a second
+	unlogged int
 }
 
 // NewWriter returns a Writer publishing on nc.
@@ -91,14 +89,14 @@ func NewWriter(nc *nats.Conn, names topology.Names, cfg WriterConfig) (*Writer, 
 		cfg.MaxPending = 4096
 	}
 	w := &Writer{nc: nc, names: names, cfg: cfg, red: NewRedactor(cfg.SensitiveFields), c: cfg.Counters,
-		log: cfg.Logger.With().Str("component", "ledger").Logger()}
+		log: cfg.Logger.With().Str("component", "ledger").Logger(), closed: make(chan struct{})}
 	if w.c == nil {
 		w.c = &Counters{}
 	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
 		jetstream.WithPublishAsyncTimeout(publishTimeout),
-		jetstream.WithPublishAsyncErrHandler(w.failed))
+		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { w.c.Failed.Add(1) }))
 	if err != nil {
 		return nil, err
 	}
@@ -129,13 +127,24 @@ func (w *Writer) Wants(step Step) bool {
 	return w != nil && (step != StepEnriched || w.cfg.Enriched || w.cfg.Bodies)
 }
 
-// Write publishes r without waiting for the server. Call it before the
-// message r is about is acked. It blocks only when MaxPending records are
-// awaiting their PubAck (for up to 5s); a record that cannot be sent at
-// all is retried in the background and, failing that, counted as dropped.
-func (w *Writer) Write(r Record) {
+// Pending is a record on its way to the server; Wait makes sure it is
+// stored. The zero Pending (a nil Writer's, or a step not written) is
+// stored already.
+type Pending struct {
+	w   *Writer
+	m   *nats.Msg
+	fut jetstream.PubAckFuture
+	err error // set when the publish was not sent at all
+}
+
+// Write publishes r without waiting for the server; call Wait on the
+// result before acking the message r is about (lane.Outcome.Durable, the
+// lane's BeforeAck hook), so that the PubAck's round trip overlaps the
+// lane's own work. Write blocks only when MaxPending records are awaiting
+// their PubAck (for up to 5s).
+func (w *Writer) Write(r Record) Pending {
 	if !w.Wants(r.Step) {
-		return
+		return Pending{}
 	}
 	if !w.cfg.Bodies {
 		r.Body = nil
@@ -157,82 +166,82 @@ func (w *Writer) Write(r Record) {
 	}
 	m := &nats.Msg{Subject: w.names.LedgerSubject(string(r.Step), typ, tok), Data: data}
 	w.c.Written.Add(1)
-	if _, err := w.js.PublishMsgAsync(m, jetstream.WithStallWait(stallWait)); err != nil {
-		// Not sent (stalled, or the connection is closed): the retry
-		// comes after the ack, so it only helps when the process lives.
-		w.failed(w.js, m, err)
+	p := Pending{w: w, m: m}
+	select {
+	case <-w.closed:
+		p.err = ErrWriterClosed
+		return p
+	default:
 	}
+	if p.fut, p.err = w.js.PublishMsgAsync(m, jetstream.WithStallWait(stallWait)); p.err != nil {
+		w.c.Failed.Add(1)
+	}
+	return p
 }
 
-// failed is the async error handler: the record is queued for a retry.
-// It must not publish itself (it may run under the JetStream context's
-// lock), so retry workers do.
-func (w *Writer) failed(_ jetstream.JetStream, m *nats.Msg, err error) {
-	w.c.Failed.Add(1)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.queue) >= retryQueueMax {
-		go w.drop(m, err)
-		return
+// Wait returns nil once the server stored the record. A record whose
+// publish failed (no PubAck, timeout, not sent) is sent again, a few
+// times, under ctx; an error means it is not known to be stored: the
+// caller must not ack the message the record is about (it redelivers it,
+// and the record is written again; readers keep one copy per Record.ID).
+func (p Pending) Wait(ctx context.Context) error {
+	if p.w == nil {
+		return nil
 	}
-	w.queue = append(w.queue, retryItem{msg: m, err: err})
-	if w.workers < retryWorkers {
-		if w.workers == 0 {
-			w.idle = make(chan struct{})
+	err := p.err
+	if p.fut != nil {
+		select {
+		case <-p.fut.Ok():
+			return nil
+		case err = <-p.fut.Err():
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		w.workers++
-		go w.retryWorker()
 	}
+	return p.w.resend(ctx, p.m, err)
 }
 
-// retryWorker republishes queued records until the queue is empty.
-func (w *Writer) retryWorker() {
-	for {
-		w.mu.Lock()
-		if len(w.queue) == 0 {
-			w.workers--
-			if w.workers == 0 {
-				close(w.idle)
-				w.idle = nil
-			}
-			w.mu.Unlock()
-			return
-		}
-		it := w.queue[0]
-		w.queue = w.queue[1:]
-		w.mu.Unlock()
-		w.retry(it)
-	}
-}
-
-// retry republishes one record and waits for its PubAck; a repeat of a
-// record the server did store is skipped by readers (Record.ID). It starts at
-// once: during a reconnect the publish waits in the connection's buffer
-// and goes out first thing after it, so the window in which a crash loses
-// the record is as short as it can be.
-func (w *Writer) retry(it retryItem) {
+// resend publishes m again and waits for its PubAck; a repeat of a record
+// the server did store is skipped by readers (Record.ID). It gives up
+// after resendAttempts, when ctx ends or when the Writer is closed.
+func (w *Writer) resend(ctx context.Context, m *nats.Msg, err error) error {
 	backoff := 50 * time.Millisecond
-	err := it.err
-	for range retryAttempts {
-		if w.nc.IsClosed() {
+	for attempt := range resendAttempts {
+		if errors.Is(err, ErrWriterClosed) || w.nc.IsClosed() {
 			break
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), retryTimeout)
-		m := &nats.Msg{Subject: it.msg.Subject, Header: it.msg.Header, Data: it.msg.Data}
-		_, err = w.js.PublishMsg(ctx, m)
+		if attempt > 0 {
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				err = ctx.Err()
+				continue
+			case <-w.closed:
+				t.Stop()
+				err = ErrWriterClosed
+				continue
+			}
+			backoff = min(backoff*4, time.Second)
+		}
+		rctx, cancel := context.WithTimeout(ctx, resendTimeout)
+		_, err = w.js.PublishMsg(rctx, &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data})
 		cancel()
 		if err == nil {
 			w.c.Retried.Add(1)
-			return
+			return nil
 		}
-		time.Sleep(backoff)
-		backoff = min(backoff*2, 2*time.Second)
+		if ctx.Err() != nil {
+			break
+		}
 	}
-	w.drop(it.msg, err)
+	w.unstored(m, err)
+	return fmt.Errorf("ledger record %s: %w", m.Subject, err)
 }
 
-func (w *Writer) drop(m *nats.Msg, err error) {
-	w.c.Dropped.Add(1)
+func (w *Writer) unstored(m *nats.Msg, err error) {
+	w.c.Unstored.Add(1)
 	w.mu.Lock()
 	now := time.Now()
 	if now.Sub(w.lastLog) < time.Second {
@@ -243,38 +252,35 @@ func (w *Writer) drop(m *nats.Msg, err error) {
 	more := w.unlogged
 	w.lastLog, w.unlogged = now, 0
 	w.mu.Unlock()
-	ev := w.log.Warn().Err(err).Int("more_dropped", more)
-	if m != nil {
-		ev = ev.Str("subject", m.Subject).Str("msg_id", m.Header.Get(nats.MsgIdHdr))
-	}
-	ev.Msg("ledger record dropped (unless its message is redelivered, audits will report the event as lost)")
+	w.log.Warn().Err(err).Int("more_unstored", more).Str("subject", m.Subject).
+		Msg("ledger record not stored; its message is not acked and will be redelivered")
 }
 
-// Flush waits until every record written so far was acknowledged or
-// retried, or ctx ends.
+// Flush waits until every record written so far was acknowledged (or
+// failed), or ctx ends.
 func (w *Writer) Flush(ctx context.Context) error {
 	if w == nil {
 		return nil
 	}
-	for {
+	for w.js.PublishAsyncPending() > 0 {
 		select {
 		case <-w.js.PublishAsyncComplete():
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		w.mu.Lock()
-		done := w.idle
-		w.mu.Unlock()
-		if done == nil {
-			if w.js.PublishAsyncPending() == 0 {
-				return nil
-			}
-			continue
-		}
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
 	}
+	return nil
+}
+
+// Close flushes the records written so far (until ctx ends) and ends the
+// Writer: later Writes are not sent (their Wait fails with
+// ErrWriterClosed) and a Wait that is resending gives up at once. The
+// connection is the caller's; it stays open. Close is idempotent.
+func (w *Writer) Close(ctx context.Context) error {
+	if w == nil {
+		return nil
+	}
+	err := w.Flush(ctx)
+	w.closeOnce.Do(func() { close(w.closed) })
+	return err
 }

@@ -255,11 +255,11 @@ func newLedgerWriter(c ledger.Config, nc *nats.Conn, names topology.Names, count
 // ledgerCollector exports the process's ledger write counters.
 func ledgerCollector(c *ledger.Counters) prometheus.Collector {
 	return metrics.NewFunc("sluice_ledger_records_total",
-		"Delivery-ledger records by result: written (handed to NATS), failed (no PubAck; retried), retried (stored by a retry), dropped (given up: an audit will miss them).",
+		"Delivery-ledger records by result: written (handed to NATS), failed (no PubAck; sent again), retried (stored when sent again), unstored (given up: the message they are about was not acked and is redelivered).",
 		prometheus.CounterValue, []string{"result"}, func() []metrics.Sample {
 			s := func(v uint64, r string) metrics.Sample { return metrics.Sample{Labels: []string{r}, Value: float64(v)} }
 			return []metrics.Sample{s(c.Written.Load(), "written"), s(c.Failed.Load(), "failed"),
-				s(c.Retried.Load(), "retried"), s(c.Dropped.Load(), "dropped")}
+				s(c.Retried.Load(), "retried"), s(c.Unstored.Load(), "unstored")}
 		})
 }
 

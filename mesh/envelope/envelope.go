@@ -10,6 +10,8 @@ import (
 	"io"
 	"regexp"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"sluice.dev/mesh/topology"
 )
@@ -24,7 +26,8 @@ type Envelope struct {
 	// Key is the ordering key (the entity). Events of one key reach the CRM
 	// in the order they were accepted. May be derived from Data by the type.
 	Key string `json:"key,omitempty"`
-	// Source names the producer (free text, optional).
+	// Source names the producer (free text, optional): at most
+	// MaxSourceLen bytes of UTF-8 without control characters.
 	Source string `json:"source,omitempty"`
 	// OccurredAt is when the event happened (RFC 3339).
 	OccurredAt time.Time `json:"occurred_at"`
@@ -61,6 +64,9 @@ func (e *Invalid) Error() string {
 // Unwrap lets errors.Is(err, ErrInvalid) match.
 func (e *Invalid) Unwrap() error { return ErrInvalid }
 
+// MaxSourceLen is the longest source accepted, in bytes.
+const MaxSourceLen = 128
+
 var (
 	idRe   = regexp.MustCompile(`^[!-~]{1,128}$`)
 	typeRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -76,8 +82,10 @@ func ValidID(id string) bool { return idRe.MatchString(id) }
 func ValidType(t string) bool { return typeRe.MatchString(t) }
 
 // Decode parses one envelope strictly: unknown top-level fields, trailing
-// data and wrong JSON types are errors. It does not check required fields;
-// call Check for that (after deriving the key, if the type does).
+// data, wrong JSON types and a name twice in one object (at any depth,
+// data included: JSON decoders disagree on which one wins) are errors. It
+// does not check required fields; call Check for that (after deriving the
+// key, if the type does).
 func Decode(b []byte) (*Envelope, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -87,6 +95,9 @@ func Decode(b []byte) (*Envelope, error) {
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, &Invalid{Fields: []FieldError{{Field: "", Reason: "trailing data after the JSON object"}}}
+	}
+	if path, dup := DuplicateName(b); dup {
+		return nil, &Invalid{Fields: []FieldError{{Field: path, Reason: "duplicate name: the object has this member more than once"}}}
 	}
 	return &e, nil
 }
@@ -126,6 +137,11 @@ func (e *Envelope) Check() error {
 	} else if err := topology.CheckKey(e.Key); err != nil {
 		fs = append(fs, FieldError{"key", err.Error()})
 	}
+	if len(e.Source) > MaxSourceLen {
+		fs = append(fs, FieldError{"source", fmt.Sprintf("longer than %d bytes", MaxSourceLen)})
+	} else if !printable(e.Source) {
+		fs = append(fs, FieldError{"source", "must be UTF-8 without control characters"})
+	}
 	if e.OccurredAt.IsZero() {
 		fs = append(fs, FieldError{"occurred_at", "required"})
 	}
@@ -143,3 +159,16 @@ func (e *Envelope) Check() error {
 
 // Marshal encodes e compactly.
 func (e *Envelope) Marshal() ([]byte, error) { return json.Marshal(e) }
+
+// printable reports whether s is valid UTF-8 without control characters.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}

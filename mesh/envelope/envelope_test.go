@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -17,6 +18,7 @@ func TestDecodeAndCheck(t *testing.T) {
 		field    string // "" = valid
 	}{
 		{"valid", `{"id":"e1","type":"t","key":"k","occurred_at":"2026-01-02T03:04:05Z","data":{}}`, ""},
+		{"valid: same names in different objects", `{"id":"e1","type":"t","key":"k","source":"` + strings.Repeat("s", envelope.MaxSourceLen) + `","occurred_at":"2026-01-02T03:04:05Z","data":{"id":1,"a":{"id":2},"l":[{"id":3},{"id":4}]}}`, ""},
 		{"not json", `{"id":`, ""},
 		{"unknown field", `{"id":"e1","typ":"t"}`, "typ"},
 		{"id wrong type", `{"id":5}`, "id"},
@@ -29,13 +31,20 @@ func TestDecodeAndCheck(t *testing.T) {
 		{"data not object", `{"id":"e","type":"t","key":"k","occurred_at":"2026-01-02T03:04:05Z","data":[1]}`, "data"},
 		{"space in id", `{"id":"e 1","type":"t","key":"k","occurred_at":"2026-01-02T03:04:05Z","data":{}}`, "id"},
 		{"dot in type", `{"id":"e","type":"a.b","key":"k","occurred_at":"2026-01-02T03:04:05Z","data":{}}`, "type"},
+		// issue 11: a name twice in one object is refused, naming it.
+		{"duplicate top-level name", `{"id":"e","type":"t","key":"k","key":"j","occurred_at":"2026-01-02T03:04:05Z","data":{}}`, "key"},
+		{"duplicate name in data", `{"id":"e","type":"t","key":"k","occurred_at":"2026-01-02T03:04:05Z","data":{"a":{"email":"x","email":"y"}}}`, "data.a.email"},
+		{"duplicate name in an array", `{"id":"e","type":"t","key":"k","occurred_at":"2026-01-02T03:04:05Z","data":{"l":[1,{"x":1,"x":2}]}}`, "data.l[1].x"},
+		{"C1 control in key", `{"id":"e","type":"t","key":"a\u0085b","occurred_at":"2026-01-02T03:04:05Z","data":{}}`, "key"},
+		{"source too long", `{"id":"e","type":"t","key":"k","source":"` + strings.Repeat("s", envelope.MaxSourceLen+1) + `","occurred_at":"2026-01-02T03:04:05Z","data":{}}`, "source"},
+		{"control in source", `{"id":"e","type":"t","key":"k","source":"a\nb","occurred_at":"2026-01-02T03:04:05Z","data":{}}`, "source"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e, err := envelope.Decode([]byte(tc.in))
 			if err == nil {
 				err = e.Check()
 			}
-			if tc.name == "valid" {
+			if strings.HasPrefix(tc.name, "valid") {
 				require.NoError(t, err)
 				return
 			}

@@ -3,6 +3,7 @@ package topology
 import (
 	"fmt"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -10,8 +11,8 @@ import (
 const MaxKeyLen = 200
 
 // Key charset rule: a key may be any non-empty UTF-8 string of at most
-// MaxKeyLen bytes without control characters. In subjects it travels as a
-// single token: the bytes A-Z a-z 0-9 and - _ : @ + = are kept as they are,
+// MaxKeyLen bytes without control characters (C0, DEL and C1, U+0080 to
+// U+009F). In subjects it travels as a single token: the bytes A-Z a-z 0-9 and - _ : @ + = are kept as they are,
 // every other byte (including '.', '*', '>', spaces, '~' and non-ASCII) is
 // written as ~XX (upper-case hex). The mapping is one-to-one, so the order and
 // partition of a key never depend on how it was escaped.
@@ -27,7 +28,7 @@ func CheckKey(key string) error {
 		return fmt.Errorf("%w: not valid UTF-8", ErrBadKey)
 	}
 	for _, r := range key {
-		if r < ' ' || r == 0x7f {
+		if unicode.IsControl(r) { // C0, DEL and C1 (U+0080-U+009F)
 			return fmt.Errorf("%w: contains a control character", ErrBadKey)
 		}
 	}

@@ -32,8 +32,11 @@ func TestKeyToken(t *testing.T) {
 }
 
 func TestCheckKey(t *testing.T) {
-	require.NoError(t, topology.CheckKey("customer:1"))
-	for _, bad := range []string{"", string(make([]byte, 201)), "a\nb", "\xff"} {
+	for _, good := range []string{"customer:1", "é", "a b", "\u00a0nbsp", "日本"} {
+		require.NoError(t, topology.CheckKey(good), "%q", good)
+	}
+	for _, bad := range []string{"", string(make([]byte, 201)), "a\nb", "\xff", "a\x7fb",
+		"a\u0085b", "\u0080", "x\u009f"} { // C1 controls too (issue 11)
 		require.ErrorIs(t, topology.CheckKey(bad), topology.ErrBadKey, "%q", bad)
 	}
 }

@@ -61,10 +61,17 @@ const (
 	refusedTooMany     = "more items than inbound.max_items"
 	refusedSignature   = "signature or timestamp invalid"
 	refusedUnavailable = "queue unavailable, retry later"
+	// refusedDeliveryID: the delivery id travels in a message header; one
+	// this long cannot be stored, now or on any retry (431, permanent).
+	refusedDeliveryID = "delivery id (webhook-id or the source's id_header) longer than 1024 bytes"
 )
 
-// receive answers 401 only for authentication, 413 for size, 503 for
-// storage trouble (405 for a method other than POST). A body that passed
+// maxDeliveryID is the longest delivery id the receiver stores.
+const maxDeliveryID = 1024
+
+// receive answers 401 only for authentication, 413 for size, 431 for a
+// delivery id too long to store, 503 for storage trouble (405 for a method
+// other than POST). A body that passed
 // its signature is never refused for its shape: whatever cannot be routed
 // is stored and parked by the writer.
 func (s *Service) receive(src *source) http.HandlerFunc {
@@ -100,6 +107,12 @@ func (s *Service) receive(src *source) http.HandlerFunc {
 			s.stats.unauthorized.Add(1)
 			s.refused(src, r, refusedSignature, err)
 			reply(w, http.StatusUnauthorized, Response{Error: refusedSignature})
+			return
+		}
+		if len(delivery) > maxDeliveryID {
+			s.stats.badRequest.Add(1)
+			s.refused(src, r, refusedDeliveryID, nil)
+			reply(w, http.StatusRequestHeaderFieldsTooLarge, Response{Error: refusedDeliveryID})
 			return
 		}
 		items, err := src.env.Split(body, r.Header, delivery, src.cfg.Name, s.cfg.MaxItems)

@@ -51,6 +51,12 @@ func testCatalog(t testing.TB) *catalog.Catalog {
 // zero).
 func setup(t *testing.T, cfg ingest.Config) *harness {
 	t.Helper()
+	return setupLog(t, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+}
+
+// setupLog is setup with the service logging to log.
+func setupLog(t *testing.T, cfg ingest.Config, log zerolog.Logger) *harness {
+	t.Helper()
 	ctx := context.Background()
 	s := meshtest.RunServer(t, "")
 	nc, js := meshtest.Connect(t, s.ClientURL())
@@ -65,7 +71,6 @@ func setup(t *testing.T, cfg ingest.Config) *harness {
 	if cfg.PublishTimeout == 0 {
 		cfg.PublishTimeout = 2 * time.Second
 	}
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	svc, err := ingest.New(cfg, ingest.Deps{NC: nc, JS: js, Names: names, Catalog: testCatalog(t), Logger: log})
 	require.NoError(t, err)
 	require.NoError(t, svc.Start(ctx))

@@ -40,10 +40,17 @@ func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	producer, ok := s.authenticate(r)
 	if !ok {
-		s.stats.rejectedRequests.Add(1)
+		s.stats.unauthorized.Add(1)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sluice-ingest"`)
 		writeJSON(w, http.StatusUnauthorized, Response{Error: ErrUnauthorized.Error()})
-		s.log.Info().Str("remote", r.RemoteAddr).Msg("request refused: missing or invalid bearer token")
+		reason := "unknown bearer token"
+		if scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " "); !strings.EqualFold(scheme, "Bearer") {
+			reason = "no bearer token"
+		}
+		// Sampled (a burst of 10 a second): a misconfigured or hostile
+		// client must not flood the log. Never the token itself.
+		s.refusalLog.Warn().Str("remote", r.RemoteAddr).Str("path", r.URL.Path).Str("reason", reason).
+			Msg("request refused: 401")
 		return
 	}
 	log := s.log.With().Str("producer", producer).Str("remote", r.RemoteAddr).Logger()

@@ -3,14 +3,18 @@ package ingest_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/ingest"
@@ -258,6 +262,8 @@ func TestAuth(t *testing.T) {
 		})
 	}
 	require.Zero(t, h.count())
+	require.EqualValues(t, 4, h.svc.Stats().Unauthorized)
+	require.Zero(t, h.svc.Stats().RejectedRequests)
 
 	r := h.post(ingest.MediaJSON, tok, strings.NewReader(signup("a", 1, 0)))
 	require.Equal(t, http.StatusAccepted, r.status, r.raw)
@@ -394,4 +400,62 @@ func TestStartStop(t *testing.T) {
 	require.Error(t, err)
 	r := h.post(ingest.MediaJSON, "", bytes.NewBufferString(signup("x", 1, 0)))
 	require.Equal(t, http.StatusAccepted, r.status)
+}
+
+// 401s are counted and logged as WARN with the remote address and the
+// reason, at most a burst of 10 a second (a flood of bad tokens must not
+// flood the log); the token is never logged (issue 11: INFO per request).
+func TestUnauthorizedIsCountedAndLoggedSampled(t *testing.T) {
+	var buf syncBuffer
+	h := setupLog(t, ingest.Config{Tokens: []ingest.Token{{Name: "web", Token: "s3cret-token-0123456789"}}},
+		zerolog.New(&buf).Level(zerolog.InfoLevel))
+	for i := range 30 {
+		req, err := http.NewRequest(http.MethodPost, h.url+"/v1/events", strings.NewReader(signup("a", 1, 0)))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", ingest.MediaJSON)
+		if i%2 == 0 {
+			req.Header.Set("Authorization", "Bearer wrong-token-"+strconv.Itoa(i))
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	}
+	require.EqualValues(t, 30, h.svc.Stats().Unauthorized)
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &m), l)
+		if m["message"] == "request refused: 401" {
+			lines = append(lines, m)
+		}
+	}
+	require.NotEmpty(t, lines)
+	require.LessOrEqual(t, len(lines), 20, "refusals are sampled")
+	reasons := map[any]bool{}
+	for _, m := range lines {
+		require.Equal(t, "warn", m["level"])
+		require.NotEmpty(t, m["remote"])
+		reasons[m["reason"]] = true
+	}
+	require.Equal(t, map[any]bool{"unknown bearer token": true, "no bearer token": true}, reasons)
+	require.NotContains(t, buf.String(), "wrong-token")
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

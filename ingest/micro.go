@@ -26,9 +26,11 @@ type Stats struct {
 	Accepted   uint64 `json:"accepted"`
 	Duplicates uint64 `json:"duplicates"`
 	// Rejected events (in requests refused as invalid) and RejectedRequests
-	// refused before their events could be counted (401, 413, 415).
+	// refused before their events could be counted (413, 415).
 	Rejected         uint64 `json:"rejected"`
 	RejectedRequests uint64 `json:"rejected_requests"`
+	// Unauthorized requests answered 401 (no or an unknown bearer token).
+	Unauthorized uint64 `json:"unauthorized"`
 	// Unavailable requests answered 503.
 	Unavailable uint64 `json:"unavailable"`
 	// LastStreamSeq and LastAcceptedAt show progress.
@@ -41,6 +43,7 @@ func (s *Service) Stats() Stats {
 	st := Stats{
 		Accepted: s.stats.accepted.Load(), Duplicates: s.stats.duplicates.Load(),
 		Rejected: s.stats.rejected.Load(), RejectedRequests: s.stats.rejectedRequests.Load(),
+		Unauthorized: s.stats.unauthorized.Load(),
 		Unavailable: s.stats.unavailable.Load(), LastStreamSeq: s.stats.lastSeq.Load(),
 	}
 	if ns := s.stats.lastAt.Load(); ns != 0 {

@@ -48,6 +48,8 @@ type Service struct {
 	cfg    Config
 	deps   Deps
 	log    zerolog.Logger
+	// refusalLog logs refused requests (401), a burst of 10 a second.
+	refusalLog zerolog.Logger
 	tokens []tokenHash
 
 	mu      sync.Mutex
@@ -89,6 +91,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, deps: deps, log: deps.Logger.With().Str("service", "ingest").Logger()}
+	s.refusalLog = s.log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second})
 	for _, t := range cfg.Tokens {
 		s.tokens = append(s.tokens, tokenHash{name: t.Name, sum: sha256.Sum256([]byte(t.Token))})
 	}

@@ -56,10 +56,10 @@ func serviceCollectors(r running) []prometheus.Collector {
 				st := in.Stats()
 				return []metrics.Sample{s(st.Accepted, "accepted"), s(st.Duplicates, "duplicate"), s(st.Rejected, "rejected")}
 			})
-		counter("sluice_ingest_requests_refused_total", "Ingest requests refused before their events were counted (rejected: 401/413/415; unavailable: 503).",
+		counter("sluice_ingest_requests_refused_total", "Ingest requests refused before their events were counted (unauthorized: 401; rejected: 413/415; unavailable: 503).",
 			[]string{"reason"}, func() []metrics.Sample {
 				st := in.Stats()
-				return []metrics.Sample{s(st.RejectedRequests, "rejected"), s(st.Unavailable, "unavailable")}
+				return []metrics.Sample{s(st.Unauthorized, "unauthorized"), s(st.RejectedRequests, "rejected"), s(st.Unavailable, "unavailable")}
 			})
 	}
 	if e := r.enricher; e != nil {

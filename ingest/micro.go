@@ -44,7 +44,7 @@ func (s *Service) Stats() Stats {
 		Accepted: s.stats.accepted.Load(), Duplicates: s.stats.duplicates.Load(),
 		Rejected: s.stats.rejected.Load(), RejectedRequests: s.stats.rejectedRequests.Load(),
 		Unauthorized: s.stats.unauthorized.Load(),
-		Unavailable: s.stats.unavailable.Load(), LastStreamSeq: s.stats.lastSeq.Load(),
+		Unavailable:  s.stats.unavailable.Load(), LastStreamSeq: s.stats.lastSeq.Load(),
 	}
 	if ns := s.stats.lastAt.Load(); ns != 0 {
 		t := time.Unix(0, ns).UTC()

@@ -230,11 +230,11 @@ func await(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, er
 
 // stats are the service's counters, reported by the micro STATS endpoint.
 type stats struct {
-	accepted, duplicates       atomic.Uint64
+	accepted, duplicates                     atomic.Uint64
 	rejected, rejectedRequests, unauthorized atomic.Uint64
-	unavailable                atomic.Uint64
-	lastSeq                    atomic.Uint64
-	lastAt                     atomic.Int64 // unix nanos
+	unavailable                              atomic.Uint64
+	lastSeq                                  atomic.Uint64
+	lastAt                                   atomic.Int64 // unix nanos
 }
 
 func (st *stats) noteStored(ack *jetstream.PubAck) {

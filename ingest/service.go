@@ -45,12 +45,12 @@ type Deps struct {
 
 // Service is the ingest front door.
 type Service struct {
-	cfg    Config
-	deps   Deps
-	log    zerolog.Logger
+	cfg  Config
+	deps Deps
+	log  zerolog.Logger
 	// refusalLog logs refused requests (401), a burst of 10 a second.
 	refusalLog zerolog.Logger
-	tokens []tokenHash
+	tokens     []tokenHash
 
 	mu      sync.Mutex
 	started bool

@@ -141,7 +141,9 @@ type Pending struct {
 // result before acking the message r is about (lane.Outcome.Durable, the
 // lane's BeforeAck hook), so that the PubAck's round trip overlaps the
 // lane's own work. Write blocks only when MaxPending records are awaiting
-// their PubAck (for up to 5s).
+// their PubAck (for up to 5s). A record nobody waits for (history, such as
+// an attempt record) is not sent again when its PubAck fails; Failed
+// counts it.
 func (w *Writer) Write(r Record) Pending {
 	if !w.Wants(r.Step) {
 		return Pending{}

@@ -45,6 +45,13 @@ type Config struct {
 	// Webhooks configures the webhooks the sim posts back (webhooks.go).
 	// Default: none.
 	Webhooks WebhookConfig `yaml:"webhooks" json:"webhooks"`
+	// StateFile, if set, keeps the records the sim creates (their CRM ids
+	// and Idempotency-Keys) in this file, so a restarted sim still knows
+	// them: updates of records created before the restart succeed, and a
+	// retried create gets its id back. Default none: the sim forgets
+	// everything when it stops. `sluice run` keeps the built-in simulator's
+	// in <data_dir>/crmsim-records.jsonl. Default profile only.
+	StateFile string `yaml:"state_file" json:"state_file"`
 }
 
 // DefaultRecordCapacity is the default of Config.RecordCapacity.

@@ -46,6 +46,7 @@ type Sim struct {
 	retryAfter  []string
 	st          *state
 	real        *realCRM // profile "real"; nil otherwise
+	journal     *journal // Config.StateFile; nil without
 
 	srvMu sync.Mutex
 	srv   *http.Server
@@ -86,7 +87,15 @@ func New(cfg Config, logger zerolog.Logger) (*Sim, error) {
 	}
 	s := &Sim{cfg: cfg, log: logger.With().Str("component", "crmsim").Logger()}
 	s.control = s.controlMux()
-	s.resetLocked(newState(cfg.RecordCapacity))
+	st := newState(cfg.RecordCapacity)
+	if cfg.StateFile != "" && cfg.Profile == "" {
+		j, err := openJournal(cfg.StateFile, st)
+		if err != nil {
+			return nil, err
+		}
+		s.journal = j
+	}
+	s.resetLocked(st)
 	return s, nil
 }
 
@@ -144,7 +153,21 @@ func (s *Sim) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.log.Info().Int("attempts", s.Attempts()).Int("delivered", s.Delivered()).Msg("crm simulator stopped")
+	s.mu.Lock()
+	if s.journal != nil {
+		err = errors.Join(err, s.journal.close())
+		s.journal = nil
+	}
+	s.mu.Unlock()
 	return err
+}
+
+// Created is the number of records the sim knows it created (those of
+// Config.StateFile included).
+func (s *Sim) Created() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.st.created)
 }
 
 // URL is the base URL ("http://127.0.0.1:port") once started, "" before.
@@ -206,6 +229,11 @@ func (s *Sim) Reject(id string, status int) {
 func (s *Sim) Reset() {
 	st := newState(s.cfg.RecordCapacity) // allocate outside the lock
 	s.mu.Lock()
+	if s.journal != nil {
+		if err := s.journal.truncate(); err != nil {
+			s.log.Warn().Err(err).Msg("reset: state file not emptied")
+		}
+	}
 	s.resetLocked(st)
 	s.mu.Unlock()
 	s.log.Info().Msg("reset")
@@ -389,8 +417,16 @@ func (s *Sim) decideLocked(rec *Record) {
 			object = strings.Clone(object)
 		}
 		n++
+		crmID := object + "-" + strconv.Itoa(n)
+		if s.journal != nil {
+			if err := s.journal.add(crmID, rec.IdempotencyKey); err != nil {
+				s.log.Warn().Err(err).Msg("state file write failed; answering 503")
+				rec.Status, rec.Fault = http.StatusServiceUnavailable, FaultError
+				return
+			}
+		}
 		st.seq[object] = n
-		rec.CRMID = object + "-" + strconv.Itoa(n)
+		rec.CRMID = crmID
 		st.created[rec.CRMID] = struct{}{}
 		if rec.IdempotencyKey != "" {
 			st.idem[rec.IdempotencyKey] = rec.CRMID

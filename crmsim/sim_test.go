@@ -345,3 +345,29 @@ func TestConcurrentClients(t *testing.T) {
 	require.Equal(t, s.Attempts(), st.Attempts)
 	require.Equal(t, st.Attempts-st.Delivered, st.Injected)
 }
+
+// With a state file a restarted sim still knows the records it created:
+// an update of one succeeds (it was 404: the demo's events parked after a
+// restart of `sluice run`), a retried create gets its id back, and new ids
+// do not repeat old ones (issue 11).
+func TestStateFileKeepsRecordsAcrossRestarts(t *testing.T) {
+	path := t.TempDir() + "/records.jsonl"
+	idem := func(k string) map[string]string { return map[string]string{"Idempotency-Key": k} }
+	s1 := newSim(t, crmsim.Config{StateFile: path})
+	require.Equal(t, `{"id":"customers-1"}`, do(t, s1, req{method: "POST", path: "/api/customers", hdr: idem("c#1")}).Body.String())
+	require.Equal(t, `{"id":"customers-2"}`, do(t, s1, req{method: "POST", path: "/api/customers", hdr: idem("c#2")}).Body.String())
+	require.NoError(t, s1.Start(context.Background()))
+	require.NoError(t, s1.Stop(context.Background()))
+
+	s2 := newSim(t, crmsim.Config{StateFile: path})
+	require.Equal(t, 2, s2.Created())
+	require.Equal(t, 200, do(t, s2, req{method: "PATCH", path: "/api/customers/customers-2"}).Code)
+	require.Equal(t, `{"id":"customers-1"}`, do(t, s2, req{method: "POST", path: "/api/customers", hdr: idem("c#1")}).Body.String())
+	require.Equal(t, `{"id":"customers-3"}`, do(t, s2, req{method: "POST", path: "/api/customers", hdr: idem("c#3")}).Body.String())
+
+	// Reset forgets them, in the file too.
+	s2.Reset()
+	s3 := newSim(t, crmsim.Config{StateFile: path})
+	require.Zero(t, s3.Created())
+	require.Equal(t, 404, do(t, s3, req{method: "PATCH", path: "/api/customers/customers-2"}).Code)
+}

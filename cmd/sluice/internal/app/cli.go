@@ -145,6 +145,7 @@ func crmsimCmd(stderr io.Writer) *cobra.Command {
 	cmd.Flags().Float64Var(&c.ErrorRate, "error-rate", 0, "fraction of requests answered 503")
 	cmd.Flags().DurationVar(&c.Latency, "latency", 0, "added latency per request")
 	cmd.Flags().DurationVar(&c.Jitter, "jitter", 0, "random extra latency up to this")
+	cmd.Flags().StringVar(&c.StateFile, "state-file", "", "keep the created records (CRM ids) in this file across restarts")
 	return cmd
 }
 

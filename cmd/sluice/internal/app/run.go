@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -101,7 +102,13 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 	demoOn := target == "all" && c.DemoOn() // before the simulator fills in crm.url
 	if wants(target, "dispatcher") {
 		if c.UsesSimulator() {
-			sim, err := crmsim.New(c.Simulator, log.With().Str("service", "crmsim").Logger())
+			simCfg := c.Simulator
+			if simCfg.StateFile == "" {
+				// Like a real CRM, the built-in one keeps its records
+				// across restarts, so the CRM ids in the id map stay valid.
+				simCfg.StateFile = filepath.Join(c.DataDir, "crmsim-records.jsonl")
+			}
+			sim, err := crmsim.New(simCfg, log.With().Str("service", "crmsim").Logger())
 			if err != nil {
 				return err
 			}
@@ -110,10 +117,13 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			}
 			c.Dispatcher.CRM.URL = sim.URL()
 			st.sim = sim
-			// The simulator starts empty on every run, so CRM ids kept from
-			// an earlier run name records it never had (updates would 404).
-			if err := clearCRMIDs(ctx, adminJS, names); err != nil {
-				return err
+			// A simulator that knows no records (its state file is new or
+			// was removed): CRM ids kept from an earlier run name records
+			// it never had (updates would 404), so they go.
+			if sim.Created() == 0 {
+				if err := clearCRMIDs(ctx, adminJS, names); err != nil {
+					return err
+				}
 			}
 			log.Info().Str("url", sim.URL()).Msg("no dispatcher.crm.url set: sending to the built-in CRM simulator")
 		}
@@ -338,8 +348,8 @@ func openProductDB(ctx context.Context, c Config, log zerolog.Logger) (*sql.DB, 
 	return db, dialect, nil
 }
 
-// clearCRMIDs empties the CRM id map (used when the built-in simulator,
-// which keeps nothing between runs, stands in for the CRM).
+// clearCRMIDs empties the CRM id map (used when the built-in simulator
+// stands in for the CRM and knows no records).
 func clearCRMIDs(ctx context.Context, js jetstream.JetStream, names topology.Names) error {
 	kv, err := js.KeyValue(ctx, names.CRMIDBucket())
 	if err != nil {

@@ -17,6 +17,9 @@ help: ## list the targets
 run: build ## run everything on embedded defaults (embedded JetStream, SQLite, CRM simulator, demo producer)
 	./$(BIN) run $(if $(CONFIG),--config $(CONFIG))
 
+run-realcrm: build ## make run against the simulator's "real CRM" profile (deploy/realcrm/sluice.yaml: no idempotency, lost answers, OAuth2, quota)
+	./$(BIN) run --config deploy/realcrm/sluice.yaml
+
 build: ## build the single binary into bin/sluice
 	$(GO) build -trimpath -ldflags "-X sluice.dev/cmd/sluice/internal/app.Version=$(VERSION)" -o $(BIN) ./cmd/sluice
 

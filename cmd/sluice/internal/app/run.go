@@ -327,7 +327,9 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 
 // openProductDB opens the product database. The default SQLite database
 // under data_dir is seeded with the sample marketplace when the sample
-// catalog is in use.
+// schemas are in use (no catalog.schemas_dir: the embedded marketplace,
+// its types as shipped or restated in the file, e.g. with crm.find added
+// as in deploy/realcrm/sluice.yaml). The seed only creates what is missing.
 func openProductDB(ctx context.Context, c Config, log zerolog.Logger) (*sql.DB, productdb.Dialect, error) {
 	db, err := productdb.Open(ctx, c.Enricher.DB)
 	if err != nil {
@@ -338,7 +340,7 @@ func openProductDB(ctx context.Context, c Config, log zerolog.Logger) (*sql.DB, 
 		db.Close()
 		return nil, productdb.Dialect{}, fmt.Errorf("enricher.db.driver: %w", err)
 	}
-	if len(c.Catalog.Types) == 0 && c.Enricher.DB.Driver == "sqlite" {
+	if (len(c.Catalog.Types) == 0 || c.Catalog.SchemasDir == "") && c.Enricher.DB.Driver == "sqlite" {
 		if err := productdb.ExecScript(ctx, db, schemas.MarketplaceSeed()); err != nil {
 			db.Close()
 			return nil, productdb.Dialect{}, fmt.Errorf("seed sample product database: %w", err)

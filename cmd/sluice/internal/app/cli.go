@@ -200,8 +200,8 @@ func configCmd(stdout io.Writer) *cobra.Command {
 }
 
 // redacted returns c with every secret replaced: the NATS password, token
-// and URL password, CRM headers, ingest tokens and a product database DSN
-// that carries credentials.
+// and URL password, CRM headers and auth secrets, ingest tokens and a
+// product database DSN that carries credentials.
 func redacted(c Config) Config {
 	c.NATS = c.NATS.redacted()
 	if len(c.Dispatcher.CRM.Headers) > 0 {
@@ -210,6 +210,13 @@ func redacted(c Config) Config {
 			h[k] = "<redacted>"
 		}
 		c.Dispatcher.CRM.Headers = h
+	}
+	// CRM auth secrets (the simulator's are its public demo values).
+	for _, v := range []*string{&c.Dispatcher.CRM.Auth.Password, &c.Dispatcher.CRM.Auth.OAuth2.ClientSecret,
+		&c.Dispatcher.CRM.Auth.OAuth2.RefreshToken} {
+		if *v != "" {
+			*v = "<redacted>"
+		}
 	}
 	if len(c.Ingest.Tokens) > 0 {
 		toks := slices.Clone(c.Ingest.Tokens)

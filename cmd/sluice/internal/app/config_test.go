@@ -469,6 +469,14 @@ func TestConfigCommands(t *testing.T) {
 			notWant: []string{"s3cret-value"},
 		},
 		{
+			name: "print redacts the CRM auth secrets",
+			args: []string{"config", "print"},
+			env: map[string]string{"SLUICE_DISPATCHER_CRM_AUTH_PASSWORD": "pw-s3cret",
+				"SLUICE_DISPATCHER_CRM_AUTH_OAUTH2_CLIENT_SECRET": "cs-s3cret", "SLUICE_DISPATCHER_CRM_AUTH_OAUTH2_REFRESH_TOKEN": "rt-s3cret"},
+			want:    []string{"client_secret: <redacted>", "refresh_token: <redacted>", "password: <redacted>"},
+			notWant: []string{"pw-s3cret", "cs-s3cret", "rt-s3cret"},
+		},
+		{
 			name:    "check refuses an unknown target",
 			args:    []string{"config", "check", "--target", "bogus"},
 			wantErr: "--target",

@@ -152,7 +152,7 @@ func (p *Page) Handler() http.Handler {
 func (p *Page) status(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), pageRequestTimeout)
 	defer cancel()
-	writeJSON(w, http.StatusOK, p.collect(ctx))
+	writeJSON(w, http.StatusOK, redactStatus(p.collect(ctx), p.w.deps.Redactor))
 }
 
 // actionFunc does one authorized control action and returns its result.

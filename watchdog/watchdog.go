@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
+	"sluice.dev/mesh/redact"
 	"sluice.dev/mesh/topology"
 )
 
@@ -61,6 +62,10 @@ type Deps struct {
 	RestartService func(ctx context.Context, service string) error
 	// Sinks are extra alert sinks (tests, other chat tools).
 	Sinks []Sink
+	// Redactor hides sensitive values in the texts the status page shows
+	// (park reasons, alert texts, lane notes). Optional: mesh/redact's
+	// built-in rules; pass redact.New(ledger.sensitive_fields...).
+	Redactor *redact.Redactor
 }
 
 // Watchdog watches lanes, streams, advisories and services, acts on what

@@ -114,3 +114,30 @@ func TestCompileErrorsNameTheKey(t *testing.T) {
 	_, err := catalog.Compile(catalog.Config{}, os.DirFS("testdata"))
 	require.ErrorContains(t, err, "catalog.types")
 }
+
+// TestSchemaErrorsNeverEchoTheValue: a reason names the field and the rule
+// but never the value (it reaches replies, WARN logs, parked headers,
+// `sluice trace` and the status page).
+func TestSchemaErrorsNeverEchoTheValue(t *testing.T) {
+	c, err := catalog.Compile(catalog.Config{Types: map[string]catalog.Type{
+		"t": {Schema: "secrets.json", CRM: catalog.Target{Path: "/x"}},
+	}}, os.DirFS("testdata"))
+	require.NoError(t, err)
+	e := envelope.Envelope{ID: "e1", Type: "t", Key: "k", OccurredAt: time.Now(), Data: []byte(
+		`{"email":"priya at example.in","user_password":"hunter2-PLAIN","pwd":"hunter2-PLAIN","passcode":123456,` +
+			`"db_pass":"hunter2-PLAIN","pin":31337.25}`)}
+	err = c.Prepare(&e)
+	require.ErrorIs(t, err, envelope.ErrInvalid)
+	got := fields(err)
+	require.Equal(t, map[string]string{
+		"data.email":         "is not a valid email",
+		"data.user_password": `does not match pattern "^[a-z]+$"`,
+		"data.pwd":           "is not a valid ipv4",
+		"data.passcode":      "must be a multiple of 7",
+		"data.db_pass":       "maxLength: got 13, want 3",
+		"data.pin":           "must be < 9.5",
+	}, got)
+	for _, leak := range []string{"priya", "hunter2", "123456", "31337"} {
+		require.NotContains(t, err.Error(), leak)
+	}
+}

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/big"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/itchyny/gojq"
@@ -16,6 +18,7 @@ import (
 	"golang.org/x/text/message"
 
 	"sluice.dev/mesh/envelope"
+	"sluice.dev/mesh/redact"
 )
 
 // ErrUnknownType means the envelope names a type the catalog does not have.
@@ -180,7 +183,8 @@ func (c *Catalog) prepare(e *envelope.Envelope) (any, error) {
 	if len(fields) == 0 && e.Key == "" && t.key != nil && data != nil {
 		k, err := t.deriveKey(jqInput(e, data))
 		if err != nil {
-			fields = append(fields, envelope.FieldError{Field: "key", Reason: err.Error()})
+			// jq errors preview the value they choked on: hide it.
+			fields = append(fields, envelope.FieldError{Field: "key", Reason: redact.Default.Text(err.Error())})
 		} else {
 			e.Key = k
 		}
@@ -318,6 +322,55 @@ func leaves(ve *jsonschema.ValidationError, root string, out *[]envelope.FieldEr
 			*out = append(*out, envelope.FieldError{Field: path + "." + p, Reason: "unknown field"})
 		}
 	default:
-		*out = append(*out, envelope.FieldError{Field: path, Reason: ve.ErrorKind.LocalizedString(printer)})
+		*out = append(*out, envelope.FieldError{Field: path, Reason: reason(ve.ErrorKind)})
 	}
+}
+
+// reason is the text of a schema violation. It names the rule but never
+// the event's value: the reasons reach replies, logs, parked headers,
+// `sluice trace` and the status page, and the value may be personal data
+// (an e-mail that fails its format) or a secret. jsonschema's own texts
+// quote the value for format, pattern and the numeric bounds; those are
+// rewritten here, the others (type, length, counts) carry no value.
+func reason(k jsonschema.ErrorKind) string {
+	switch k := k.(type) {
+	case *kind.Format:
+		return "is not a valid " + k.Want
+	case *kind.Pattern:
+		return "does not match pattern " + strconv.Quote(k.Want)
+	case *kind.Minimum:
+		return "must be >= " + ratString(k.Want)
+	case *kind.Maximum:
+		return "must be <= " + ratString(k.Want)
+	case *kind.ExclusiveMinimum:
+		return "must be > " + ratString(k.Want)
+	case *kind.ExclusiveMaximum:
+		return "must be < " + ratString(k.Want)
+	case *kind.MultipleOf:
+		return "must be a multiple of " + ratString(k.Want)
+	case *kind.PropertyNames:
+		return "has a property name that does not match propertyNames"
+	case *kind.ContentEncoding:
+		return "is not " + strconv.Quote(k.Want) + " encoded"
+	case *kind.ContentMediaType:
+		return "is not of media type " + strconv.Quote(k.Want)
+	case *kind.InvalidJsonValue:
+		return "is not a JSON value"
+	}
+	return k.LocalizedString(printer)
+}
+
+// ratString prints a schema bound as a decimal (1, 0.5), or a fraction
+// when it has no short decimal form.
+func ratString(r *big.Rat) string {
+	if r == nil {
+		return "?"
+	}
+	if r.IsInt() {
+		return r.Num().String()
+	}
+	if f, exact := r.Float64(); exact {
+		return strconv.FormatFloat(f, 'f', -1, 64)
+	}
+	return r.RatString()
 }

@@ -392,6 +392,7 @@ func (l *lane) durable(ctx context.Context, m *Msg, jm jetstream.Msg, waits ...f
 func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome, iso isolation, pre func(context.Context) error) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	o = redactOutcome(o) // its texts reach logs, alerts, parked headers and keys
 	switch o.Kind {
 	case KindDone, KindForward:
 		for _, out := range o.Out {

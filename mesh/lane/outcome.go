@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"sluice.dev/mesh/redact"
 )
 
 // Handler processes one message of a lane. It must not ack or nak the
@@ -129,3 +131,26 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+// redactOutcome hides sensitive values (mesh/redact's built-in rules and
+// e-mail addresses) in o's reason and error text, which a handler may have
+// built from a CRM's answer or a jq error. The error still wraps the
+// original for errors.Is.
+func redactOutcome(o Outcome) Outcome {
+	o.Reason = redact.Default.Text(o.Reason)
+	if o.Err != nil {
+		if t := redact.Default.Text(o.Err.Error()); t != o.Err.Error() {
+			o.Err = redactedError{text: t, err: o.Err}
+		}
+	}
+	return o
+}
+
+// redactedError is an error whose text had values hidden.
+type redactedError struct {
+	text string
+	err  error
+}
+
+func (e redactedError) Error() string { return e.text }
+func (e redactedError) Unwrap() error { return e.err }

@@ -26,10 +26,11 @@ type Config struct {
 	// oldest records are dropped (the pipeline is never held back by its
 	// ledger); audits of that time then report events as lost.
 	MaxBytes int64 `yaml:"max_bytes"`
-	// SensitiveFields are JSON object keys whose values sluice trace (and
-	// the stored bodies) show as "[redacted]", at any depth, matched without
-	// regard to case. Secret-like keys (password, token, authorization,
-	// api_key, secret, ...) are always redacted.
+	// SensitiveFields are JSON object keys whose values sluice trace,
+	// sluice parked show, the status page and the stored bodies show as
+	// "[redacted]", at any depth, matched whole without regard to case.
+	// Secret-like keys (mesh/redact: names containing pass, pwd, secret,
+	// token, auth, ...; api_key; ssn) are always redacted.
 	SensitiveFields []string `yaml:"sensitive_fields"`
 	// Enriched has the enricher write an enriched record per event too
 	// (forward time and dispatch subject, from the enricher's side). It

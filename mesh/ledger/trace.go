@@ -162,6 +162,12 @@ func TraceEvent(ctx context.Context, js jetstream.JetStream, names topology.Name
 		tr.State = "unknown"
 		tr.Why = "accepted before the range searched (pass --since further back) or before the ledger began"
 	}
+	// Reasons and errors may quote a CRM's answer or come from an old
+	// record written before values were kept out of them.
+	tr.Why = red.Text(tr.Why)
+	for i := range tr.Steps {
+		tr.Steps[i].Detail = red.Text(tr.Steps[i].Detail)
+	}
 	return tr, nil
 }
 

@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -153,11 +152,13 @@ func (w *Writer) Write(r Record) Pending {
 	} else if len(r.Body) > 0 {
 		r.Body = w.red.JSON(r.Body)
 	}
-	if c := r.CRM; c != nil && c.Response != "" && json.Valid([]byte(c.Response)) {
+	if c := r.CRM; c != nil && c.Response != "" {
 		cc := *c // the CRM's answer may carry the same personal data as the body
-		cc.Response = string(w.red.JSON([]byte(c.Response)))
+		cc.Response = w.red.Body([]byte(c.Response))
 		r.CRM = &cc
 	}
+	// Park reasons and errors may quote a CRM's answer or a jq error.
+	r.Reason, r.Error = w.red.Text(r.Reason), w.red.Text(r.Error)
 	data := r.appendJSON(make([]byte, 0, 320+len(r.Body)))
 	typ, tok := r.Type, r.KeyToken
 	if typ == "" {

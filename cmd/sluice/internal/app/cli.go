@@ -17,7 +17,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
-	"gopkg.in/yaml.v3"
 
 	"runtime/debug"
 	"sluice.dev/crmsim"
@@ -180,7 +179,7 @@ func configCmd(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return yaml.NewEncoder(stdout).Encode(redacted(c))
+			return printConfig(stdout, c)
 		},
 	}
 	print.Flags().StringVarP(&cfgPath, "config", "c", "", "YAML config file")

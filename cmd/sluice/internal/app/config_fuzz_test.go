@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"gopkg.in/yaml.v3"
 
 	"sluice.dev/ingest"
 	"sluice.dev/mesh/config"
@@ -48,7 +47,7 @@ func FuzzLoadConfig(f *testing.F) {
 			}
 		}
 		var out bytes.Buffer
-		require.NoError(t, yaml.NewEncoder(&out).Encode(redacted(c)))
+		require.NoError(t, printConfig(&out, c))
 		back := Config{}
 		require.NoError(t, config.Decode(out.Bytes(), &back), out.String())
 	})

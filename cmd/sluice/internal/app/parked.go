@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"sluice.dev/mesh/lane"
+	"sluice.dev/mesh/redact"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/watchdog"
 )
@@ -39,10 +40,13 @@ func parkedCmd() *cobra.Command {
 		Short: "List parked keys with stage, state, count, age and reason",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withParked(cfgPath, time.Minute, func(ctx context.Context, p *lane.Parked, _ topology.Names, _ jetstream.JetStream) error {
+			return withParkedRedacted(cfgPath, time.Minute, func(ctx context.Context, p *lane.Parked, _ topology.Names, _ jetstream.JetStream, red *redact.Redactor) error {
 				keys, err := p.List(ctx)
 				if err != nil {
 					return err
+				}
+				for i := range keys {
+					keys[i].Reason = red.Text(keys[i].Reason)
 				}
 				if asJSON {
 					return json.NewEncoder(cmd.OutOrStdout()).Encode(keys)
@@ -59,7 +63,7 @@ func parkedCmd() *cobra.Command {
 		Short: "Show the parked messages of KEY in order, with their Sluice-Park-* headers",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withParked(cfgPath, time.Minute, func(ctx context.Context, p *lane.Parked, _ topology.Names, _ jetstream.JetStream) error {
+			return withParkedRedacted(cfgPath, time.Minute, func(ctx context.Context, p *lane.Parked, _ topology.Names, _ jetstream.JetStream, red *redact.Redactor) error {
 				stages := []topology.Stage{topology.Stage(stage)}
 				if stage == "" {
 					stages = []topology.Stage{topology.StageEnricher, topology.StageDispatcher, topology.StageInbound}
@@ -71,7 +75,7 @@ func parkedCmd() *cobra.Command {
 						return err
 					}
 					for _, m := range msgs {
-						writeParkedMsg(cmd.OutOrStdout(), m)
+						writeParkedMsg(cmd.OutOrStdout(), m, red)
 						n++
 					}
 				}
@@ -159,6 +163,14 @@ func parkedCmd() *cobra.Command {
 // withParked loads the config, connects to nats.url (or the embedded
 // server's listen address) and calls f.
 func withParked(cfgPath string, timeout time.Duration, f func(context.Context, *lane.Parked, topology.Names, jetstream.JetStream) error) error {
+	return withParkedRedacted(cfgPath, timeout, func(ctx context.Context, p *lane.Parked, names topology.Names, js jetstream.JetStream, _ *redact.Redactor) error {
+		return f(ctx, p, names, js)
+	})
+}
+
+// withParkedRedacted is withParked that also passes the redactor of the
+// config's ledger.sensitive_fields, for what is shown to the operator.
+func withParkedRedacted(cfgPath string, timeout time.Duration, f func(context.Context, *lane.Parked, topology.Names, jetstream.JetStream, *redact.Redactor) error) error {
 	c, err := LoadConfig(cfgPath, "all")
 	if err != nil {
 		return err
@@ -175,7 +187,7 @@ func withParked(cfgPath string, timeout time.Duration, f func(context.Context, *
 	if err != nil {
 		return err
 	}
-	return f(ctx, p, names, js)
+	return f(ctx, p, names, js, redact.New(c.Ledger.SensitiveFields...))
 }
 
 // parkedStage is the stage given, or the only stage where key is parked.
@@ -217,7 +229,10 @@ func writeParkedKeys(w io.Writer, keys []lane.ParkedKey, now time.Time) error {
 	return tw.Flush()
 }
 
-func writeParkedMsg(w io.Writer, m *jetstream.RawStreamMsg) {
+// writeParkedMsg prints one parked message: its Sluice-*, Crm-* and
+// Nats-Msg-Id headers (texts through red.Text: a CRM's answer may quote
+// values) and its body with sensitive fields redacted (red.JSON).
+func writeParkedMsg(w io.Writer, m *jetstream.RawStreamMsg, red *redact.Redactor) {
 	fmt.Fprintf(w, "parked seq %d  %s  stored %s\n", m.Sequence, m.Subject, m.Time.UTC().Format(time.RFC3339))
 	var hs []string
 	for k := range m.Header {
@@ -227,7 +242,7 @@ func writeParkedMsg(w io.Writer, m *jetstream.RawStreamMsg) {
 	}
 	sort.Strings(hs)
 	for _, k := range hs {
-		fmt.Fprintf(w, "  %s: %s\n", k, m.Header.Get(k))
+		fmt.Fprintf(w, "  %s: %s\n", k, red.Text(m.Header.Get(k)))
 	}
-	fmt.Fprintf(w, "  %s\n\n", m.Data)
+	fmt.Fprintf(w, "  %s\n\n", red.Body(m.Data))
 }

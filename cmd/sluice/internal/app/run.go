@@ -22,6 +22,7 @@ import (
 	"sluice.dev/mesh/ledger"
 	"sluice.dev/mesh/metrics"
 	"sluice.dev/mesh/productdb"
+	"sluice.dev/mesh/redact"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/schemas"
 	"sluice.dev/watchdog"
@@ -243,7 +244,7 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			wcfg.Services = append(slices.Clone(wcfg.Services), inbound.ServiceName)
 		}
 		wdeps := watchdog.Deps{NC: nc, JS: js, Names: names,
-			Logger: log.With().Str("service", "watchdog").Logger()}
+			Logger: log.With().Str("service", "watchdog").Logger(), Redactor: redact.New(c.Ledger.SensitiveFields...)}
 		if len(sups) > 0 {
 			wdeps.RestartService = sups.RestartService
 		}

@@ -27,8 +27,9 @@ type Config struct {
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
 	// Tokens are the bearer tokens HTTP producers must send
 	// ("Authorization: Bearer <token>"). Empty: no authentication (bind
-	// http_addr to loopback then). A token's name is logged and becomes the
-	// event's source when the producer sent none; the token never is.
+	// http_addr to loopback then). A token's name is logged and is the
+	// only source its events may carry: set when absent, any other source
+	// is refused (403); the token is never logged.
 	Tokens []Token `yaml:"tokens"`
 }
 

@@ -24,6 +24,19 @@ var (
 	// (Nats-Msg-Id) keeps that safe within topology.duplicate_window
 	// (HTTP 503).
 	ErrUnavailable = errors.New("event store unavailable")
+	// ErrSourceForbidden means an authenticated producer sent an event whose
+	// source is not its own (the token's name). Nothing of the request was
+	// stored. The producer leaves source empty or sends its own name
+	// (HTTP 403).
+	ErrSourceForbidden = errors.New("source not allowed for this token")
+	// ErrConflict means an event's id is already stored (within
+	// topology.duplicate_window) with a different body or key, or by another
+	// producer. The conflicting event was not stored; the stored one is
+	// named in the result (its key). Events of the request before it are
+	// stored, later ones not sent. The producer gives the event a new id
+	// (ids are the producer's: prefix them with its name) and retries the
+	// whole request with the same ids for the others (HTTP 409).
+	ErrConflict = errors.New("event id conflict")
 	// ErrAlreadyStarted means Start was called twice. The caller has a bug.
 	ErrAlreadyStarted = errors.New("ingest: already started")
 )

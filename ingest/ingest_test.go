@@ -267,12 +267,13 @@ func TestAuth(t *testing.T) {
 
 	r := h.post(ingest.MediaJSON, tok, strings.NewReader(signup("a", 1, 0)))
 	require.Equal(t, http.StatusAccepted, r.status, r.raw)
-	r = h.post(ingest.MediaJSON, "another-token-0123456789", strings.NewReader(readFile(t, "note_with_key.json")))
+	note := strings.Replace(readFile(t, "note_with_key.json"), `"crm-sync"`, `"batch-jobs"`, 1)
+	r = h.post(ingest.MediaJSON, "another-token-0123456789", strings.NewReader(note))
 	require.Equal(t, http.StatusAccepted, r.status, r.raw)
 	msgs := h.stored()
 	require.Len(t, msgs, 2)
 	require.Equal(t, "web", decodeStored(t, msgs[0]).Source, "the token name is the default source")
-	require.Equal(t, "crm-sync", decodeStored(t, msgs[1]).Source, "a source the producer sent is kept")
+	require.Equal(t, "batch-jobs", decodeStored(t, msgs[1]).Source, "the producer's own source is kept")
 }
 
 func TestMicroEndpoints(t *testing.T) {

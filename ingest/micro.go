@@ -25,6 +25,9 @@ type Stats struct {
 	// Accepted events JetStream acked, Duplicates among them.
 	Accepted   uint64 `json:"accepted"`
 	Duplicates uint64 `json:"duplicates"`
+	// Conflicts are events refused (409) because their id was stored with
+	// another key, body or producer.
+	Conflicts uint64 `json:"conflicts"`
 	// Rejected events (in requests refused as invalid) and RejectedRequests
 	// refused before their events could be counted (413, 415).
 	Rejected         uint64 `json:"rejected"`
@@ -41,7 +44,7 @@ type Stats struct {
 // Stats returns the counters.
 func (s *Service) Stats() Stats {
 	st := Stats{
-		Accepted: s.stats.accepted.Load(), Duplicates: s.stats.duplicates.Load(),
+		Accepted: s.stats.accepted.Load(), Duplicates: s.stats.duplicates.Load(), Conflicts: s.stats.conflicts.Load(),
 		Rejected: s.stats.rejected.Load(), RejectedRequests: s.stats.rejectedRequests.Load(),
 		Unauthorized: s.stats.unauthorized.Load(),
 		Unavailable:  s.stats.unavailable.Load(), LastStreamSeq: s.stats.lastSeq.Load(),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -22,8 +23,13 @@ type Result struct {
 	Stored bool `json:"stored"`
 	// StreamSeq is the event's sequence in the events stream (stored only).
 	StreamSeq uint64 `json:"stream_seq,omitempty"`
-	// Duplicate: JetStream already had this id (an earlier send was stored).
+	// Duplicate: JetStream already had this id with the same event (an
+	// earlier send was stored); StreamSeq is the stored one's.
 	Duplicate bool `json:"duplicate"`
+	// Conflict says why the event was refused although its id is stored:
+	// the stored event has another key, another body or another producer
+	// (409 only). Key is then the stored event's key, never the sent one.
+	Conflict string `json:"conflict,omitempty"`
 	// Error says why the event is not known to be stored (503 only).
 	Error string `json:"error,omitempty"`
 }
@@ -43,7 +49,7 @@ type Response struct {
 type request struct {
 	body    []byte
 	batch   bool   // NDJSON
-	source  string // default envelope source (the token name), may be ""
+	source  string // the authenticated producer (token name): default and only allowed source; "" = any
 	publish bool   // store; false: validate only
 }
 
@@ -79,6 +85,10 @@ func (s *Service) process(ctx context.Context, r request) (int, Response) {
 		events = len(items) + len(unreadable)
 	}
 	errs = append(errs, s.prepare(items, r.source)...)
+	if forbidden := sourceErrors(errs); len(forbidden) > 0 {
+		s.stats.rejected.Add(uint64(events))
+		return http.StatusForbidden, Response{Error: ErrSourceForbidden.Error(), Errors: capErrors(forbidden)}
+	}
 	if len(errs) > 0 {
 		s.stats.rejected.Add(uint64(events))
 		if len(errs) > maxReportedErrors {
@@ -94,6 +104,9 @@ func (s *Service) process(ctx context.Context, r request) (int, Response) {
 		return http.StatusOK, Response{Results: res}
 	}
 	res, err := s.store(ctx, items)
+	if errors.Is(err, ErrConflict) {
+		return http.StatusConflict, Response{Error: err.Error(), Results: res}
+	}
 	if err != nil {
 		s.stats.unavailable.Add(1)
 		return http.StatusServiceUnavailable, Response{Error: err.Error(), Results: res}
@@ -102,16 +115,23 @@ func (s *Service) process(ctx context.Context, r request) (int, Response) {
 }
 
 // prepare fills the default source, derives keys and validates every item
-// against the catalog; it also refuses an id used twice in one request.
+// against the catalog; it also refuses an id used twice in one request and,
+// for an authenticated producer (source != ""), an event claiming another
+// source (field "source", reason starting with errSourceReason).
 func (s *Service) prepare(items []item, source string) []EventError {
 	var errs []EventError
 	seen := make(map[string]int, len(items))
 	for _, it := range items {
 		e := it.env
+		proto := EventError{Index: it.index, Line: it.line, ID: e.ID}
 		if e.Source == "" {
 			e.Source = source
+		} else if source != "" && e.Source != source {
+			proto.Field, proto.Reason = "source", fmt.Sprintf("%s: the token of producer %q may only send source %q (or none)",
+				errSourceReason, source, source)
+			errs = append(errs, proto)
+			continue
 		}
-		proto := EventError{Index: it.index, Line: it.line, ID: e.ID}
 		if err := s.deps.Catalog.Prepare(e); err != nil {
 			errs = append(errs, fieldErrors(err, proto)...)
 			continue
@@ -122,6 +142,27 @@ func (s *Service) prepare(items []item, source string) []EventError {
 			continue
 		}
 		seen[e.ID] = it.index
+	}
+	return errs
+}
+
+// errSourceReason starts the reason of a source the token may not send.
+const errSourceReason = "source not allowed"
+
+// sourceErrors returns the errors about a forbidden source.
+func sourceErrors(errs []EventError) []EventError {
+	var out []EventError
+	for _, e := range errs {
+		if e.Field == "source" && strings.HasPrefix(e.Reason, errSourceReason) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func capErrors(errs []EventError) []EventError {
+	if len(errs) > maxReportedErrors {
+		return errs[:maxReportedErrors]
 	}
 	return errs
 }
@@ -157,8 +198,10 @@ func (s *Service) store(ctx context.Context, items []item) ([]Result, error) {
 		res[i] = Result{Index: it.index, ID: it.env.ID, Key: it.env.Key}
 	}
 	var failure error
+	conflicts := 0
+	dups := &dupChecker{s: s}
 	for _, wave := range waves(items) {
-		if failure != nil {
+		if failure != nil || conflicts > 0 {
 			for _, i := range wave {
 				res[i].Error = "not sent: an earlier part of the request was not stored"
 			}
@@ -184,9 +227,31 @@ func (s *Service) store(ctx context.Context, items []item) ([]Result, error) {
 				failure = err
 				continue
 			}
+			if ack.Duplicate {
+				// One lookup, on duplicates only: is the stored event this one?
+				key, conflict, err := dups.check(ctx, items[i].env, ack)
+				if err != nil {
+					res[i].Error = err.Error()
+					failure = err
+					continue
+				}
+				if conflict != "" {
+					res[i].Key, res[i].Conflict = key, conflict
+					conflicts++
+					s.stats.conflicts.Add(1)
+					continue
+				}
+				res[i].Key = key
+			}
 			res[i].Stored, res[i].StreamSeq, res[i].Duplicate = true, ack.Sequence, ack.Duplicate
 			s.stats.noteStored(ack)
 		}
+	}
+	if failure == nil && conflicts > 0 {
+		s.log.Info().Int("events", len(items)).Int("conflicts", conflicts).
+			Msg("event id already stored with another key, body or producer; replying 409")
+		return res, fmt.Errorf("%w: %d event(s) reuse an id stored with another key, body or producer; nothing after them was sent",
+			ErrConflict, conflicts)
 	}
 	if failure != nil {
 		stored := 0
@@ -231,6 +296,7 @@ func await(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, er
 // stats are the service's counters, reported by the micro STATS endpoint.
 type stats struct {
 	accepted, duplicates                     atomic.Uint64
+	conflicts                                atomic.Uint64
 	rejected, rejectedRequests, unauthorized atomic.Uint64
 	unavailable                              atomic.Uint64
 	lastSeq                                  atomic.Uint64

@@ -415,7 +415,7 @@ func importCmd() *cobra.Command {
 	f.StringVar(&o.via, "via", "nats", "transport: nats (JetStream, from the config's nats.url) or http (ingest at --url)")
 	f.StringVar(&o.url, "url", "http://127.0.0.1:8080", "ingest base URL for --via http")
 	f.StringVar(&o.token, "token", "", "bearer token for --via http (env SLUICE_IMPORT_TOKEN)")
-	f.StringVar(&o.source, "source", "sluice-import", "source of the events")
+	f.StringVar(&o.source, "source", "sluice-import", "source of the events (--via http: default none, ingest sets the token's name)")
 	f.BoolVar(&o.progress, "progress", false, "show the progress bar even when stderr is not a terminal")
 	f.IntVar(&o.batch, "batch", 200, "events per request")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up (resumable) after this long")
@@ -446,6 +446,11 @@ func runImport(cmd *cobra.Command, path string, o importOptions) error {
 		return fmt.Errorf("%w: --map %w", config.ErrInvalid, err)
 	}
 	im.keyColumn, im.source, im.base = o.keyColumn, o.source, filepath.Base(path)
+	if o.via == "http" && !cmd.Flags().Changed("source") {
+		// Ingest binds the source to the token: none sent, the token's
+		// name is stamped; "sluice-import" would be refused (403).
+		im.source = ""
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return err

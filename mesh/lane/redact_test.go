@@ -46,7 +46,7 @@ func TestParkRedactsReasonAndError(t *testing.T) {
 	reason := `crm rejected: 422 {"email":"` + email + `","user_password":"` + secret + `","pwd":"` + secret + `"}`
 	cause := fmt.Errorf("%w: passcode=%s db_pass: %s; expected an object but got: string (\"%s\")", errCRM, secret, secret, email)
 	g, err := lane.NewGroup(js, lane.Config{Stage: topology.StageDispatcher, Names: names, IsolateKeys: true,
-		Logger: zerolog.New(logs),
+		Logger:  zerolog.New(logs),
 		Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome { return lane.Park(reason, cause, nil) }})
 	require.NoError(t, err)
 	require.NoError(t, g.Start(context.Background()))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -130,4 +131,26 @@ func TestDuplicateIDConflicts(t *testing.T) {
 	var body ingest.Response
 	require.NoError(t, json.NewDecoder(bytes.NewReader(resp.Data)).Decode(&body))
 	require.Equal(t, "key-stored", body.Results[0].Key)
+}
+
+// TestRetriedBatchIsAllDuplicates: resending a whole batch (after a 503 or
+// a lost reply) is answered 202, every event a duplicate with its stored
+// key and sequence (the lookups run concurrently).
+func TestRetriedBatchIsAllDuplicates(t *testing.T) {
+	h := identityHarness(t)
+	var b strings.Builder
+	for i := range 300 {
+		b.WriteString(note("r-"+strconv.Itoa(i), "k-"+strconv.Itoa(i%7), "", "x") + "\n")
+	}
+	first := h.post(ingest.MediaNDJSON, websiteToken, strings.NewReader(b.String()))
+	require.Equal(t, http.StatusAccepted, first.status, first.raw)
+	again := h.post(ingest.MediaNDJSON, websiteToken, strings.NewReader(b.String()))
+	require.Equal(t, http.StatusAccepted, again.status, again.raw)
+	for i, r := range again.body.Results {
+		require.True(t, r.Duplicate, i)
+		require.Equal(t, "k-"+strconv.Itoa(i%7), r.Key)
+		require.Equal(t, first.body.Results[i].StreamSeq, r.StreamSeq)
+	}
+	require.Equal(t, uint64(300), h.count())
+	require.Equal(t, uint64(300), h.svc.Stats().Duplicates)
 }

@@ -217,6 +217,7 @@ func (s *Service) store(ctx context.Context, items []item) ([]Result, error) {
 			}
 			futures[j] = f
 		}
+		acks := make([]*jetstream.PubAck, len(wave))
 		for j, i := range wave {
 			if futures[j] == nil {
 				continue
@@ -227,21 +228,27 @@ func (s *Service) store(ctx context.Context, items []item) ([]Result, error) {
 				failure = err
 				continue
 			}
-			if ack.Duplicate {
-				// One lookup, on duplicates only: is the stored event this one?
-				key, conflict, err := dups.check(ctx, items[i].env, ack)
-				if err != nil {
-					res[i].Error = err.Error()
-					failure = err
-					continue
-				}
-				if conflict != "" {
-					res[i].Key, res[i].Conflict = key, conflict
-					conflicts++
-					s.stats.conflicts.Add(1)
-					continue
-				}
-				res[i].Key = key
+			acks[j] = ack
+		}
+		// One lookup per duplicate only (is the stored event this one?),
+		// concurrently, so a retried batch does not pay a round trip each.
+		verdicts := dups.checkAll(ctx, items, wave, acks)
+		for j, i := range wave {
+			ack, v := acks[j], verdicts[j]
+			switch {
+			case ack == nil:
+				continue
+			case v.err != nil:
+				res[i].Error = v.err.Error()
+				failure = v.err
+				continue
+			case v.conflict != "":
+				res[i].Key, res[i].Conflict = v.key, v.conflict
+				conflicts++
+				s.stats.conflicts.Add(1)
+				continue
+			case ack.Duplicate:
+				res[i].Key = v.key
 			}
 			res[i].Stored, res[i].StreamSeq, res[i].Duplicate = true, ack.Sequence, ack.Duplicate
 			s.stats.noteStored(ack)

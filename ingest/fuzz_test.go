@@ -16,7 +16,7 @@ import (
 // FuzzValidateRequest runs ingest's whole untrusted-input path short of
 // JetStream (size limit, envelope/NDJSON decoding, catalog checks, key
 // derivation, schema validation) over any body, batch or single. Every
-// answer is 200, 400 or 413; a 200 names every event with its key, a 400
+// answer is 200, 400, 403 (a source other than the producer's) or 413; a 200 names every event with its key, a 400
 // names a reason for each problem.
 func FuzzValidateRequest(f *testing.F) {
 	seedCorpus(f, "*.ndjson")
@@ -51,6 +51,12 @@ func FuzzValidateRequest(f *testing.F) {
 				require.LessOrEqual(t, len(resp.Errors), maxReportedErrors)
 				for _, e := range resp.Errors {
 					require.NotEmpty(t, e.Reason)
+				}
+			case http.StatusForbidden: // a source other than the producer's
+				require.Equal(t, ErrSourceForbidden.Error(), resp.Error)
+				require.NotEmpty(t, resp.Errors)
+				for _, e := range resp.Errors {
+					require.Equal(t, "source", e.Field)
 				}
 			case http.StatusRequestEntityTooLarge:
 				require.True(t, batch)

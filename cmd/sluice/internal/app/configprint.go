@@ -25,7 +25,8 @@ var urlSecretParents = map[string]bool{"webhook": true, "slack": true}
 // (redacted) knows the structure (CRM headers, DSNs, inbound secrets);
 // the generic pass then hides the value of every key mesh/redact considers
 // secret (token, password, secret, auth, api_key, ... as substrings, see
-// mesh/redact), the alert sinks' URLs, and the password of any URL. Labels
+// mesh/redact) that holds a string or a list of strings, the alert sinks'
+// URLs, and the password of any URL. Labels
 // (a key "name" or ending in "_name", e.g. token_name) stay readable: they
 // name a credential, they are not one.
 func printConfig(w io.Writer, c Config) error {
@@ -33,40 +34,54 @@ func printConfig(w io.Writer, c Config) error {
 	if err := doc.Encode(redacted(c)); err != nil {
 		return err
 	}
-	redactNode(&doc, "", false)
+	redactNode(&doc, "")
 	return yaml.NewEncoder(w).Encode(&doc)
 }
 
-// redactNode walks a YAML tree; name is the key n is the value of, parent
-// the key of the enclosing mapping, secret whether an enclosing key was a
-// secret (its scalars are hidden except labels).
-func redactNode(n *yaml.Node, parent string, secret bool) {
+// redactNode walks a YAML tree; parent is the key of the enclosing
+// mapping. A secret key's value is hidden when it is a string or a list of
+// strings; a section under a secret-sounding key (inbound's signature
+// settings) is walked key by key, so only its secrets are hidden.
+func redactNode(n *yaml.Node, parent string) {
 	switch n.Kind {
 	case yaml.DocumentNode, yaml.SequenceNode:
 		for _, c := range n.Content {
-			redactNode(c, parent, secret)
+			redactNode(c, parent)
 		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			name := n.Content[i].Value
-			label := name == "name" || strings.HasSuffix(name, "_name")
 			v := n.Content[i+1]
 			switch {
-			case label:
-				continue
-			case secret || redact.Default.Sensitive(name) || configSecrets[name] || (name == "url" && urlSecretParents[parent]):
-				redactNode(v, name, true)
+			case name == "name" || strings.HasSuffix(name, "_name"):
+				// a label names a credential, it is not one
+			case redact.Default.Sensitive(name) || configSecrets[name] || (name == "url" && urlSecretParents[parent]):
+				hide(v, name)
 			default:
-				redactNode(v, name, false)
+				redactNode(v, name)
 			}
 		}
 	case yaml.ScalarNode:
-		switch {
-		case secret && n.Value != "":
-			n.Value, n.Tag, n.Style = redactedValue, "!!str", 0
-		case strings.Contains(n.Value, "://"):
+		if strings.Contains(n.Value, "://") {
 			n.Value = redactURLPassword(n.Value)
 		}
+	}
+}
+
+// hide replaces the non-empty strings of a secret's value (a string or a
+// list of them); a section is walked by redactNode.
+func hide(n *yaml.Node, name string) {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Value != "" && n.Tag == "!!str" {
+			n.Value, n.Style = redactedValue, 0
+		}
+	case yaml.SequenceNode:
+		for _, c := range n.Content {
+			hide(c, name)
+		}
+	default:
+		redactNode(n, name)
 	}
 }
 

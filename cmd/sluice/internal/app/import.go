@@ -498,7 +498,7 @@ func runImport(cmd *cobra.Command, path string, o importOptions) error {
 		}
 		tr = client.NewJetStream(js, topology.New(c.Topology))
 	}
-	cl, err := client.New(client.Config{Source: o.source}, tr)
+	cl, err := client.New(client.Config{Source: im.source}, tr)
 	if err != nil {
 		return err
 	}

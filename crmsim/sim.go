@@ -211,11 +211,12 @@ func (s *Sim) SetLatency(d, jitter time.Duration) {
 }
 
 // Reject makes every request for event id (X-Sluice-Event-Id, or
-// Idempotency-Key) answer status, a 4xx; any other status (e.g. 0) removes
-// the rule.
+// Idempotency-Key) answer status: a 4xx (a rejection), or a 5xx (the
+// event fails transiently until the rule is removed; in-process only, the
+// control API takes 4xx); any other status (e.g. 0) removes the rule.
 func (s *Sim) Reject(id string, status int) {
 	s.mu.Lock()
-	if status >= 400 && status <= 499 {
+	if status >= 400 && status <= 599 {
 		s.reject[id] = status
 	} else {
 		delete(s.reject, id)

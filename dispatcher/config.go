@@ -33,6 +33,9 @@ type Config struct {
 	// are always retried and cannot be configured. Default: {"4xx": "park"} (DefaultPolicy4xx), applied when
 	// the map has no "4xx" key.
 	StatusPolicy map[string]string `yaml:"status_policy"`
+	// StepAside holds a failing key instead of its partition while the
+	// CRM is only flaky (stepaside.go).
+	StepAside StepAsideConfig `yaml:"step_aside"`
 }
 
 // CRMConfig is the CRM endpoint.
@@ -112,6 +115,7 @@ func (c Config) WithDefaults() Config {
 	if c.Pause == 0 {
 		c.Pause = DefaultPause
 	}
+	c.StepAside = c.StepAside.withDefaults()
 	return c
 }
 
@@ -175,6 +179,7 @@ func (c Config) Validate() error {
 	if c.Pause <= 0 {
 		errs = append(errs, fmt.Errorf("dispatcher.pause: must be > 0"))
 	}
+	errs = append(errs, c.StepAside.validate())
 	for _, code := range sortedKeys(c.StatusPolicy) {
 		k := "dispatcher.status_policy." + code
 		if err := validPolicyKey(code); err != nil {

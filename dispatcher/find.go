@@ -185,13 +185,13 @@ func (s *Service) lookupAtCRM(ctx context.Context, m *lane.Msg, r crmreq.Request
 		if err != nil {
 			c.Note = "the answer gave no usable id: " + err.Error() + "; retrying"
 			s.recordAttempt(m, r, c)
-			return "", false, s.failure(m, r, res), false
+			return "", false, s.failure(m, fr, res, f.Method, f.Path), false
 		}
 	case res.Err == nil && res.Status == http.StatusNotFound:
 	default:
 		c.Note = "lookup failed; the create waits for it"
 		s.recordAttempt(m, r, c)
-		return "", false, s.failure(m, r, res), false
+		return "", false, s.failure(m, fr, res, f.Method, f.Path), false
 	}
 	c.Response = "" // a search answer lists records: not kept when it worked
 	if id == "" {

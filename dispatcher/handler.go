@@ -151,12 +151,12 @@ func (s *Service) call(ctx context.Context, m *lane.Msg, r crmreq.Request, metho
 		s.cfg.policyFor(res.Status) == PolicyPark:
 		return res, lane.Park("crm rejected: "+strconv.Itoa(res.Status), &StatusError{Status: res.Status}, crmHeaders(res)), false
 	}
-	return res, s.failure(m, r, res), false
+	return res, s.failure(m, r, res, method, path), false
 }
 
 // failure decides between a retry and a pause: every Tries-th failure in a
 // row pauses the partition's consumer.
-func (s *Service) failure(m *lane.Msg, r crmreq.Request, res response) lane.Outcome {
+func (s *Service) failure(m *lane.Msg, r crmreq.Request, res response, method, path string) lane.Outcome {
 	err := res.Err
 	var ra time.Duration
 	if err == nil {
@@ -165,15 +165,15 @@ func (s *Service) failure(m *lane.Msg, r crmreq.Request, res response) lane.Outc
 	}
 	attempt := m.Failures + 1
 	if attempt%s.cfg.Retry.Tries != 0 {
-		d := max(s.cfg.Retry.Delay, ra)
+		d := max(s.headDelay(m.Failures), ra)
 		s.log.Debug().Err(err).Int("status", res.Status).Int("attempt", attempt).Str("event_id", r.EventID).
 			Int("partition", m.Partition).Dur("retry_in", d).Msg("crm request failed; retrying")
-		return lane.Retry(d, err)
+		return lane.Retry(d, err).Transient()
 	}
 	d := max(s.cfg.Pause, ra)
 	s.log.Warn().Err(err).Int("status", res.Status).Int("attempt", attempt).Str("event_id", r.EventID).
 		Int("partition", m.Partition).Dur("pause", d).Msg("crm request failed; pausing the outlet")
-	return lane.Pause(d, err)
+	return lane.Pause(d, err).Transient().WithProbe(s.probe(r, method, path))
 }
 
 // delivered counts a request the CRM accepted, reports its produce→CRM

@@ -138,6 +138,8 @@ func (s *Service) Start(ctx context.Context) error {
 	g, err := lane.NewGroup(s.deps.JS, lane.Config{
 		Stage:       topology.StageDispatcher,
 		IsolateKeys: true, // a parked key's later requests park behind it
+		StepAside:   s.cfg.StepAside.lane(),
+		ProbeEvery:  s.cfg.StepAside.ProbeEvery,
 		Names:       s.deps.Names,
 		Handler:     lane.Chain(s.Handler(), s.deps.Middleware...),
 		Partitions:  s.deps.Partitions,

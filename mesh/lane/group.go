@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -67,6 +68,14 @@ type Config struct {
 	// lives in the parked-keys KV bucket; the JetStream must support
 	// key-value (a jetstream.JetStream does). Default false.
 	IsolateKeys bool
+	// StepAside turns on per-key retry holds (hold.go): a failure the
+	// handler marks as possibly the message's own (Outcome.StepAside) holds
+	// its key, not the partition, while the partition's circuit is closed.
+	// Needs IsolateKeys. Default off.
+	StepAside StepAside
+	// ProbeEvery is how often a paused lane tries its Outcome.Probe.
+	// Default 1s.
+	ProbeEvery time.Duration
 	// Balance spreads the stage's lanes over its live replicas (groups of
 	// the same stage, in any process): each pulls only the lanes assigned to
 	// it, about N/k with k replicas, and takes over a lane no replica pulls
@@ -101,6 +110,12 @@ func (c Config) withDefaults() Config {
 	if c.PublishRetry == 0 {
 		c.PublishRetry = time.Second
 	}
+	if c.StepAside.Enabled {
+		c.StepAside = c.StepAside.withDefaults()
+	}
+	if c.ProbeEvery == 0 {
+		c.ProbeEvery = time.Second
+	}
 	if c.PullExpiry == 0 {
 		c.PullExpiry = max(time.Second, min(5*time.Second, c.Names.Config().PinnedTTL/3))
 	}
@@ -113,6 +128,9 @@ func (c Config) validate() error {
 	}
 	if c.Handler == nil {
 		return errors.New("lane: Handler is required")
+	}
+	if err := c.StepAside.validate(c.IsolateKeys); err != nil {
+		return err
 	}
 	if s, _ := c.Names.StageFilter(c.Stage, 0); s == "" {
 		return fmt.Errorf("lane: stage %q has no stream in the topology", c.Stage)
@@ -137,6 +155,8 @@ type Group struct {
 	wg    sync.WaitGroup
 	// parked is the parked-keys view when IsolateKeys is on.
 	parked *parkedSet
+	// holder replays held keys with StepAside; set by Start.
+	holder *holder
 	// fence is the stage's lane fences (fence.go); set by Start.
 	fence *fenceSet
 	// nc is the connection under js, if js exposes it (for its reconnect
@@ -180,6 +200,15 @@ func (g *Group) Start(ctx context.Context) error {
 		}
 		g.parked = ps
 	}
+	if g.cfg.StepAside.Enabled && g.holder == nil {
+		g.holder = newHolder(g)
+		g.parked.mu.Lock()
+		g.parked.onPut = g.holder.observeHeld
+		g.parked.mu.Unlock()
+		if err := g.holder.scan(ctx); err != nil {
+			return err
+		}
+	}
 	if g.fence == nil {
 		fs, err := openFenceSet(ctx, g.js, g.cfg.Names, g.cfg.Stage, g.cfg.Logger)
 		if err != nil {
@@ -208,7 +237,9 @@ func (g *Group) Start(ctx context.Context) error {
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()
-			l.run()
+			// The stage label lets a CPU profile split the process's time
+			// by stage (`go tool pprof -tags`; the benchmark prints it).
+			pprof.Do(context.Background(), pprof.Labels("stage", string(g.cfg.Stage)), func(context.Context) { l.run() })
 		}()
 	}
 	return nil
@@ -247,6 +278,10 @@ func (g *Group) Stop(ctx context.Context) error {
 			}
 			cancel()
 			g.fence = nil
+		}
+		if g.holder != nil {
+			g.holder.stop()
+			g.holder = nil
 		}
 		if g.parked != nil {
 			g.parked.stop()
@@ -322,10 +357,19 @@ type Stats struct {
 	Retries   uint64         `json:"retries"`
 	Pauses    uint64         `json:"pauses"`
 	Parked    uint64         `json:"parked"`
-	LastAck   time.Time      `json:"last_ack,omitzero"`
-	LastError string         `json:"last_error,omitempty"`
-	LastSeq   uint64         `json:"last_seq"`
-	Restarts  uint64         `json:"restarts"`
+	// Held counts messages that stepped aside for a retry (StepAside).
+	Held uint64 `json:"held,omitempty"`
+	// CircuitOpen is true while failures in a row hold the lane instead of
+	// stepping aside (StepAside).
+	CircuitOpen bool `json:"circuit_open,omitempty"`
+	// Probes counts probe tries while paused; ProbeResumes the pauses a
+	// successful probe ended early.
+	Probes       uint64    `json:"probes,omitempty"`
+	ProbeResumes uint64    `json:"probe_resumes,omitempty"`
+	LastAck      time.Time `json:"last_ack,omitzero"`
+	LastError    string    `json:"last_error,omitempty"`
+	LastSeq      uint64    `json:"last_seq"`
+	Restarts     uint64    `json:"restarts"`
 	// Fenced counts late duplicates skipped: messages at or below the
 	// lane's fence, already applied by another replica (or by this one
 	// before a lost ack). See fence.go.

@@ -43,6 +43,12 @@ const (
 	HeaderReplay       = "Sluice-Replay"
 	HeaderReplayLast   = "Sluice-Replay-Last"
 	HeaderParkedBehind = "Sluice-Parked-Behind"
+	// HeaderOrder is the sequence the event had in the stage's input
+	// stream when it was first parked; replays keep it, and a key's parked
+	// messages are replayed in its order (a replayed message parked again
+	// lands in the parked stream after events that arrived during its
+	// replay, but its order is older).
+	HeaderOrder = "Sluice-Order"
 )
 
 // States of a parked key.
@@ -72,6 +78,25 @@ type ParkedKey struct {
 	Count    int    `json:"count"`
 	State    string `json:"state"`
 	ReplayID string `json:"replay_id,omitempty"`
+	// Held is true for a key that stepped aside for a retry (hold.go): the
+	// runner replays it by itself at RetryAt. Failures counts its failed
+	// tries; Upto bounds the running round (the last parked sequence it
+	// replays).
+	Held     bool      `json:"held,omitempty"`
+	Failures int       `json:"failures,omitempty"`
+	RetryAt  time.Time `json:"retry_at,omitzero"`
+	Upto     uint64    `json:"upto,omitempty"`
+	// Draining names the replay round of a held key that still has
+	// messages on their way through the lane (a replayed message failed
+	// before them); no new round begins until its last one was parked
+	// behind, or it could overtake them.
+	Draining string `json:"draining,omitempty"`
+}
+
+func decodeParkedKey(b []byte) (ParkedKey, error) {
+	var pk ParkedKey
+	err := json.Unmarshal(b, &pk)
+	return pk, err
 }
 
 // KVKeyValue is the part of jetstream.JetStream that isolation needs.
@@ -90,6 +115,9 @@ type parkedSet struct {
 
 	mu   sync.Mutex
 	keys map[string]setEntry // by KV key
+	// onPut, if set, sees every entry written (the holder schedules held
+	// keys from it).
+	onPut func(kvKey string, value []byte)
 }
 
 type setEntry struct {
@@ -124,6 +152,12 @@ func (s *parkedSet) follow() {
 
 func (s *parkedSet) observe(e jetstream.KeyValueEntry) {
 	s.set(e.Key(), e.Operation() == jetstream.KeyValuePut, e.Revision())
+	s.mu.Lock()
+	f := s.onPut
+	s.mu.Unlock()
+	if f != nil && e.Operation() == jetstream.KeyValuePut {
+		f(e.Key(), e.Value())
+	}
 }
 
 func (s *parkedSet) set(kvKey string, parked bool, rev uint64) {
@@ -283,7 +317,7 @@ func (l *lane) recordPark(m *Msg, o Outcome, iso isolation) error {
 			// behind it; the rest of the replay follows it.
 			n := *cur
 			pk := first(&n, StateParked)
-			pk.ReplayID = ""
+			pk.ReplayID, pk.Held, pk.Upto = "", false, 0
 			pk.Count++
 			return pk
 		case cur.State == StateReplaying && cur.Count == 0:
@@ -296,6 +330,11 @@ func (l *lane) recordPark(m *Msg, o Outcome, iso isolation) error {
 		default:
 			n := *cur
 			n.Count++
+			if n.Draining != "" && m.Header.Get(HeaderReplay) == n.Draining && m.Header.Get(HeaderReplayLast) != "" {
+				// The held key's last replayed message in flight: the
+				// next round may begin.
+				n.Draining = ""
+			}
 			return &n
 		}
 	})
@@ -306,7 +345,9 @@ func (l *lane) recordPark(m *Msg, o Outcome, iso isolation) error {
 func (l *lane) finishReplay(m *Msg, iso isolation) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	reheld := false
 	err := l.g.parked.update(ctx, iso.kvKey, func(cur *ParkedKey) *ParkedKey {
+		reheld = false
 		if cur == nil || cur.State != StateReplaying || cur.ReplayID != iso.pk.ReplayID {
 			return cur
 		}
@@ -314,11 +355,25 @@ func (l *lane) finishReplay(m *Msg, iso isolation) {
 			return nil
 		}
 		n := *cur
+		if n.Held {
+			reheld = true
+			// Events of a held key arrived during its replay: replay them
+			// now, behind it.
+			n.State, n.ReplayID, n.Upto, n.RetryAt = StateHeld, "", 0, time.Now().UTC()
+			return &n
+		}
 		n.State, n.ReplayID, n.Reason = StateParked, "", ReasonArrivedDuringReplay
 		return &n
 	})
+	if reheld && err == nil && l.g.holder != nil {
+		l.g.holder.schedule(iso.kvKey, time.Now())
+	}
 	if err != nil {
 		l.event(l.log.Warn(), m).Err(err).Msg("could not finish the replay of a parked key; it stays blocked")
+		return
+	}
+	if iso.pk.Held {
+		l.event(l.log.Debug(), m).Str("replay", iso.pk.ReplayID).Msg("retry of a held key finished")
 		return
 	}
 	l.event(l.log.Info(), m).Str("replay", iso.pk.ReplayID).Msg("replay of a parked key finished")

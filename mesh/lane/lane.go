@@ -66,10 +66,12 @@ type lane struct {
 	active        bool      // an iterator is being consumed
 	handingOver   bool      // the iterator was drained to hand the lane over
 	wake          chan struct{}
+	quit          chan struct{} // closed by stop
 
 	headSeq      uint64
 	headFailures int
 	headFirst    time.Time
+	circ         circuit // StepAside (hold.go); run goroutine only
 
 	hbMu  sync.Mutex
 	hb    *time.Timer   // InProgress heartbeat, reused for every message
@@ -89,6 +91,7 @@ func newLane(g *Group, p int) *lane {
 		stats:    Stats{Stage: g.cfg.Stage, Partition: p, Consumer: name},
 		draining: map[jetstream.MessagesContext]bool{},
 		wake:     make(chan struct{}, 1),
+		quit:     make(chan struct{}),
 	}
 }
 
@@ -199,6 +202,9 @@ func (l *lane) consume(it jetstream.MessagesContext) {
 func (l *lane) stop() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if !l.stopping {
+		close(l.quit)
+	}
 	l.stopping = true
 	l.poke()
 	if l.it != nil {
@@ -279,14 +285,14 @@ func (l *lane) handle(jm jetstream.Msg) {
 		case iso.behind:
 			o = behindOutcome(iso.pk)
 		default:
-			o = l.call(m)
+			o = l.stepAside(m, l.call(m))
 			// Ask again before the runner's own side effects (outputs, a
 			// parked copy, a pause), and honour the handler's answer.
 			switch {
 			case m.fenced.Load():
 				l.skipFenced(m, jm, "handler")
 				return
-			case o.Kind == KindForward || o.Kind == KindPark || o.Kind == KindPause:
+			case o.Kind == KindForward || o.Kind == KindPark || o.Kind == KindPause || o.Kind == KindHold:
 				if hit, err := l.isFenced(l.ctx, m); err == nil && hit {
 					l.skipFenced(m, jm, "settle")
 					return
@@ -294,7 +300,8 @@ func (l *lane) handle(jm jetstream.Msg) {
 			}
 		}
 	}
-	if l.settle(m, jm, o, iso, l.beforeAck(m, o)) && iso.replay && o.Kind != KindPark && m.Header.Get(HeaderReplayLast) != "" {
+	if l.settle(m, jm, o, iso, l.beforeAck(m, o)) && iso.replay && !iso.pk.Held && o.Kind != KindPark && o.Kind != KindHold &&
+		m.Header.Get(HeaderReplayLast) != "" {
 		l.finishReplay(m, iso)
 	}
 	if obs := l.g.cfg.Observe; obs != nil {
@@ -405,6 +412,12 @@ func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome, iso isolation, pre fu
 		if !l.durable(ctx, m, jm, o.Durable, pre) {
 			return false
 		}
+		if iso.replay && iso.pk.Held && m.Header.Get(HeaderReplayLast) != "" {
+			// A held key is freed before the ack of its round's last
+			// message: after a crash in between, that message comes back
+			// and is simply sent again (hold.go).
+			l.finishReplay(m, iso)
+		}
 		l.acked(jm, m)
 		return true
 	case KindRetry:
@@ -423,6 +436,11 @@ func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome, iso isolation, pre fu
 		l.mu.Unlock()
 		l.event(l.log.Warn(), m).Err(o.Err).Time("until", until).Msg("lane paused")
 		l.alert(ctx, "lane_paused", m, o.Reason, until)
+		if o.Probe != nil {
+			l.probe(o.Probe, until)
+		}
+	case KindHold:
+		return l.hold(ctx, m, jm, o, iso)
 	case KindPark:
 		pm := l.parkMsg(m, o)
 		if _, err := l.g.js.PublishMsg(ctx, pm); err != nil {
@@ -443,6 +461,10 @@ func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome, iso isolation, pre fu
 		l.mu.Lock()
 		l.stats.Parked++
 		l.mu.Unlock()
+		if iso.behind && iso.pk != nil && iso.pk.Draining != "" && l.g.holder != nil &&
+			m.Header.Get(HeaderReplay) == iso.pk.Draining && m.Header.Get(HeaderReplayLast) != "" {
+			l.g.holder.schedule(iso.kvKey, iso.pk.RetryAt)
+		}
 		if iso.behind {
 			l.event(l.log.Info(), m).Str("reason", o.Reason).Msg("event parked behind its key")
 		} else {
@@ -509,6 +531,9 @@ func (l *lane) parkMsg(m *Msg, o Outcome) *nats.Msg {
 		id = l.stream + ":" + strconv.FormatUint(m.StreamSeq, 10)
 	}
 	pm.Header.Set(nats.MsgIdHdr, "park:"+string(l.g.cfg.Stage)+":"+id)
+	if pm.Header.Get(HeaderOrder) == "" {
+		pm.Header.Set(HeaderOrder, strconv.FormatUint(m.StreamSeq, 10))
+	}
 	pm.Header.Set(HeaderParkStage, string(l.g.cfg.Stage))
 	pm.Header.Set(HeaderParkReason, o.Reason)
 	if o.Err != nil {

@@ -49,6 +49,10 @@ const (
 	// KindPark publishes the message to the parked stream with the reason and
 	// acks it, so the lane goes on.
 	KindPark
+	// KindHold is the runner's own (Config.StepAside, hold.go): a retry or
+	// pause the handler asked for became a hold of the message's key; the
+	// message is parked aside, acked, and replayed by the runner later.
+	KindHold
 )
 
 func (k Kind) String() string {
@@ -63,6 +67,8 @@ func (k Kind) String() string {
 		return "pause"
 	case KindPark:
 		return "park"
+	case KindHold:
+		return "hold"
 	}
 	return fmt.Sprintf("kind(%d)", int(k))
 }
@@ -96,6 +102,29 @@ type Outcome struct {
 	// publish (nak after Config.PublishRetry): the message is redelivered
 	// and the handler runs again.
 	Durable func(ctx context.Context) error
+	// StepAside (KindRetry, KindPause) says the failure may be the
+	// message's own rather than its dependency's (a 5xx for one request):
+	// with Config.StepAside the runner may hold the message's key for a
+	// retry and let the partition's other keys go on (hold.go).
+	StepAside bool
+	// Probe (KindPause), if set, is tried while the lane is paused, every
+	// ProbeEvery; the first success resumes the lane at once instead of
+	// waiting out the pause. It must be safe to repeat (e.g. the failed
+	// request again, with its idempotency key).
+	Probe func(ctx context.Context) error
+}
+
+// Transient marks o (a Retry or a Pause) as a failure that may be the
+// message's own, so the runner may step its key aside (Outcome.StepAside).
+func (o Outcome) Transient() Outcome {
+	o.StepAside = true
+	return o
+}
+
+// WithProbe sets the probe of a Pause (Outcome.Probe).
+func (o Outcome) WithProbe(probe func(ctx context.Context) error) Outcome {
+	o.Probe = probe
+	return o
 }
 
 // Done acks the message.

@@ -109,6 +109,21 @@ func (p *Parked) Messages(ctx context.Context, stage topology.Stage, key string)
 	}
 }
 
+// inOrder sorts a key's parked messages into the order of its events
+// (HeaderOrder; messages parked before it existed by their origin
+// sequence, then as parked).
+func inOrder(msgs []*jetstream.RawStreamMsg) {
+	order := func(m *jetstream.RawStreamMsg) uint64 {
+		v := m.Header.Get(HeaderOrder)
+		if v == "" {
+			v = m.Header.Get(HeaderOriginSeq)
+		}
+		n, _ := strconv.ParseUint(v, 10, 64)
+		return n
+	}
+	sort.SliceStable(msgs, func(i, j int) bool { return order(msgs[i]) < order(msgs[j]) })
+}
+
 // ReplayResult says what a replay did.
 type ReplayResult struct {
 	// Rounds is how many rounds ran (a round replays what was parked when
@@ -201,6 +216,7 @@ func (p *Parked) round(ctx context.Context, stage topology.Stage, key, kvKey str
 	if err != nil {
 		return 0, err
 	}
+	inOrder(msgs)
 	s, err := p.js.Stream(ctx, p.names.ParkedStream())
 	if err != nil {
 		return 0, err

@@ -44,6 +44,17 @@ type e2eResult struct {
 	check checkTotals
 	// profile is the CPU profile written, if any.
 	profile string
+	// flaky are the sustained runs against a CRM answering a share of
+	// requests with 503 at random (-flaky).
+	flaky []flakyResult
+}
+
+// flakyResult is one sustained run with a flaky CRM.
+type flakyResult struct {
+	rate        float64 // share of requests answered 503
+	throughput  float64
+	cpuPerEvent time.Duration
+	check       checkTotals
 }
 
 // runEndToEnd measures (b) against `sluice run` in its own process (and
@@ -96,6 +107,29 @@ func runEndToEnd(ctx context.Context, o options, c cell, sim *simProc) (e2eResul
 	if res.throughput, err = measure(o.events, nil); err != nil {
 		return res, err
 	}
+	cpu1, sim1 := run.cpuTime(), sim.cpuTime()
+	if c.flaky() {
+		for _, rate := range o.flaky {
+			before := res.check
+			fr := flakyResult{rate: rate}
+			c0 := run.cpuTime()
+			n := o.flakyEvents
+			fr.throughput, err = measure(n, func() error {
+				_, err := sim.client.Configure(ctx, crmsim.ConfigPatch{ErrorRate: &rate})
+				return err
+			})
+			if err != nil {
+				return res, fmt.Errorf("flaky CRM %.0f%%: %w", 100*rate, err)
+			}
+			fr.cpuPerEvent = (run.cpuTime() - c0) / time.Duration(n)
+			fr.check = res.check.minus(before)
+			res.flaky = append(res.flaky, fr)
+			fmt.Printf("    flaky CRM (%4.1f%% random 503): %8.0f events/s = %.2f × healthy, %.0f µs CPU/event, check %s\n",
+				100*rate, fr.throughput, fr.throughput/res.throughput, float64(fr.cpuPerEvent)/1e3, fr.check)
+		}
+	}
+	// The CPU figures cover the healthy runs only.
+	flakyCPU, flakySim := run.cpuTime()-cpu1, sim.cpuTime()-sim1
 	// Backlog drain: hold the enricher lanes with a server-side pause,
 	// store the events, then resume and time the drain.
 	var drainStart time.Time
@@ -122,10 +156,14 @@ func runEndToEnd(ctx context.Context, o options, c cell, sim *simProc) (e2eResul
 		return res, err
 	}
 	res.drain = float64(len(events)) / end.Sub(drainStart).Seconds()
-	res.cpuPerEvent = (run.cpuTime() - cpu0) / time.Duration(o.events+len(events))
-	res.simCPUPerEvent = (sim.cpuTime() - simCPU0) / time.Duration(o.events+len(events))
+	res.cpuPerEvent = (run.cpuTime() - cpu0 - flakyCPU) / time.Duration(o.events+len(events))
+	res.simCPUPerEvent = (sim.cpuTime() - simCPU0 - flakySim) / time.Duration(o.events+len(events))
 	for i, t := range run.cpuTimes() {
-		res.cpuSplit = append(res.cpuSplit, (t-split0[i])/time.Duration(o.events+len(events)))
+		d := t - split0[i]
+		if i == 0 {
+			d -= flakyCPU // the flaky runs only run with one process
+		}
+		res.cpuSplit = append(res.cpuSplit, d/time.Duration(o.events+len(events)))
 	}
 	if err := res.check.run(ctx, sim, events); err != nil {
 		return res, err
@@ -181,6 +219,13 @@ func (t *checkTotals) add(tt crmsim.Totals) {
 // ok is the simulator's verdict: nothing lost, nothing reordered, nothing
 // unexpected (duplicates are allowed: the CRM deduplicates by
 // Idempotency-Key).
+// minus is t without the runs counted in before.
+func (t checkTotals) minus(before checkTotals) checkTotals {
+	return checkTotals{runs: t.runs - before.runs, expected: t.expected - before.expected,
+		missing: t.missing - before.missing, reorderedKeys: t.reorderedKeys - before.reorderedKeys,
+		extra: t.extra - before.extra, unexpected: t.unexpected - before.unexpected}
+}
+
 func (t checkTotals) ok() bool { return t.missing == 0 && t.reorderedKeys == 0 && t.unexpected == 0 }
 
 func (t checkTotals) String() string {

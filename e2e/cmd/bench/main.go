@@ -33,6 +33,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -57,6 +59,8 @@ type options struct {
 	backlogRate  float64
 	backlogLedge bool
 	keep         bool
+	flaky        []float64
+	flakyEvents  int
 }
 
 func main() {
@@ -85,11 +89,21 @@ func main() {
 		"YAML appended to every sluice process's config, for top-level keys the bench does not set "+
 			"(e.g. 'runtime: {gc_percent: 400}')")
 	flag.BoolVar(&o.backlogLedge, "backlog-ledger", false, "-backlog: with the delivery ledger on")
+	flakyList := flag.String("flaky", "0.01,0.05",
+		"error rates of the flaky-CRM runs (the simulator answers that share of requests with 503 at random), "+
+			"comma-separated; run in the 16-partition one-process cells after the healthy run and reported as a ratio to it; '' for none")
+	flag.IntVar(&o.flakyEvents, "flaky-events", 0, "events per flaky-CRM run (0: half of -events)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs, data) and print its path")
 	flag.Parse()
 	var err error
 	if o.cells, err = parseMatrix(o.matrix); err != nil {
 		fail(err)
+	}
+	if o.flaky, err = parseRates(*flakyList); err != nil {
+		fail(err)
+	}
+	if o.flakyEvents <= 0 {
+		o.flakyEvents = max(o.events/2, 1000)
 	}
 	for _, p := range []*string{&o.cpuprofile, &o.heapprofile} {
 		if *p != "" {
@@ -119,6 +133,22 @@ func main() {
 		}
 		fail(err)
 	}
+}
+
+// parseRates reads -flaky: comma-separated shares within (0, 1).
+func parseRates(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil || v <= 0 || v >= 1 {
+			return nil, fmt.Errorf("-flaky: %q is not a share between 0 and 1 (e.g. 0.05)", f)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 func fail(err error) {

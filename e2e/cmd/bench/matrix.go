@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// Targets on a 2-core machine (issue 5).
+// Targets on a 2-core machine (issues 5 and 14).
 const (
-	targetE2E   = 16700.0               // events/s sustained end to end
+	targetE2E   = 12000.0               // events/s sustained end to end
 	targetRatio = 0.6                   // of the same run's ceiling
 	targetRate  = 5600.0                // events/s: 20M/hour
 	targetP99   = 20 * time.Millisecond // produce→CRM at targetRate
@@ -20,6 +20,28 @@ const (
 	targetBacklog = 336000
 	targetDrain   = 30 * time.Second
 )
+
+// flakyTarget is the least throughput, as a share of the healthy run's,
+// with a CRM answering rate of its requests with 503 at random (issue 14).
+func flakyTarget(rate float64) float64 {
+	if rate <= 0.01 {
+		return 0.8
+	}
+	return 0.5
+}
+
+// flakyString is a cell's flaky-CRM ratios, "1%: 0.93 ✓  5%: 0.61 ✓".
+func flakyString(e e2eResult) string {
+	if len(e.flaky) == 0 {
+		return "-"
+	}
+	var parts []string
+	for _, f := range e.flaky {
+		r := f.throughput / e.throughput
+		parts = append(parts, fmt.Sprintf("%g%%: %.2f %s", 100*f.rate, r, mark(r >= flakyTarget(f.rate) && f.check.ok())))
+	}
+	return strings.Join(parts, "  ")
+}
 
 // cellResult is one row of the table.
 type cellResult struct {
@@ -151,11 +173,11 @@ func printTable(o options, rows []cellResult) {
 	fmt.Printf("\nSluice benchmark matrix — %s, %d events per throughput run, latency at %.0f/s for %s\n",
 		time.Now().Format("2006-01-02 15:04"), o.events, o.latencyRate, o.latencyFor)
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "cell\tledger\tceiling/s\tceil µs/ev\te2e/s\tratio\tdrain/s\tp50\tp99\tRSS MiB\tCPU µs/ev\tsim µs/ev\tsimulator check\tother load\t")
+	fmt.Fprintln(w, "cell\tledger\tceiling/s\tceil µs/ev\te2e/s\tratio\tdrain/s\tp50\tp99\tRSS MiB\tCPU µs/ev\tsim µs/ev\tsimulator check\tflaky CRM ×healthy\tother load\t")
 	for _, r := range rows {
 		ledger := onOff(r.ledger)
 		if r.err != nil {
-			fmt.Fprintf(w, "%s\t%s\terror\t\t\t\t\t\t\t\t\t\t\t\t\n", r.cell, ledger)
+			fmt.Fprintf(w, "%s\t%s\terror\t\t\t\t\t\t\t\t\t\t\t\t\t\n", r.cell, ledger)
 			continue
 		}
 		e := r.e2e
@@ -173,9 +195,9 @@ func printTable(o options, rows []cellResult) {
 		if o.latencyRate != targetRate {
 			p99 = strings.TrimSuffix(strings.TrimSuffix(p99, " ✓"), " ✗")
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.0f %s\t%s\t%.0f\t%s\t%s\t%s\t%.0f\t%.0f\t%s\t%.2f\t\n",
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.0f %s\t%s\t%.0f\t%s\t%s\t%s\t%.0f\t%.0f\t%s\t%s\t%.2f\t\n",
 			r.cell, ledger, ceil, ceilCPU, e.throughput, mark(e.throughput >= targetE2E), ratio, e.drain, p50, p99,
-			rssString(e.rssKB), float64(e.cpuPerEvent)/1e3, float64(e.simCPUPerEvent)/1e3, e.check, r.noise)
+			rssString(e.rssKB), float64(e.cpuPerEvent)/1e3, float64(e.simCPUPerEvent)/1e3, e.check, flakyString(e), r.noise)
 	}
 	_ = w.Flush()
 	for _, r := range rows {
@@ -183,7 +205,8 @@ func printTable(o options, rows []cellResult) {
 			fmt.Printf("  %s: %s\n", r.cell, firstLine(r.err.Error()))
 		}
 	}
-	fmt.Printf("targets (2 cores): e2e ≥ %.0f/s, ratio ≥ %.1f, p99 ≤ %s at %.0f/s; %d-event backlog drained in ≤ %s (-backlog).\n",
+	fmt.Printf("targets (2 cores): e2e ≥ %.0f/s, ratio ≥ %.1f, p99 ≤ %s at %.0f/s; %d-event backlog drained in ≤ %s (-backlog); "+
+		"with 1%% random 503 ≥ 0.8 × and with 5%% ≥ 0.5 × the healthy run of the same cell.\n",
 		targetE2E, targetRatio, targetP99, targetRate, targetBacklog, targetDrain)
 	fmt.Println("cell: partitions[xdispatcher processes][+ledger]; ceil µs/ev: CPU of the ceiling's nats-server and consumers per event; " +
 		"drain/s: events stored while the enricher was paused; CPU µs/ev: all sluice processes, sustained + drain runs; " +

@@ -37,7 +37,7 @@ func profileRun(ctx context.Context, o options, run *sluiceRun, sim *simProc, js
 	const batch = 10000
 	errc := make(chan error, 1)
 	go func() { errc <- run.fetchProfile(ctx, o.profileFor, path) }()
-	published := 0
+	published, through := 0, 0
 	round := int64(5000)
 	for {
 		select {
@@ -45,10 +45,15 @@ func profileRun(ctx context.Context, o options, run *sluiceRun, sim *simProc, js
 			if err != nil {
 				return err
 			}
+			// Events that went through while the profile ran.
+			if got, err := sim.distinctDelivered(ctx); err == nil {
+				through = got
+			}
 			if _, err := sim.waitDelivered(ctx, published, 10*time.Minute); err != nil {
 				return err
 			}
 			fmt.Printf("    CPU profile of `sluice run` under full load (%s, %d events): %s\n", o.profileFor, published, path)
+			printStageSplit(path, through)
 			printTop(path)
 			return nil
 		default:

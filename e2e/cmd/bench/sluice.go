@@ -36,6 +36,10 @@ func (c cell) String() string {
 	return s
 }
 
+// flaky reports whether the cell gets the flaky-CRM runs (-flaky): the
+// one-process 16-partition cells.
+func (c cell) flaky() bool { return c.partitions == 16 && c.dispatchers == 1 }
+
 // parseMatrix reads -matrix: comma-separated cells "<partitions>[x<dispatchers>][+ledger]".
 func parseMatrix(s string) ([]cell, error) {
 	var cells []cell

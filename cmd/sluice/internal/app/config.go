@@ -152,7 +152,8 @@ type DemoConfig struct {
 
 // Defaults returns the configuration with every default filled.
 func Defaults() Config {
-	return Config{DataDir: "./data", Ingest: ingest.DefaultConfig(), Ledger: ledger.DefaultConfig()}.withDefaults()
+	return Config{DataDir: "./data", Ingest: ingest.DefaultConfig(), Ledger: ledger.DefaultConfig(),
+		Dispatcher: dispatcher.DefaultConfig()}.withDefaults()
 }
 
 func (c Config) withDefaults() Config {
@@ -286,9 +287,10 @@ func (c Config) validate(target string) error {
 // LoadConfig reads defaults, then the file (if any), then SLUICE_*
 // environment variables, and validates the result for target.
 func LoadConfig(path, target string) (Config, error) {
-	// Ingest's listen address and ledger.enabled default before the file
+	// Ingest's listen address, ledger.enabled and
+	// dispatcher.step_aside.enabled default before the file
 	// is read, so that an explicit empty http_addr or false turns them off.
-	c := Config{Ingest: ingest.DefaultConfig(), Ledger: ledger.DefaultConfig()}
+	c := Config{Ingest: ingest.DefaultConfig(), Ledger: ledger.DefaultConfig(), Dispatcher: dispatcher.DefaultConfig()}
 	if err := config.Load(path, os.Environ(), EnvPrefix, &c); err != nil {
 		return c, err
 	}

@@ -1,0 +1,128 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"sluice.dev/mesh/crmreq"
+	"sluice.dev/mesh/lane"
+)
+
+// StepAsideConfig is the retry hold of one key (lane.StepAside): a request
+// the CRM answers with a 5xx, 408, 429 or not at all, while the partition's
+// other requests succeed, steps aside — its key is held and retried after
+// Backoff, in order, and the partition's other keys go on. CircuitFailures
+// failures in a row within CircuitWindow of each other (a CRM that is down,
+// not flaky) open the partition's circuit: the lane holds its head again,
+// retry.tries tries (retry.delay apart) then a pause of pause with an alert,
+// and a probe (the failed request again, every ProbeEvery) ends the pause as
+// soon as the CRM answers. YAML: dispatcher.step_aside.
+type StepAsideConfig struct {
+	// Enabled turns step-aside on. Default true (DefaultConfig); false
+	// holds the whole partition for every failed request, as before.
+	Enabled bool `yaml:"enabled"`
+	// Backoff is the wait before a held key's next try after its 1st, 2nd,
+	// ... failure; the last entry repeats. Default [200ms, 1s, 3s].
+	Backoff []time.Duration `yaml:"backoff"`
+	// CircuitFailures failures in a row (no success between) open the
+	// partition's circuit. Default 3.
+	CircuitFailures int `yaml:"circuit_failures"`
+	// CircuitWindow is the longest gap between two of those failures.
+	// Default 6s.
+	CircuitWindow time.Duration `yaml:"circuit_window"`
+	// ProbeEvery is how often a paused partition sends its failed request
+	// again; the first 2xx resumes it. Default 1s.
+	ProbeEvery time.Duration `yaml:"probe_every"`
+}
+
+// Step-aside defaults.
+var (
+	DefaultStepAsideBackoff = []time.Duration{200 * time.Millisecond, time.Second, 3 * time.Second}
+)
+
+// Defaults of step-aside.
+const (
+	DefaultCircuitFailures = 3
+	DefaultCircuitWindow   = 6 * time.Second
+	DefaultProbeEvery      = time.Second
+)
+
+// DefaultConfig is the config before a file is read: step-aside on.
+func DefaultConfig() Config { return Config{StepAside: StepAsideConfig{Enabled: true}} }
+
+func (c StepAsideConfig) withDefaults() StepAsideConfig {
+	if len(c.Backoff) == 0 {
+		c.Backoff = DefaultStepAsideBackoff
+	}
+	if c.CircuitFailures == 0 {
+		c.CircuitFailures = DefaultCircuitFailures
+	}
+	if c.CircuitWindow == 0 {
+		c.CircuitWindow = DefaultCircuitWindow
+	}
+	if c.ProbeEvery == 0 {
+		c.ProbeEvery = DefaultProbeEvery
+	}
+	return c
+}
+
+func (c StepAsideConfig) validate() error {
+	var errs []error
+	for i, d := range c.Backoff {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("dispatcher.step_aside.backoff[%d]: must be > 0", i))
+		}
+	}
+	if c.CircuitFailures < 1 {
+		errs = append(errs, errors.New("dispatcher.step_aside.circuit_failures: must be >= 1"))
+	}
+	if c.CircuitWindow <= 0 {
+		errs = append(errs, errors.New("dispatcher.step_aside.circuit_window: must be > 0"))
+	}
+	if c.ProbeEvery <= 0 {
+		errs = append(errs, errors.New("dispatcher.step_aside.probe_every: must be > 0"))
+	}
+	return errors.Join(errs...)
+}
+
+// lane is the lane runner's form of c.
+func (c StepAsideConfig) lane() lane.StepAside {
+	return lane.StepAside{Enabled: c.Enabled, Backoff: c.Backoff, CircuitFailures: c.CircuitFailures,
+		CircuitWindow: c.CircuitWindow}
+}
+
+// headDelay is the wait before a held head's next try after its
+// failures-th earlier failure: retry.delay, or with step-aside on the
+// fast, backed-off schedule of step_aside.backoff (200ms, 1s, ...), so
+// that a CRM that is down still pauses the outlet after retry.tries tries
+// within a few seconds.
+func (s *Service) headDelay(failures int) time.Duration {
+	b := s.cfg.StepAside.Backoff
+	if !s.cfg.StepAside.Enabled || len(b) == 0 {
+		return s.cfg.Retry.Delay
+	}
+	return b[min(failures, len(b)-1)]
+}
+
+// probe is a paused lane's probe: the failed request again (the CRM
+// deduplicates it by its Idempotency-Key). Any answer but a transient
+// failure (5xx, 408, 429, 401, no answer) ends the pause: the CRM is back,
+// and the lane handles the request's real answer when it sends it again.
+func (s *Service) probe(r crmreq.Request, method, path string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		res, err := s.crm.do(ctx, r, method, path)
+		switch {
+		case err != nil:
+			return err
+		case res.Err != nil:
+			return res.Err
+		case res.Status >= 500 || res.Status == http.StatusRequestTimeout ||
+			res.Status == http.StatusTooManyRequests || res.Status == http.StatusUnauthorized:
+			return &StatusError{Status: res.Status}
+		}
+		return nil
+	}
+}

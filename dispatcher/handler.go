@@ -173,7 +173,11 @@ func (s *Service) failure(m *lane.Msg, r crmreq.Request, res response, method, p
 	d := max(s.cfg.Pause, ra)
 	s.log.Warn().Err(err).Int("status", res.Status).Int("attempt", attempt).Str("event_id", r.EventID).
 		Int("partition", m.Partition).Dur("pause", d).Msg("crm request failed; pausing the outlet")
-	return lane.Pause(d, err).Transient().WithProbe(s.probe(r, method, path))
+	o := lane.Pause(d, err).Transient()
+	if s.cfg.StepAside.Enabled {
+		o = o.WithProbe(s.probe(r, method, path))
+	}
+	return o
 }
 
 // delivered counts a request the CRM accepted, reports its produce→CRM

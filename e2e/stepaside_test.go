@@ -228,4 +228,3 @@ func alertConsumer(t *testing.T, h *harness.Harness) jetstream.Consumer {
 	require.NoError(t, err)
 	return c
 }
-

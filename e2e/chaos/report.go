@@ -68,8 +68,8 @@ func (s *suite) summary(v verdict, res loadgen.Result, drainErr error, wall map[
 		strings.Join(services, ", "))
 	fmt.Fprintf(w, "events:    %d over %d keys via ingest HTTP over %s: %d acked (%d retried batches, %d duplicates, %d failed)\n",
 		s.o.events, s.o.keys, s.o.publishFor, res.Published, res.Retries, res.Duplicates, res.Failed)
-	fmt.Fprintf(w, "faults (offsets from the first event):\n")
 	s.mu.Lock()
+	fmt.Fprintf(w, "faults (offsets from the first event, %s):\n", s.start.UTC().Format("2006-01-02T15:04:05Z"))
 	for _, f := range s.faults {
 		fmt.Fprintf(w, "  %s  %s\n", fmtOffset(f.at), f.what)
 	}

@@ -109,8 +109,9 @@ func (c *Cluster) shutdown() {
 }
 
 // WaitReady waits until every running node has its routes to the other
-// running nodes, the cluster has a JetStream meta leader and every running
-// node's meta state is current. It does not wait for streams on a restarted
+// running nodes, the cluster has a JetStream meta leader that has every
+// running node as an online peer, and every running node's meta state is
+// current. It does not wait for streams on a restarted
 // node to catch up; check StreamInfo.Cluster.Replicas[].Current for that.
 func (c *Cluster) WaitReady() {
 	c.t.Helper()
@@ -140,7 +141,16 @@ func (c *Cluster) ready() bool {
 		if s.NumRoutes() < live-1 || !s.JetStreamIsCurrent() {
 			return false
 		}
-		leader = leader || s.JetStreamIsLeader()
+		// The meta leader places a new R3 stream only on peers it has
+		// current stats from: without this, a stream created right after
+		// WaitReady can fail with "no suitable peers for placement, peer
+		// offline" (make stress saw it).
+		if s.JetStreamIsLeader() {
+			if len(s.JetStreamClusterPeers()) < live {
+				return false
+			}
+			leader = true
+		}
 	}
 	return leader
 }

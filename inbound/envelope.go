@@ -67,6 +67,9 @@ type Item struct {
 	// Problems say why the item cannot be routed; such an item is stored
 	// under _unreadable and parked by the writer with them.
 	Problems []FieldError
+	// Whole is true when Raw is the whole request body (a replay of the
+	// item splits it again).
+	Whole bool
 }
 
 // compiledEnvelope is an Envelope with its expressions compiled.
@@ -116,7 +119,7 @@ func compileEnvelope(e *Envelope) (*compiledEnvelope, error) {
 func (ce *compiledEnvelope) Split(body []byte, h http.Header, delivery, source string, maxItems int) ([]Item, error) {
 	whole := func(reason string) []Item {
 		raw := json.RawMessage(body)
-		return []Item{{ID: hashID(source, body), Raw: raw, Problems: []FieldError{{"body", reason}}}}
+		return []Item{{ID: hashID(source, body), Raw: raw, Problems: []FieldError{{"body", reason}}, Whole: true}}
 	}
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
@@ -162,7 +165,7 @@ func (ce *compiledEnvelope) Split(body []byte, h http.Header, delivery, source s
 func (ce *compiledEnvelope) item(v any, i int, single bool, body []byte, vars []any, delivery, source string) Item {
 	it := Item{Index: i}
 	if single && ce.legacy {
-		it.Raw = json.RawMessage(body)
+		it.Raw, it.Whole = json.RawMessage(body), true
 	} else {
 		b, err := json.Marshal(v)
 		if err != nil {

@@ -58,7 +58,7 @@ func TestEnvelopeMapping(t *testing.T) {
 			for i, it := range items {
 				require.Empty(t, it.Problems)
 				require.True(t, json.Valid(it.Raw))
-				it.Raw, it.Problems = nil, nil
+				it.Raw, it.Problems, it.Whole = nil, nil, false
 				require.Equal(t, tc.want[i], it)
 			}
 		})

@@ -175,30 +175,12 @@ func (s *Service) enqueue(ctx context.Context, src *source, delivery string, ite
 		typ, key := it.Type, unroutedKey
 		if len(it.Problems) > 0 {
 			typ = unreadableType
+			resp.Unreadable++
+			s.stats.unreadable.Add(1)
 		} else {
 			key = s.routeKey(it)
 		}
-		m := nats.NewMsg(s.deps.Names.InboundSubject(typ, key))
-		m.Data = it.Raw
-		m.Header.Set(nats.MsgIdHdr, src.cfg.Name+":"+it.ID)
-		m.Header.Set(HeaderSource, src.cfg.Name)
-		m.Header.Set(HeaderItemID, it.ID)
-		m.Header.Set(HeaderIndex, strconv.Itoa(it.Index))
-		if delivery != "" {
-			m.Header.Set(HeaderDelivery, delivery)
-		}
-		m.Header.Set(HeaderReceivedAt, now)
-		for h, v := range map[string]string{HeaderKey: it.Key, HeaderVersion: it.Version, HeaderOccurredAt: it.OccurredAt} {
-			if v != "" {
-				m.Header.Set(h, v)
-			}
-		}
-		if len(it.Problems) > 0 {
-			b, _ := json.Marshal(it.Problems)
-			m.Header.Set(HeaderProblems, string(b))
-			resp.Unreadable++
-			s.stats.unreadable.Add(1)
-		}
+		m := s.itemMsg(src, delivery, now, it, typ, key)
 		ack, err := s.deps.JS.PublishMsg(ctx, m)
 		if err != nil {
 			return Response{}, err
@@ -211,6 +193,34 @@ func (s *Service) enqueue(ctx context.Context, src *source, delivery string, ite
 		}
 	}
 	return resp, nil
+}
+
+// itemMsg is the stored message of an item: the item as data, the
+// dedupe id as Nats-Msg-Id, and the Sluice-Inbound-* headers.
+func (s *Service) itemMsg(src *source, delivery, receivedAt string, it Item, typ, key string) *nats.Msg {
+	m := nats.NewMsg(s.deps.Names.InboundSubject(typ, key))
+	m.Data = it.Raw
+	m.Header.Set(nats.MsgIdHdr, src.cfg.Name+":"+it.ID)
+	m.Header.Set(HeaderSource, src.cfg.Name)
+	m.Header.Set(HeaderItemID, it.ID)
+	m.Header.Set(HeaderIndex, strconv.Itoa(it.Index))
+	if delivery != "" {
+		m.Header.Set(HeaderDelivery, delivery)
+	}
+	m.Header.Set(HeaderReceivedAt, receivedAt)
+	for h, v := range map[string]string{HeaderKey: it.Key, HeaderVersion: it.Version, HeaderOccurredAt: it.OccurredAt} {
+		if v != "" {
+			m.Header.Set(h, v)
+		}
+	}
+	if it.Whole {
+		m.Header.Set(HeaderWhole, "1")
+	}
+	if len(it.Problems) > 0 {
+		b, _ := json.Marshal(it.Problems)
+		m.Header.Set(HeaderProblems, string(b))
+	}
+	return m
 }
 
 // routeKey derives the item's entity key for its subject (and so its

@@ -28,8 +28,13 @@ func (s *Service) parkUnreadable(m *lane.Msg) lane.Outcome {
 	if err := json.Unmarshal([]byte(m.Header.Get(HeaderProblems)), &fields); err != nil || len(fields) == 0 {
 		fields = []FieldError{{"item", "unreadable"}}
 	}
-	// The reasons (they may quote the item) go to the parked message's
-	// header only; the error, which the lane runner logs, names the fields.
+	return s.parkUnreadableItem(fields)
+}
+
+// parkUnreadableItem parks with the problems in the parked message's
+// header only (they may quote the item); the error, which the lane runner
+// logs, names the fields.
+func (s *Service) parkUnreadableItem(fields []FieldError) lane.Outcome {
 	names := make([]string, len(fields))
 	for i, f := range fields {
 		names[i] = f.Field

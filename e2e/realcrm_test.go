@@ -325,3 +325,20 @@ func TestRateLimitKeepsUnderTheCRMQuota(t *testing.T) {
 	t.Logf("statuses %v, dispatcher rate %.1f/s, throttled %d", st.Statuses, h.Dispatcher().Stats().Rate, h.Dispatcher().Stats().Throttled)
 	require.LessOrEqual(t, st.Statuses[429], 2, "the CRM's quota was hit")
 }
+
+// The refresh-token flow: the same token life cycle with a refresh token
+// instead of client credentials.
+func TestOAuth2RefreshTokenFlow(t *testing.T) {
+	dc := realDispatcher()
+	dc.CRM.Auth = dispatcher.AuthConfig{Type: dispatcher.AuthOAuth2, OAuth2: dispatcher.OAuth2Config{
+		Flow: dispatcher.FlowRefreshToken, TokenURL: "/oauth/token", RefreshToken: "sluice-refresh"}}
+	h := realHarness(t, crmsim.RealConfig{OAuth2: &crmsim.OAuth2Server{TokenTTL: 2 * time.Second}}, dc, true)
+	h.Sim.SetLatency(2*time.Millisecond, 0)
+	evs, last := realPlan(600, 30, 17)
+	require.Equal(t, len(evs), (<-publishReal(t, h, evs)).Published)
+	waitFinal(t, h, last, 2*time.Minute)
+	requireExactlyOnce(t, h, last)
+	st := h.Sim.RealStats()
+	t.Logf("tokens issued %d, statuses %v", st.TokensIssued, st.Statuses)
+	require.GreaterOrEqual(t, st.TokensIssued, 1)
+}

@@ -356,12 +356,18 @@ func importDate(v string) (string, error) {
 
 // importSend publishes events in file order, in batches (order per key is
 // kept within and across batches), and counts new and duplicate events.
-func importSend(ctx context.Context, c *client.Client, evs []*envelope.Envelope, batch int, progress func(int)) (stored, dups int, err error) {
+// With led, each batch is recorded there once stored.
+func importSend(ctx context.Context, c *client.Client, led *importLedger, evs []*envelope.Envelope, batch int, progress func(int)) (stored, dups int, err error) {
 	for start := 0; start < len(evs); start += batch {
 		part := evs[start:min(start+batch, len(evs))]
 		rs, err := c.PublishBatch(ctx, part)
 		if err != nil {
 			return stored, dups, fmt.Errorf("rows after %d stored; run the same import again to resume: %w", stored+dups, err)
+		}
+		if led != nil {
+			if err := led.stored(ctx, part); err != nil {
+				return stored, dups, fmt.Errorf("rows after %d stored; run the same import again to resume: %w", stored+dups, err)
+			}
 		}
 		for _, r := range rs {
 			if r.Duplicate {
@@ -394,10 +400,12 @@ func importCmd() *cobra.Command {
 			"Every row is validated against the type's schema first; if any row is invalid, the report\n" +
 			"(\"row 7: data.email: ...\", rows numbered as in the spreadsheet, header = row 1) is printed\n" +
 			"and nothing is sent. Rows of one key are sent in file order.\n\n" +
-			"Resumable: event ids are derived from the file name, row number and row content, so running\n" +
-			"the same file again sends nothing twice within the events stream's duplicate window\n" +
-			"(topology duplicate_window, 2m by default); a re-run later than that stores the rows again\n" +
-			"with the same ids, and relies on the CRM honouring the Idempotency-Key (the event id).",
+			"Resumable: event ids are derived from the file name, row number and row content, and (--via\n" +
+			"nats) every stored row is recorded in the imports KV bucket, so running the same file again\n" +
+			"sends only the rows not stored yet, however much later (as long as topology.events_max_age).\n" +
+			"With --via http only the events stream's duplicate window (topology.duplicate_window, 2m)\n" +
+			"stops a repeat; later the rows are stored again with the same ids, and the CRM's\n" +
+			"Idempotency-Key handling (the event id) is what prevents a second write.",
 		Example: "  sluice import customers.csv --type customer_signed_up --dry-run\n" +
 			"  sluice import agents.xlsx --type customer_signed_up --map columns.yaml --via http --url http://127.0.0.1:8080",
 		Args: cobra.ExactArgs(1),
@@ -481,6 +489,8 @@ func runImport(cmd *cobra.Command, path string, o importOptions) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
 	defer cancel()
 	var tr client.Transport
+	var led *importLedger
+	skipped := 0
 	if o.via == "http" {
 		if o.token == "" {
 			o.token = os.Getenv(EnvPrefix + "IMPORT_TOKEN")
@@ -496,7 +506,14 @@ func runImport(cmd *cobra.Command, path string, o importOptions) error {
 		if err != nil {
 			return err
 		}
-		tr = client.NewJetStream(js, topology.New(c.Topology))
+		names := topology.New(c.Topology)
+		tr = client.NewJetStream(js, names)
+		if led, err = openImportLedger(ctx, js, names, im.base); err != nil {
+			return err
+		}
+		if evs, skipped, err = led.unsent(ctx, evs); err != nil {
+			return err
+		}
 	}
 	cl, err := client.New(client.Config{Source: im.source}, tr)
 	if err != nil {
@@ -509,8 +526,12 @@ func runImport(cmd *cobra.Command, path string, o importOptions) error {
 			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionOnCompletion(func() { fmt.Fprintln(cmd.ErrOrStderr()) }))
 		progress = func(n int) { _ = bar.Add(n) }
 	}
-	stored, dups, err := importSend(ctx, cl, evs, o.batch, progress)
-	fmt.Fprintf(out, "imported %d rows from %s: %d stored, %d already stored (duplicates)\n", stored+dups, path, stored, dups)
+	stored, dups, err := importSend(ctx, cl, led, evs, o.batch, progress)
+	fmt.Fprintf(out, "imported %d rows from %s: %d stored, %d already stored (duplicates)", stored+dups+skipped, path, stored, dups+skipped)
+	if skipped > 0 {
+		fmt.Fprintf(out, ", %d of them not sent (imported before)", skipped)
+	}
+	fmt.Fprintln(out)
 	return err
 }
 
@@ -550,6 +571,6 @@ func importSample(ctx context.Context, tr client.Transport) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	stored, dups, err := importSend(ctx, cl, evs, 200, func(int) {})
+	stored, dups, err := importSend(ctx, cl, nil, evs, 200, func(int) {})
 	return stored + dups, err
 }

@@ -279,3 +279,35 @@ func TestImportViaHTTP(t *testing.T) {
 	require.Contains(t, out, ": 0 stored, 20 already stored")
 	require.EqualValues(t, 20, storedEvents(t, js, names))
 }
+
+// A file imported again after the events stream's duplicate window sends
+// nothing twice: the import ledger (KV) remembers the rows stored, while
+// the stream, here recreated, has forgotten their ids (issue 11: the rows
+// were sent again). A changed row is a new row and is sent.
+func TestImportAfterTheDuplicateWindowSendsNothingTwice(t *testing.T) {
+	js, names := cliServer(t, 4)
+	ctx := context.Background()
+	src, err := os.ReadFile("testdata/import/customers.csv")
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "customers.csv")
+	require.NoError(t, os.WriteFile(path, src, 0o644))
+	out, err := runCLI(t, "import", path, "--type", "customer_signed_up")
+	require.NoError(t, err)
+	require.Contains(t, out, ": 20 stored, 0 already stored")
+
+	// Past the duplicate window: a stream without the ids' dedupe entries.
+	require.NoError(t, js.DeleteStream(ctx, names.EventsStream()))
+	require.NoError(t, names.Ensure(ctx, js))
+	out, err = runCLI(t, "import", path, "--type", "customer_signed_up")
+	require.NoError(t, err)
+	require.Contains(t, out, ": 0 stored, 20 already stored (duplicates), 20 of them not sent (imported before)")
+	require.Zero(t, storedEvents(t, js, names))
+
+	lines := strings.SplitN(string(src), "\n", 3)
+	lines[1] = strings.Replace(lines[1], "@", "+changed@", 1)
+	require.NoError(t, os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644))
+	out, err = runCLI(t, "import", path, "--type", "customer_signed_up")
+	require.NoError(t, err)
+	require.Contains(t, out, ": 1 stored, 19 already stored")
+	require.EqualValues(t, 1, storedEvents(t, js, names))
+}

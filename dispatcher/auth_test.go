@@ -99,6 +99,7 @@ func TestOAuth2ErrorsCarryNoSecret(t *testing.T) {
 	require.ErrorIs(t, res.Err, ErrCRMUnreachable)
 	require.Contains(t, res.Err.Error(), "token endpoint answered 401")
 	require.NotContains(t, res.Err.Error(), "wrong-secret-value")
+	require.True(t, res.NotSent, "nothing reached the CRM: a create is not uncertain")
 }
 
 func TestAuthConfigValidate(t *testing.T) {

@@ -83,6 +83,9 @@ type response struct {
 	Err error
 	// Timeout tells a timeout from other transport errors.
 	Timeout bool
+	// NotSent: the request never left (rate-limit wait or token fetch
+	// failed), so it cannot have had an effect at the CRM.
+	NotSent bool
 	// Took is the time from sending the request to the end of the body.
 	Took time.Duration
 }
@@ -109,11 +112,11 @@ func (c *crmClient) do(ctx context.Context, r crmreq.Request, method, path strin
 // once sends one request; authz is the Authorization value sent.
 func (c *crmClient) once(ctx context.Context, r crmreq.Request, method, path string) (out response, authz string, err error) {
 	if err := c.lim.wait(ctx); err != nil {
-		return response{Err: fmt.Errorf("%w: rate limit wait: %w", ErrCRMUnreachable, err), Timeout: isTimeout(err)}, "", nil
+		return response{Err: fmt.Errorf("%w: rate limit wait: %w", ErrCRMUnreachable, err), Timeout: isTimeout(err), NotSent: true}, "", nil
 	}
 	if c.auth != nil {
 		if authz, err = c.auth.header(ctx); err != nil {
-			return response{Err: err, Timeout: isTimeout(err)}, "", nil
+			return response{Err: err, Timeout: isTimeout(err), NotSent: true}, "", nil
 		}
 	}
 	var body io.Reader

@@ -80,6 +80,8 @@ func (u *uncertainSet) del(id string) {
 // created the record.
 func uncertainOutcome(res response) bool {
 	switch {
+	case res.NotSent: // waiting for the rate limit or a token
+		return false
 	case res.Err != nil: // timeout, connection error, answer cut short
 		return true
 	case res.Status >= 500, res.Status == http.StatusRequestTimeout, res.Status == http.StatusConflict:

@@ -21,7 +21,7 @@ ARG VERSION=dev
 # The module and build caches persist between builds (BuildKit cache mounts).
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X sluice.dev/cmd/sluice/internal/app.Version=${VERSION}" -o /out/sluice ./cmd/sluice
+    CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X sluice.dev/mesh/version.Commit=${VERSION}" -o /out/sluice ./cmd/sluice
 # data_dir for the all-in-one `sluice run` (embedded JetStream, SQLite), owned
 # by the runtime user.
 RUN mkdir -p /out/data

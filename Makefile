@@ -21,7 +21,7 @@ run-realcrm: build ## make run against the simulator's "real CRM" profile (deplo
 	./$(BIN) run --config deploy/realcrm/sluice.yaml
 
 build: ## build the single binary into bin/sluice
-	$(GO) build -trimpath -ldflags "-X sluice.dev/cmd/sluice/internal/app.Version=$(VERSION)" -o $(BIN) ./cmd/sluice
+	$(GO) build -trimpath -ldflags "-X sluice.dev/mesh/version.Commit=$(VERSION)" -o $(BIN) ./cmd/sluice
 
 test: ## run every module's tests (Postgres/MySQL tests skip unless SLUICE_TEST_*_DSN is set)
 	$(GO) test $(TEST_FLAGS) $(PATTERNS)

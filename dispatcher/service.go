@@ -23,13 +23,14 @@ import (
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/ledger"
 	"sluice.dev/mesh/topology"
+	"sluice.dev/mesh/version"
 )
 
 // ServiceName is the micro service name ($SRV.PING|INFO|STATS.sluice-dispatcher).
 const ServiceName = "sluice-dispatcher"
 
-// Version is the micro service version.
-const Version = "0.1.0"
+// Version is the micro service version: Sluice's one version (mesh/version).
+var Version = version.String()
 
 // Deps are the dispatcher's collaborators.
 type Deps struct {

@@ -21,13 +21,14 @@ import (
 	"sluice.dev/mesh/ledger"
 	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/topology"
+	"sluice.dev/mesh/version"
 )
 
 // Service identity on the micro API ($SRV.PING|INFO|STATS.sluice-enricher).
-const (
-	ServiceName    = "sluice-enricher"
-	ServiceVersion = "0.1.0"
-)
+const ServiceName = "sluice-enricher"
+
+// ServiceVersion is Sluice's one version (mesh/version).
+var ServiceVersion = version.String()
 
 // Deps are what the enricher runs on. NC, JS, Catalog and DB are required.
 type Deps struct {
@@ -179,8 +180,22 @@ func (s *Service) Start(ctx context.Context) error {
 	s.crash = make(chan error, 1)
 	s.unwatch = conn.WatchClosed(s.deps.NC, s.crash, "enricher")
 	s.log.Info().Str("driver", s.deps.Dialect.Driver()).Int("types", len(s.types)).
-		Ints("partitions", s.deps.Partitions).Msg("enricher started")
+		Ints("partitions", s.partitions()).Msg("enricher started")
 	return nil
+}
+
+// partitions lists the partitions this instance runs (Deps.Partitions, or
+// every partition when it is empty), for the start-up line: an empty list
+// there read as "nothing to do".
+func (s *Service) partitions() []int {
+	if len(s.deps.Partitions) > 0 {
+		return s.deps.Partitions
+	}
+	all := make([]int, s.deps.Names.Partitions())
+	for p := range all {
+		all[p] = p
+	}
+	return all
 }
 
 func (s *Service) addService() (micro.Service, error) {

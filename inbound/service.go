@@ -21,13 +21,14 @@ import (
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/topology"
+	"sluice.dev/mesh/version"
 )
 
 // Service identity on the micro API ($SRV.PING|INFO|STATS.sluice-inbound).
-const (
-	ServiceName    = "sluice-inbound"
-	ServiceVersion = "0.1.0"
-)
+const ServiceName = "sluice-inbound"
+
+// ServiceVersion is Sluice's one version (mesh/version).
+var ServiceVersion = version.String()
 
 // Deps are what the inbound service runs on. NC, JS, Names and DB are
 // required.

@@ -8,13 +8,15 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
+
+	"sluice.dev/mesh/version"
 )
 
 // ServiceName and ServiceVersion identify the micro service ($SRV.*).
-const (
-	ServiceName    = "sluice-ingest"
-	ServiceVersion = "0.1.0"
-)
+const ServiceName = "sluice-ingest"
+
+// ServiceVersion is Sluice's one version (mesh/version).
+var ServiceVersion = version.String()
 
 func (s *Service) validateSubject() string { return s.deps.Names.Config().Prefix + ".ingest.validate" }
 func (s *Service) publishSubject() string  { return s.deps.Names.Config().Prefix + ".ingest.publish" }

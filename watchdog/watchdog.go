@@ -17,13 +17,14 @@ import (
 
 	"sluice.dev/mesh/redact"
 	"sluice.dev/mesh/topology"
+	"sluice.dev/mesh/version"
 )
 
 // ServiceName is the micro service name ($SRV.PING|INFO|STATS.sluice-watchdog).
 const ServiceName = "sluice-watchdog"
 
-// Version is the micro service version.
-const Version = "0.1.0"
+// Version is the micro service version: Sluice's one version (mesh/version).
+var Version = version.String()
 
 // durableName is the watchdog's durable consumer on the alerts and
 // advisories streams.

@@ -167,7 +167,9 @@ func (l *lane) delivered(m *Msg, at time.Time) {
 	defer l.mu.Unlock()
 	l.stats.LastDelivery = at
 	if pin != l.stats.PinID && pin != "" {
-		l.log.Info().Str("pin", pin).Msg("lane pinned to this process")
+		// Debug: one per lane at start-up (48 lines for 16 partitions
+		// and three stages) is noise at info.
+		l.log.Debug().Str("pin", pin).Msg("lane pinned to this process")
 	}
 	l.stats.PinID = pin
 }

@@ -21,10 +21,13 @@ import (
 	"runtime/debug"
 	"sluice.dev/crmsim"
 	"sluice.dev/mesh/config"
+	"sluice.dev/mesh/version"
 )
 
-// Version is set at build time with -ldflags "-X sluice.dev/cmd/sluice/internal/app.Version=…".
-var Version = "0.1.0-dev"
+// Version is what `sluice --version` prints: the same as every service's
+// micro version. The build sets the commit with
+// -ldflags "-X sluice.dev/mesh/version.Commit=…".
+var Version = version.String()
 
 // Main runs the command line and returns the exit code.
 func Main(args []string) int {
@@ -32,7 +35,7 @@ func Main(args []string) int {
 	root.SetArgs(args)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice:", err)
-		if errors.Is(err, config.ErrInvalid) {
+		if errors.Is(err, config.ErrInvalid) || errors.Is(err, errUsage) {
 			return 2
 		}
 		if isFindings(err) {
@@ -64,7 +67,30 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(backfillCmd())
 	root.AddCommand(importCmd())
 	root.AddCommand(partitionsCmd())
+	argsWithUsage(root)
 	return root
+}
+
+// errUsage marks a command called with the wrong arguments; Main exits 2.
+var errUsage = errors.New("usage")
+
+// argsWithUsage wraps every command's argument check so that a wrong
+// argument count says how to call the command (cobra alone prints only
+// "accepts 1 arg(s), received 0").
+func argsWithUsage(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		argsWithUsage(sub)
+	}
+	check := c.Args
+	if check == nil {
+		return
+	}
+	c.Args = func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return fmt.Errorf("%w\n%w: %s\nRun '%s --help' for more", err, errUsage, cmd.UseLine(), cmd.CommandPath())
+		}
+		return nil
+	}
 }
 
 func newLogger(c LogConfig, w io.Writer) zerolog.Logger {
@@ -73,9 +99,21 @@ func newLogger(c LogConfig, w io.Writer) zerolog.Logger {
 		lvl = zerolog.InfoLevel
 	}
 	if c.Format == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05"}
+		// Colours only on a terminal: a log redirected to a file or a pipe
+		// must not carry ANSI escape codes.
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05", NoColor: !isTerminal(w)}
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 func signalContext() (context.Context, context.CancelFunc) {

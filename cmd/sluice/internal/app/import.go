@@ -535,11 +535,6 @@ func runImport(cmd *cobra.Command, path string, o importOptions) error {
 	return err
 }
 
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
 // sampleSpreadsheet is the sample `make run`'s demo imports at start.
 //
 //go:embed testdata/import/customers.xlsx

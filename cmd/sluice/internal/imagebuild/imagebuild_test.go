@@ -255,5 +255,5 @@ func TestDockerfileBuild(t *testing.T) {
 
 	out, err = exec.Command(bin, "--version").CombinedOutput()
 	require.NoError(t, err, "%s", out)
-	require.Contains(t, string(out), "imagebuild-test", "the -X version flag reaches app.Version")
+	require.Contains(t, string(out), "imagebuild-test", "the -X version flag reaches mesh/version.Commit")
 }

@@ -1,0 +1,76 @@
+package app
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sluice.dev/dispatcher"
+	"sluice.dev/enricher"
+	"sluice.dev/inbound"
+	"sluice.dev/ingest"
+	"sluice.dev/watchdog"
+)
+
+// A console log written to a file or a pipe carries no ANSI colour codes.
+func TestConsoleLogHasNoColourWhenNotATerminal(t *testing.T) {
+	var buf bytes.Buffer
+	log := newLogger(LogConfig{Level: "info", Format: "console"}, &buf)
+	log.Info().Str("k", "v").Msg("hello")
+	if strings.Contains(buf.String(), "\x1b[") {
+		t.Fatalf("ANSI escape in a log written to a buffer: %q", buf.String())
+	}
+
+	f, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	log = newLogger(LogConfig{Level: "info", Format: "console"}, f)
+	log.Warn().Msg("to a file")
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "\x1b[") || !strings.Contains(string(b), "WRN to a file") {
+		t.Fatalf("log file: %q", b)
+	}
+}
+
+// A command called with the wrong number of arguments prints how to call it.
+func TestWrongArgumentCountPrintsUsage(t *testing.T) {
+	for _, args := range [][]string{{"trace"}, {"pause"}, {"parked", "show"}} {
+		var out, errb bytes.Buffer
+		root := newRoot(&out, &errb)
+		root.SetArgs(args)
+		err := root.Execute()
+		if err == nil || !errors.Is(err, errUsage) {
+			t.Fatalf("%v: err %v, want errUsage", args, err)
+		}
+		want := "usage: sluice " + strings.Join(args, " ")
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("%v: %q does not contain %q", args, err, want)
+		}
+	}
+}
+
+// `sluice --version` and every service's micro version are one string.
+func TestOneVersionEverywhere(t *testing.T) {
+	for name, v := range map[string]string{
+		"ingest": ingest.ServiceVersion, "enricher": enricher.ServiceVersion, "dispatcher": dispatcher.Version,
+		"inbound": inbound.ServiceVersion, "watchdog": watchdog.Version,
+	} {
+		if v != Version {
+			t.Errorf("%s reports %q, sluice --version %q", name, v, Version)
+		}
+	}
+	var out bytes.Buffer
+	root := newRoot(&out, &out)
+	root.SetArgs([]string{"--version"})
+	if err := root.Execute(); err != nil || !strings.Contains(out.String(), Version) {
+		t.Fatalf("--version: %v %q", err, out.String())
+	}
+}

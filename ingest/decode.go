@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 
 	"sluice.dev/mesh/envelope"
@@ -40,6 +41,43 @@ func decodeSingle(body []byte) (item, []EventError) {
 		return item{}, fieldErrors(err, EventError{})
 	}
 	return item{env: e}, nil
+}
+
+// isArray reports whether a body is a JSON array (its first non-blank byte
+// is '['): application/json carrying several events.
+func isArray(body []byte) bool {
+	b := bytes.TrimSpace(body)
+	return len(b) > 0 && b[0] == '['
+}
+
+// decodeArray decodes a JSON array of envelopes, a batch like NDJSON (Line
+// stays 0; Index is the position in the array). It returns ErrTooLarge as
+// soon as the array holds more than maxEvents events.
+func decodeArray(body []byte, maxEvents int) ([]item, []EventError, error) {
+	var raws []json.RawMessage
+	if err := json.Unmarshal(body, &raws); err != nil {
+		return nil, []EventError{{Reason: "not a JSON array of event objects: send one event object, " +
+			"a JSON array of them, or NDJSON (application/x-ndjson, one event per line)"}}, nil
+	}
+	if len(raws) > maxEvents {
+		return nil, nil, ErrTooLarge
+	}
+	if len(raws) == 0 {
+		return nil, []EventError{{Reason: "empty batch: no events"}}, nil
+	}
+	var items []item
+	var errs []EventError
+	for i, raw := range raws {
+		e, err := envelope.Decode(raw)
+		if err != nil {
+			if len(errs) < maxReportedErrors {
+				errs = append(errs, fieldErrors(err, EventError{Index: i})...)
+			}
+			continue
+		}
+		items = append(items, item{index: i, env: e})
+	}
+	return items, errs, nil
 }
 
 // decodeBatch decodes an NDJSON body: one envelope per line, blank lines

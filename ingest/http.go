@@ -31,8 +31,23 @@ func (s *Service) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
+	// Everything else answers in the same JSON shape as the API (net/http's
+	// defaults are plain text).
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if allow, ok := routes[r.URL.Path]; ok {
+			w.Header().Set("Allow", allow)
+			writeJSON(w, http.StatusMethodNotAllowed, Response{Error: fmt.Sprintf(
+				"method %s not allowed on %s: use %s", r.Method, r.URL.Path, allow)})
+			return
+		}
+		writeJSON(w, http.StatusNotFound, Response{Error: fmt.Sprintf(
+			"no such path %s: events go to POST /v1/events", r.URL.Path)})
+	})
 	return mux
 }
+
+// routes are the paths Handler serves and their methods.
+var routes = map[string]string{"/v1/events": http.MethodPost, "/healthz": http.MethodGet, "/readyz": http.MethodGet}
 
 func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
 	s.inFlight.Add(1)

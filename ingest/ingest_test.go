@@ -108,7 +108,14 @@ func TestBadInputStoresNothing(t *testing.T) {
 		field       string
 	}{
 		{"invalid JSON", ingest.MediaJSON, strings.NewReader(`{"id":"x","type":`), 400, 0, ""},
-		{"array instead of object", ingest.MediaJSON, strings.NewReader(`[` + good + `]`), 400, 0, ""},
+		{"array with a bad event", ingest.MediaJSON, strings.NewReader(`[` + good + `,{"id":"bad","type":"signup","occurred_at":"2025-11-20T10:15:00Z","data":{"user_id":4,"email":"nope"}}]`), 400, 1, "data.email"},
+		{"array of non-objects", ingest.MediaJSON, strings.NewReader(`[` + good + `,1]`), 400, 1, ""},
+		{"broken array", ingest.MediaJSON, strings.NewReader(`[` + good), 400, 0, ""},
+		{"empty array", ingest.MediaJSON, strings.NewReader(`[]`), 400, 0, ""},
+		{"array over max_batch", ingest.MediaJSON, strings.NewReader(`[` + strings.TrimSuffix(strings.Repeat(good+",", 6), ",") + `]`), 413, 0, ""},
+		{"unknown type without key", ingest.MediaJSON, strings.NewReader(`{"id":"x","type":"nope","occurred_at":"2025-11-20T10:15:00Z","data":{}}`), 400, 0, "type"},
+		{"empty key", ingest.MediaJSON, strings.NewReader(`{"id":"x","type":"signup","key":"","occurred_at":"2025-11-20T10:15:00Z","data":{"user_id":3,"email":"a@b.c"}}`), 400, 0, "key"},
+		{"empty key, other case", ingest.MediaJSON, strings.NewReader(`{"id":"x","type":"signup","KEY":"","occurred_at":"2025-11-20T10:15:00Z","data":{"user_id":3,"email":"a@b.c"}}`), 400, 0, "key"},
 		{"missing id", ingest.MediaJSON, strings.NewReader(`{"type":"signup","occurred_at":"2025-11-20T10:15:00Z","data":{"user_id":3,"email":"a@b"}}`), 400, 0, "id"},
 		{"missing type", ingest.MediaJSON, strings.NewReader(`{"id":"x","key":"k","occurred_at":"2025-11-20T10:15:00Z","data":{"text":"t"}}`), 400, 0, "type"},
 		{"missing key (type without derivation)", ingest.MediaJSON, strings.NewReader(`{"id":"x","type":"note","occurred_at":"2025-11-20T10:15:00Z","data":{"text":"t"}}`), 400, 0, "key"},
@@ -158,6 +165,72 @@ func TestBadInputStoresNothing(t *testing.T) {
 		found = found || (e.ID == "bad" && e.Line == 2 && e.Field == "data.email")
 	}
 	require.True(t, found, "errors carry the event id and NDJSON line: %s", r.raw)
+}
+
+// The first-hour error texts: the real problem first, no Go jargon.
+func TestErrorTextsSayWhatIsWrong(t *testing.T) {
+	h := setup(t, ingest.Config{})
+	r := h.postJSON(`{"id":"x","type":"nope","occurred_at":"2025-11-20T10:15:00Z","data":{}}`)
+	require.Equal(t, http.StatusBadRequest, r.status, r.raw)
+	require.Len(t, r.body.Errors, 1, "an unknown type does not also ask for a key: %s", r.raw)
+	require.Equal(t, "type", r.body.Errors[0].Field)
+	require.Contains(t, r.body.Errors[0].Reason, `unknown event type "nope"`)
+	require.Contains(t, r.body.Errors[0].Reason, "signup", "the known types are named")
+
+	r = h.postNDJSON(`[` + signup("a-1", 1, 0) + `]`)
+	require.Equal(t, http.StatusBadRequest, r.status, r.raw)
+	require.NotContains(t, r.raw, "struct")
+	require.Contains(t, r.body.Errors[0].Reason, "must be a JSON object")
+
+	r = h.postJSON(`{"id":"x","type":"signup","key":"","occurred_at":"2025-11-20T10:15:00Z","data":{"user_id":3,"email":"a@b.c"}}`)
+	require.Equal(t, http.StatusBadRequest, r.status, r.raw)
+	require.Equal(t, "key", r.body.Errors[0].Field)
+	require.Contains(t, r.body.Errors[0].Reason, "leave the field out")
+	require.Zero(t, h.count())
+}
+
+// application/json with an array body is a batch: stored in order, one
+// result per element.
+func TestJSONArrayIsABatch(t *testing.T) {
+	h := setup(t, ingest.Config{})
+	r := h.postJSON(" [" + signup("a-1", 1, 0) + ",\n" + signup("a-2", 1, 1) + "," + signup("a-3", 2, 0) + "]")
+	require.Equal(t, http.StatusAccepted, r.status, r.raw)
+	require.Len(t, r.body.Results, 3)
+	for i, id := range []string{"a-1", "a-2", "a-3"} {
+		require.Equal(t, i, r.body.Results[i].Index)
+		require.Equal(t, id, r.body.Results[i].ID)
+		require.True(t, r.body.Results[i].Stored)
+	}
+	require.Less(t, r.body.Results[0].StreamSeq, r.body.Results[1].StreamSeq, "per-key order")
+	require.Equal(t, uint64(3), h.count())
+}
+
+// Unknown paths and wrong methods answer in the API's JSON shape.
+func TestUnknownPathAndMethodAnswerJSON(t *testing.T) {
+	h := setup(t, ingest.Config{})
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		allow, text  string
+	}{
+		{http.MethodGet, "/v1/events", http.StatusMethodNotAllowed, "POST", "use POST"},
+		{http.MethodPut, "/v1/events", http.StatusMethodNotAllowed, "POST", "use POST"},
+		{http.MethodPost, "/healthz", http.StatusMethodNotAllowed, "GET", "use GET"},
+		{http.MethodGet, "/nope", http.StatusNotFound, "", "POST /v1/events"},
+		{http.MethodPost, "/v1/event", http.StatusNotFound, "", "no such path /v1/event"},
+	} {
+		req, err := http.NewRequest(tc.method, h.url+tc.path, nil)
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		var body ingest.Response
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&body), "%s %s", tc.method, tc.path)
+		resp.Body.Close()
+		require.Equal(t, tc.status, resp.StatusCode, "%s %s", tc.method, tc.path)
+		require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+		require.Equal(t, tc.allow, resp.Header.Get("Allow"))
+		require.Contains(t, body.Error, tc.text)
+	}
 }
 
 func TestDuplicateIDStoredOnce(t *testing.T) {

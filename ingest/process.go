@@ -62,9 +62,13 @@ func (s *Service) process(ctx context.Context, r request) (int, Response) {
 	}
 	var items []item
 	var errs []EventError
-	if r.batch {
+	if r.batch || isArray(r.body) {
 		var err error
-		items, errs, err = decodeBatch(r.body, s.cfg.MaxBatch)
+		if r.batch {
+			items, errs, err = decodeBatch(r.body, s.cfg.MaxBatch)
+		} else {
+			items, errs, err = decodeArray(r.body, s.cfg.MaxBatch)
+		}
 		if err != nil {
 			s.stats.rejectedRequests.Add(1)
 			return http.StatusRequestEntityTooLarge, Response{Error: fmt.Sprintf("%s: more than %d events (ingest.max_batch)", ErrTooLarge, s.cfg.MaxBatch)}

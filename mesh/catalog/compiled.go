@@ -160,15 +160,40 @@ func (c *Catalog) PrepareJQ(e *envelope.Envelope) (any, error) {
 	return jqInput(e, data), nil
 }
 
+// typeList names the catalog's types for an error text, at most 10.
+func (c *Catalog) typeList() string {
+	names := make([]string, 0, len(c.types))
+	for n := range c.types {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if len(names) > 10 {
+		names = append(names[:10], "…")
+	}
+	return strings.Join(names, ", ")
+}
+
 // prepare does Prepare's work and returns the decoded data (json.Number
 // for numbers), or nil when the data was not checked.
 func (c *Catalog) prepare(e *envelope.Envelope) (any, error) {
 	t, ok := c.types[e.Type]
 	if !ok {
-		if err := e.Check(); err != nil {
-			return nil, err
+		err := e.Check()
+		if e.Type == "" || !envelope.ValidType(e.Type) {
+			return nil, err // "type: required" or malformed, among the others
 		}
-		return nil, &envelope.Invalid{Fields: []envelope.FieldError{{Field: "type", Reason: fmt.Sprintf("unknown event type %q", e.Type)}}}
+		// The unknown type is the real problem and is reported first; a
+		// missing key is not one (an unknown type cannot derive it).
+		fields := []envelope.FieldError{{Field: "type", Reason: fmt.Sprintf("unknown event type %q (known: %s)", e.Type, c.typeList())}}
+		var inv *envelope.Invalid
+		if errors.As(err, &inv) {
+			for _, f := range inv.Fields {
+				if f.Field != "key" || e.Key != "" {
+					fields = append(fields, f)
+				}
+			}
+		}
+		return nil, &envelope.Invalid{Fields: fields}
 	}
 	// The data is checked first so a key expression never runs over data
 	// that lacks the fields it reads (it would derive "customer:null").

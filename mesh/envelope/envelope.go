@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"regexp"
 	"time"
 	"unicode"
@@ -99,13 +100,53 @@ func Decode(b []byte) (*Envelope, error) {
 	if path, dup := DuplicateName(b); dup {
 		return nil, &Invalid{Fields: []FieldError{{Field: path, Reason: "duplicate name: the object has this member more than once"}}}
 	}
+	if e.Key == "" && emptyKeySent(b) {
+		return nil, &Invalid{Fields: []FieldError{{Field: "key", Reason: "empty: send the entity's key, or leave the field out for the type to derive it"}}}
+	}
 	return &e, nil
+}
+
+// emptyKeySent reports whether b (a decoded envelope whose Key is empty)
+// spells "key": "" rather than leaving the field out: an empty key is
+// refused, not silently replaced by the derived one.
+func emptyKeySent(b []byte) bool {
+	// Cheap pre-check (most events carry no key field at all); field names
+	// match case-insensitively and may be written with \u escapes.
+	if !bytes.Contains(bytes.ToLower(b), []byte(`"key"`)) && !bytes.Contains(b, []byte(`\u`)) {
+		return false
+	}
+	var k struct {
+		Key *string `json:"key"`
+	}
+	return json.Unmarshal(b, &k) == nil && k.Key != nil
+}
+
+// jsonKind names a Go kind the way a JSON producer knows it.
+func jsonKind(k reflect.Kind) string {
+	switch k {
+	case reflect.Struct, reflect.Map:
+		return "object"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean (true or false)"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return "number"
+	}
+	return "value of another kind"
 }
 
 func decodeField(err error) FieldError {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		return FieldError{Field: te.Field, Reason: fmt.Sprintf("must be a JSON %s", te.Type.Kind())}
+		if te.Field == "" {
+			return FieldError{Field: "", Reason: "an event must be a JSON object (several events: a JSON array or NDJSON, one per line)"}
+		}
+		return FieldError{Field: te.Field, Reason: "must be a JSON " + jsonKind(te.Type.Kind())}
 	}
 	var pe *time.ParseError
 	if errors.As(err, &pe) {

@@ -22,6 +22,10 @@ type Config struct {
 	// Types maps a type name to its definition. Empty: the embedded sample
 	// marketplace types.
 	Types map[string]Type `yaml:"types"`
+	// IncludeSample adds the embedded sample marketplace types to Types (a
+	// type of Types with a sample type's name replaces it), so one own type
+	// can be tried next to the demo. Off: Types alone (production).
+	IncludeSample bool `yaml:"include_sample"`
 }
 
 // Type is one event type.

@@ -341,7 +341,7 @@ func openProductDB(ctx context.Context, c Config, log zerolog.Logger) (*sql.DB, 
 		db.Close()
 		return nil, productdb.Dialect{}, fmt.Errorf("enricher.db.driver: %w", err)
 	}
-	if (len(c.Catalog.Types) == 0 || c.Catalog.SchemasDir == "") && c.Enricher.DB.Driver == "sqlite" {
+	if (usesSample(c.Catalog) || c.Catalog.SchemasDir == "") && c.Enricher.DB.Driver == "sqlite" {
 		if err := productdb.ExecScript(ctx, db, schemas.MarketplaceSeed()); err != nil {
 			db.Close()
 			return nil, productdb.Dialect{}, fmt.Errorf("seed sample product database: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -111,17 +112,47 @@ func (b *bus) close() {
 }
 
 // loadCatalog compiles the configured types, or the embedded sample
-// marketplace when none are configured.
+// marketplace when none are configured; with catalog.include_sample the
+// sample types are added to the configured ones (which win on a name).
 func loadCatalog(c catalog.Config) (*catalog.Catalog, error) {
 	var schemaFS fs.FS = schemas.Marketplace()
-	if len(c.Types) == 0 {
+	if usesSample(c) {
 		var sample catalog.Config
 		if err := yaml.Unmarshal(schemas.MarketplaceCatalog(), &sample); err != nil {
 			return nil, fmt.Errorf("embedded sample catalog: %w", err)
 		}
-		c.Types = sample.Types
+		types := sample.Types
+		for name, t := range c.Types {
+			types[name] = t
+		}
+		c.Types = types
+		if c.SchemasDir != "" {
+			// The directory's schemas first, then the sample's in the binary.
+			return catalog.Compile(c, layeredFS{os.DirFS(c.SchemasDir), schemaFS})
+		}
 	}
 	return catalog.Compile(c, c.SchemaFS(schemaFS))
+}
+
+// usesSample reports whether the sample marketplace types are in the
+// catalog: no types configured, or catalog.include_sample.
+func usesSample(c catalog.Config) bool { return len(c.Types) == 0 || c.IncludeSample }
+
+// layeredFS opens a file from the first file system that has it.
+type layeredFS []fs.FS
+
+func (l layeredFS) Open(name string) (fs.File, error) {
+	var first error
+	for _, f := range l {
+		file, err := f.Open(name)
+		if err == nil {
+			return file, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return nil, first
 }
 
 func ensureTopology(ctx context.Context, js jetstream.JetStream, names topology.Names) error {

@@ -27,10 +27,12 @@ func (n Names) storage() jetstream.StorageType {
 // EventsStreamConfig is the config of the accepted-events stream.
 func (n Names) EventsStreamConfig() jetstream.StreamConfig {
 	return n.partitionedStream(n.EventsStream(), "events", n.EventsTransformDest(),
-		"Sluice accepted events. Producers publish to %[1]s.events.<type>.<key> (Nats-Msg-Id = event id); "+
-			"the transform stores them as %[1]s.events.<partition>.<type>.<key> over %[2]d partitions. "+
-			"Read by the enricher lanes.")
+		"Sluice accepted events, %[2]d partitions (%[1]s.events.>)")
 }
+
+// Descriptions are short (`nats stream ls` and `nats consumer ls` show them
+// in a column, fitting ~120 columns); what each stream holds and who reads
+// it is in docs/architecture.md.
 
 // partitionedStream is the config shared by the streams producers publish
 // to as <prefix>.<kind>.<type>.<key> and lanes read per partition: kept for
@@ -62,9 +64,7 @@ func (n Names) partitionedStream(name, kind, dest, description string) jetstream
 func (n Names) DispatchStreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name: n.DispatchStream(),
-		Description: fmt.Sprintf("Sluice CRM-ready requests, written by the enricher to "+
-			"%s.dispatch.<partition>.<type>.<key>, removed when the dispatcher got a CRM 2xx. "+
-			"Nothing expires by age.", n.c.Prefix),
+		Description: "Sluice CRM requests (work queue, removed on CRM 2xx)",
 		Subjects:   []string{n.c.Prefix + ".dispatch.*.*.*"},
 		Retention:  jetstream.WorkQueuePolicy,
 		Discard:    jetstream.DiscardNew,
@@ -79,9 +79,7 @@ func (n Names) DispatchStreamConfig() jetstream.StreamConfig {
 func (n Names) ParkedStreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name: n.ParkedStream(),
-		Description: fmt.Sprintf("Sluice parked events: %s.parked.<stage>.<type>.<key>, the original "+
-			"message with Sluice-Park-* headers giving stage, reason, last error and origin. "+
-			"Kept until an operator acts.", n.c.Prefix),
+		Description: "Sluice parked events (kept until an operator acts)",
 		Subjects:   []string{n.c.Prefix + ".parked.>"},
 		Retention:  jetstream.LimitsPolicy,
 		Discard:    jetstream.DiscardNew,
@@ -95,8 +93,7 @@ func (n Names) ParkedStreamConfig() jetstream.StreamConfig {
 func (n Names) AlertsStreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name: n.AlertsStream(),
-		Description: fmt.Sprintf("Sluice alert events (%s.alerts.<kind>): outlet paused, parked events, "+
-			"lane stalls. Read by the watchdog; kept 7 days.", n.c.Prefix),
+		Description: "Sluice alerts: pauses, parks, stalls (7 days)",
 		Subjects:  []string{n.c.Prefix + ".alerts.>"},
 		Retention: jetstream.LimitsPolicy,
 		MaxAge:    7 * 24 * time.Hour,
@@ -109,8 +106,7 @@ func (n Names) AlertsStreamConfig() jetstream.StreamConfig {
 func (n Names) AuditStreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name: n.AuditStream(),
-		Description: fmt.Sprintf("Sluice audit trail of operator actions (%s.audit.<action>): who, when, "+
-			"what, why — parked-key discards, replays. Kept until removed.", n.c.Prefix),
+		Description: "Sluice operator actions (audit trail)",
 		Subjects:  []string{n.c.Prefix + ".audit.>"},
 		Retention: jetstream.LimitsPolicy,
 		Storage:   n.storage(),
@@ -135,7 +131,7 @@ func (n Names) Ensure(ctx context.Context, js StreamManager) error {
 	}
 	err := n.ensureKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      n.CRMIDBucket(),
-		Description: "Sluice CRM id map: base64url(entity key) -> the CRM's record id, filled from create responses",
+		Description: "Sluice CRM record ids by entity key",
 		Storage:     n.storage(),
 		Replicas:    n.c.Replicas,
 	})
@@ -181,9 +177,7 @@ func (n Names) checkPartitions(ctx context.Context, js StreamManager, stream, wa
 func (n Names) LaneConsumerConfig(stage Stage, p int, filter string) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable: n.ConsumerName(stage, p),
-		Description: fmt.Sprintf("Sluice %s lane, partition %d of %d: ordered (MaxAckPending=1), "+
-			"never skips (MaxDeliver unlimited), pinned to one replica (group %s), filter %s",
-			stage, p, n.c.Partitions, LanePriorityGroup, filter),
+		Description: fmt.Sprintf("Sluice %s lane %d/%d (ordered, pinned)", stage, p, n.c.Partitions),
 		FilterSubject:  filter,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        n.c.AckWait,

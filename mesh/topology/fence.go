@@ -36,8 +36,7 @@ func (n Names) FenceBucket() string {
 func (n Names) FenceConfig() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket: n.FenceBucket(),
-		Description: "Sluice lane fences: <stage>.<partition> -> JSON {seq, stream_created, pin, at}, " +
-			"the last stream sequence a replica applied on that lane",
+		Description: "Sluice lane fences (last sequence applied)",
 		History:  1,
 		Storage:  n.storage(),
 		Replicas: n.c.Replicas,

@@ -44,9 +44,7 @@ func (n Names) InboundTransformDest() string {
 // applied-events table makes a replay harmless.
 func (n Names) InboundStreamConfig() jetstream.StreamConfig {
 	return n.partitionedStream(n.InboundStream(), "inbound", n.InboundTransformDest(),
-		"Sluice inbound CRM webhooks. The receiver publishes to %[1]s.inbound.<type>.<key> "+
-			"(Nats-Msg-Id = source:webhook id); the transform stores them as %[1]s.inbound.<partition>.<type>.<key> "+
-			"over %[2]d partitions. Read by the inbound writer lanes.")
+		"Sluice CRM webhooks in, %[2]d partitions (%[1]s.inbound.>)")
 }
 
 // EnsureInbound creates or updates the inbound stream. It is idempotent and

@@ -82,9 +82,7 @@ func (n Names) LedgerStreamConfig(maxAge time.Duration, maxBytes int64) jetstrea
 	}
 	return jetstream.StreamConfig{
 		Name: n.LedgerStream(),
-		Description: fmt.Sprintf("Sluice delivery ledger: %[1]s.ledger.<step>.<type>.<key> records "+
-			"(enriched, delivered, parked) with event id, sequences, times, CRM status; "+
-			"%[1]s.ledger.audit holds audit summaries. Read by sluice audit and sluice trace.", n.c.Prefix),
+		Description: "Sluice delivery ledger (sluice audit, sluice trace)",
 		Subjects:   []string{n.c.Prefix + ".ledger.>"},
 		Retention:  jetstream.LimitsPolicy,
 		Discard:    jetstream.DiscardOld,

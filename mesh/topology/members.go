@@ -42,8 +42,7 @@ func (n Names) MemberTimeout() time.Duration { return 3 * n.MemberHeartbeat() }
 func (n Names) MembersConfig() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket: n.MembersBucket(),
-		Description: "Sluice lane group members: <stage>.<member id> -> JSON {partitions, host, started}, " +
-			"rewritten every heartbeat by each running replica of a stage",
+		Description: "Sluice lane group members (heartbeats)",
 		History:  1,
 		TTL:      2 * max(n.c.PinnedTTL, n.MemberTimeout()),
 		Storage:  jetstream.MemoryStorage,

@@ -19,8 +19,7 @@ func (n Names) ParkedKeysBucket() string {
 func (n Names) ParkedKeysConfig() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket: n.ParkedKeysBucket(),
-		Description: "Sluice parked keys: <stage>.<base64url(key token)> -> JSON state " +
-			"(parked or replaying); every later event of such a key is parked behind the first one",
+		Description: "Sluice parked keys (later events wait behind)",
 		History:  5,
 		Storage:  n.storage(),
 		Replicas: n.c.Replicas,

@@ -52,9 +52,7 @@ func (n Names) AdvisorySubjects() []string {
 func (n Names) AdvisoriesStreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name: n.AdvisoriesStream(),
-		Description: "Sluice JetStream advisories (consumer pause, NAK, max deliveries, terminated, " +
-			"consumer/stream created or deleted, leader elected, quorum lost) of the Sluice streams. " +
-			"Read by the watchdog; kept 24h.",
+		Description: "Sluice JetStream advisories for the watchdog (24h)",
 		Subjects:  n.AdvisorySubjects(),
 		Retention: jetstream.LimitsPolicy,
 		Discard:   jetstream.DiscardOld,

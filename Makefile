@@ -23,11 +23,16 @@ run-realcrm: build ## make run against the simulator's "real CRM" profile (deplo
 build: ## build the single binary into bin/sluice
 	$(GO) build -trimpath -ldflags "-X sluice.dev/mesh/version.Commit=$(VERSION)" -o $(BIN) ./cmd/sluice
 
-test: ## run every module's tests (Postgres/MySQL tests skip unless SLUICE_TEST_*_DSN is set)
-	$(GO) test $(TEST_FLAGS) $(PATTERNS)
+# go test -json through e2e/cmd/testreport: one line per package as it
+# finishes, failing tests' output, "still running" every 30 s, then every
+# skipped test with its reason and a "DONE n tests, s skipped, f failures" line.
+TEST_REPORT = $(GO) run ./e2e/cmd/testreport
+
+test: ## run every module's tests (Postgres/MySQL tests skip unless SLUICE_TEST_*_DSN is set); lists skipped tests and why at the end
+	@set -o pipefail; $(GO) test -json $(TEST_FLAGS) $(PATTERNS) | $(TEST_REPORT)
 
 test-race: ## the tests under the race detector
-	$(GO) test -race $(TEST_FLAGS) $(PATTERNS)
+	@set -o pipefail; $(GO) test -json -race $(TEST_FLAGS) $(PATTERNS) | $(TEST_REPORT)
 
 stress: ## lane (-count=6), e2e audit/replica/cluster tests (-count=3), 2 concurrent copies each (~5-6 min; not in CI): hunts flaky tests
 	GO=$(GO) .ci/stress

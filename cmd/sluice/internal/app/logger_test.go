@@ -74,3 +74,18 @@ func TestOneVersionEverywhere(t *testing.T) {
 		t.Fatalf("--version: %v %q", err, out.String())
 	}
 }
+
+// The progress line's webhook numbers add up to what was received.
+func TestWebhookProgressAddsUp(t *testing.T) {
+	// The run the issue quotes: 89 received, 66 applied, 5 skipped, 0 parked.
+	is := inbound.Stats{Received: 89, Duplicates: 13, Applied: 66, Stale: 2, Echo: 2, Unchanged: 1, Parked: 0}
+	got := webhookLine(is)
+	want := "webhooks received 89 = 13 duplicates + 66 applied + 5 skipped + 0 parked + 5 waiting"
+	if got != want {
+		t.Fatalf("%q\nwant %q", got, want)
+	}
+	is = inbound.Stats{Received: 10, Applied: 7, Redelivered: 1, Parked: 2}
+	if got := webhookLine(is); got != "webhooks received 10 = 0 duplicates + 7 applied + 1 skipped + 2 parked + 0 waiting" {
+		t.Fatalf("%q", got)
+	}
+}

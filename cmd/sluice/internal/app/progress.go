@@ -110,9 +110,24 @@ func (s *stats) line(ctx context.Context, lastDelivered *uint64, since time.Dura
 		fmt.Fprintf(&b, " | crm-sim 2xx %d of %d requests", s.sim.Delivered(), s.sim.Attempts())
 	}
 	if s.inbound != nil {
-		is := s.inbound.Stats()
-		fmt.Fprintf(&b, " | webhooks received %d, applied %d, skipped %d, parked %d",
-			is.Received, is.Applied, is.Stale+is.Echo+is.Unchanged, is.Parked)
+		b.WriteString(" | " + webhookLine(s.inbound.Stats()))
 	}
 	return b.String()
+}
+
+// webhookLine is the progress line's webhook part. Its numbers add up:
+// received = duplicates + applied + skipped + parked + waiting, where
+// received counts every webhook item the receiver stored or found already
+// stored (a CRM retry), skipped counts stale versions, echoes of our own
+// changes, unchanged rows and items already applied before, and waiting is
+// what the writer lanes have not settled yet (docs/runbook.md).
+func webhookLine(is inbound.Stats) string {
+	skipped := is.Stale + is.Echo + is.Unchanged + is.Redelivered
+	settled := is.Duplicates + is.Applied + skipped + is.Parked
+	var waiting uint64
+	if is.Received > settled {
+		waiting = is.Received - settled
+	}
+	return fmt.Sprintf("webhooks received %d = %d duplicates + %d applied + %d skipped + %d parked + %d waiting",
+		is.Received, is.Duplicates, is.Applied, skipped, is.Parked, waiting)
 }

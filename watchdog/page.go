@@ -136,6 +136,7 @@ func (p *Page) Handler() http.Handler {
 	})
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(sub)))
 	mux.HandleFunc("GET /api/status", p.status)
+	mux.HandleFunc("GET /api/history", p.history)
 	mux.HandleFunc("POST /api/lanes/{consumer}/pause", p.control(p.pause))
 	mux.HandleFunc("POST /api/lanes/{consumer}/resume", p.control(p.resume))
 	mux.HandleFunc("POST /api/parked/{stage}/{key}/replay", p.control(p.replay))

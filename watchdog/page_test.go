@@ -40,7 +40,13 @@ type pageFixture struct {
 }
 
 func newPageFixture(t *testing.T, token string) *pageFixture {
-	e := newEnv(t, 1, 30*time.Second)
+	return newPageFixtureWith(t, token, 1, nil)
+}
+
+// newPageFixtureWith is newPageFixture with partitions lanes and the
+// watchdog config changed by edit (nil: none).
+func newPageFixtureWith(t *testing.T, token string, partitions int, edit func(*watchdog.Config)) *pageFixture {
+	e := newEnv(t, partitions, 30*time.Second)
 	f := &pageFixture{env: e, t: t, broken: map[string]bool{}}
 	g, err := lane.NewGroup(e.js, lane.Config{Stage: topology.StageEnricher, Names: e.names, Logger: zerolog.Nop(),
 		IsolateKeys: true,
@@ -61,6 +67,9 @@ func newPageFixture(t *testing.T, token string) *pageFixture {
 	cfg := e.fastConfig()
 	cfg.Page.Token = token
 	cfg.Page.ReplayWait = 5 * time.Second
+	if edit != nil {
+		edit(&cfg)
+	}
 	w := e.start(t, cfg, watchdog.Deps{})
 	f.srv = httptest.NewServer(w.Page().Handler())
 	t.Cleanup(f.srv.Close)

@@ -33,6 +33,14 @@ type PageConfig struct {
 	// ReplayWait is how long a Replay waits per round for the lane to run
 	// the replayed events. Default 10s.
 	ReplayWait time.Duration `yaml:"replay_wait"`
+	// AuditEvery is how often the watchdog audits the delivery ledger
+	// itself (like `sluice audit --since <AuditWindow>`) and publishes the
+	// summary the page shows. Default 10m; negative: never (the page then
+	// shows the last `sluice audit` run). The first audit runs 30s after
+	// start (or after AuditEvery, if shorter).
+	AuditEvery time.Duration `yaml:"audit_every"`
+	// AuditWindow is how far back each of those audits reaches. Default 1h.
+	AuditWindow time.Duration `yaml:"audit_window"`
 }
 
 // Page defaults.
@@ -41,6 +49,8 @@ const (
 	DefaultPageLaggingPending = 100
 	DefaultPagePauseFor       = 10 * time.Minute
 	DefaultPageReplayWait     = 10 * time.Second
+	DefaultPageAuditEvery     = 10 * time.Minute
+	DefaultPageAuditWindow    = time.Hour
 	// PageAddrOff disables the status page.
 	PageAddrOff = "off"
 )
@@ -59,6 +69,12 @@ func (c PageConfig) WithDefaults() PageConfig {
 	if c.ReplayWait == 0 {
 		c.ReplayWait = DefaultPageReplayWait
 	}
+	if c.AuditEvery == 0 {
+		c.AuditEvery = DefaultPageAuditEvery
+	}
+	if c.AuditWindow == 0 {
+		c.AuditWindow = DefaultPageAuditWindow
+	}
 	return c
 }
 
@@ -76,6 +92,9 @@ func (c PageConfig) Validate() error {
 	}
 	if c.ReplayWait <= 0 {
 		errs = append(errs, errors.New("watchdog.page.replay_wait: must be > 0"))
+	}
+	if c.AuditWindow < 0 {
+		errs = append(errs, errors.New("watchdog.page.audit_window: must be > 0"))
 	}
 	if c.Token != "" && len(c.Token) < 16 {
 		errs = append(errs, errors.New("watchdog.page.token: must be at least 16 characters"))

@@ -58,6 +58,7 @@ type restartReq struct {
 func (w *Watchdog) poll(ctx context.Context) {
 	now := w.now()
 	var errs []error
+	w.cur = &sample{at: now, lag: map[topology.Stage]uint64{}}
 	present := w.checkStreams(ctx, now, &errs)
 	var restarts []restartReq
 	for _, stage := range laneStages {
@@ -73,6 +74,7 @@ func (w *Watchdog) poll(ctx context.Context) {
 	}
 	w.requestRestarts(ctx, restarts)
 	w.checkServices(ctx, now)
+	w.recordSample(ctx, w.cur)
 	err := errors.Join(errs...)
 	w.polls.Add(1)
 	w.mu.Lock()
@@ -116,6 +118,9 @@ func (w *Watchdog) checkStreams(ctx context.Context, now time.Time, errs *[]erro
 			w.alerts.clear(CondStreamMissing+"/"+name, "stream "+name+" is back")
 			if name == w.names.ParkedStream() {
 				w.checkParked(now, s.CachedInfo().State.Msgs)
+			}
+			if name == w.names.EventsStream() {
+				w.cur.accepted = s.CachedInfo().State.LastSeq
 			}
 		}
 	}
@@ -197,6 +202,10 @@ func (w *Watchdog) checkStage(ctx context.Context, now time.Time, stage topology
 			}
 		}
 		w.alerts.clear(CondConsumerGone+"/"+ls.consumer, "consumer "+ls.consumer+" is back")
+		w.cur.lag[stage] += ci.NumPending + uint64(max(ci.NumAckPending, 0))
+		if ci.Paused {
+			w.cur.paused++
+		}
 		if r := w.checkLane(ctx, now, ls, ci); r != nil {
 			restarts = append(restarts, *r)
 		}

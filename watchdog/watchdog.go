@@ -105,6 +105,10 @@ type Watchdog struct {
 	advisories    map[string]uint64
 	lastPoll      time.Time
 	lastPollError string
+	// cur is the sample the running poll fills in (poll goroutine only);
+	// hist keeps the last HistoryWindow of them for the page's chart.
+	cur  *sample
+	hist history
 
 	polls         atomic.Uint64
 	badAdvisories atomic.Uint64
@@ -202,6 +206,8 @@ func (w *Watchdog) Start(ctx context.Context) (err error) {
 	w.sendWG.Add(1)
 	go func() { defer w.sendWG.Done(); al.run(sendCtx) }()
 	go func() { defer w.pollWG.Done(); w.loop(pollCtx) }()
+	w.pollWG.Add(1)
+	go func() { defer w.pollWG.Done(); w.auditLoop(pollCtx) }()
 	w.log.Info().Dur("poll_interval", w.cfg.PollInterval).Strs("services", w.cfg.Services).
 		Bool("slack", w.cfg.Slack.WebhookURL != "").Bool("webhook", w.cfg.Webhook.URL != "").Msg("watchdog started")
 	return nil

@@ -368,8 +368,11 @@ type Stats struct {
 	ProbeResumes uint64    `json:"probe_resumes,omitempty"`
 	LastAck      time.Time `json:"last_ack,omitzero"`
 	LastError    string    `json:"last_error,omitempty"`
-	LastSeq      uint64    `json:"last_seq"`
-	Restarts     uint64    `json:"restarts"`
+	// LastErrorAt is when LastError happened; a LastAck after it means the
+	// lane recovered.
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	LastSeq     uint64    `json:"last_seq"`
+	Restarts    uint64    `json:"restarts"`
 	// Fenced counts late duplicates skipped: messages at or below the
 	// lane's fence, already applied by another replica (or by this one
 	// before a lost ack). See fence.go.

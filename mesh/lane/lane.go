@@ -231,7 +231,7 @@ func (l *lane) isStopping() bool {
 
 func (l *lane) setError(err error) {
 	l.mu.Lock()
-	l.stats.LastError = err.Error()
+	l.stats.LastError, l.stats.LastErrorAt = err.Error(), time.Now()
 	l.mu.Unlock()
 }
 
@@ -509,7 +509,7 @@ func (l *lane) failed(jm jetstream.Msg, delay time.Duration, err error) {
 	l.stats.Settled++
 	l.stats.Retries++
 	if err != nil {
-		l.stats.LastError = err.Error()
+		l.stats.LastError, l.stats.LastErrorAt = err.Error(), time.Now()
 	}
 }
 

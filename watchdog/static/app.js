@@ -17,6 +17,27 @@
     return e;
   }
 
+  // fmtTime is the page's one time format: local 24-hour time, with the
+  // date when it is not today ("14:03:07", "2026-12-05 23:59:01").
+  function pad(n) { return String(n).padStart(2, "0"); }
+  function fmtTime(t) {
+    const d = t instanceof Date ? t : new Date(t);
+    if (isNaN(d)) return String(t || "");
+    const hms = pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+    const now = new Date();
+    if (d.toDateString() === now.toDateString()) return hms;
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + hms;
+  }
+  // times renders the RFC 3339 times inside a server text in fmtTime.
+  function times(text) {
+    return String(text || "").replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)/g, (m) => fmtTime(m));
+  }
+  function timeEl(t) {
+    const e = el("time", {}, t ? fmtTime(t) : "");
+    if (t) e.setAttribute("datetime", t);
+    return e;
+  }
+
   function say(text, bad) {
     const m = $("#msg");
     m.textContent = text;
@@ -45,8 +66,8 @@
     const lag = l.lag + " waiting";
     let title = l.consumer + ": " + l.state + ", pending " + l.pending + ", ack pending " + l.ack_pending +
       ", ack floor " + l.ack_floor_stream_seq + ", redelivered " + l.redelivered;
-    if (l.paused_until) title += ", paused until " + l.paused_until;
-    if (l.note) title += " — " + l.note;
+    if (l.paused_until) title += ", paused until " + fmtTime(l.paused_until);
+    if (l.note) title += " — " + times(l.note);
     const cell = el("div", { class: "lane state-" + l.state, "data-consumer": l.consumer, "data-state": l.state, title },
       el("div", {}, l.partition + " · " + l.state), el("div", {}, lag));
     if (control) {
@@ -63,17 +84,16 @@
     return cell;
   }
 
+  // renderLanes draws one wrapping row of equal cells per stage (cell text:
+  // "partition · state", then the lag).
   function renderLanes(st) {
     const t = $("#lanes");
     t.replaceChildren();
-    const head = el("tr", {}, el("th", {}, "stage \\ partition"));
-    for (let p = 0; p < st.partitions; p++) head.append(el("th", {}, p));
-    t.append(head);
     for (const stage of st.stages || []) {
-      const row = el("tr", { "data-stage": stage }, el("th", {}, stage));
+      const row = el("div", { class: "stage", "data-stage": stage }, el("h3", {}, stage));
       for (let p = 0; p < st.partitions; p++) {
         const l = st.lanes.find((x) => x.stage === stage && x.partition === p);
-        row.append(el("td", {}, l ? laneCell(l) : el("span", { class: "muted" }, "—")));
+        row.append(l ? laneCell(l) : el("div", { class: "lane state-none", title: "no lane consumer (stage not running here)" }, p + " · —"));
       }
       t.append(row);
     }
@@ -97,7 +117,7 @@
       }
       tb.append(el("tr", { "data-stage": k.stage, "data-key": k.key },
         el("td", {}, k.stage), el("td", {}, k.type || ""), el("td", {}, k.key), el("td", {}, k.count),
-        el("td", {}, k.state || ""), el("td", {}, k.reason || ""), el("td", {}, k.parked_at || ""), buttons));
+        el("td", {}, k.state || ""), el("td", {}, times(k.reason)), el("td", {}, timeEl(k.parked_at)), buttons));
     }
   }
 
@@ -105,11 +125,11 @@
     const ul = $("#conditions");
     ul.replaceChildren();
     if (!st.conditions.length) ul.append(el("li", { class: "muted" }, "none"));
-    for (const c of st.conditions) ul.append(el("li", {}, c.since + " " + c.condition + ": " + c.text));
+    for (const c of st.conditions) ul.append(el("li", {}, timeEl(c.since), " " + c.condition + ": " + times(c.text)));
     const tb = $("#alerts tbody");
     tb.replaceChildren();
     if (!st.alerts.length) tb.append(el("tr", {}, el("td", { class: "muted" }, "none")));
-    for (const a of st.alerts) tb.append(el("tr", {}, el("td", {}, a.at), el("td", {}, a.kind), el("td", {}, a.text)));
+    for (const a of st.alerts) tb.append(el("tr", {}, el("td", {}, timeEl(a.at)), el("td", {}, a.kind), el("td", {}, times(a.text))));
   }
 
   function ago(t, now) {
@@ -124,13 +144,13 @@
     const a = st.audit, p = $("#audit");
     if (!a) {
       p.className = "muted";
-      p.textContent = "no audit yet (run `sluice audit --since 24h`)";
+      p.textContent = "no audit yet (the watchdog audits the last hour every 10 minutes, the first 30 s after it starts; or run `sluice audit --since 24h`)";
     } else {
       const t = a.totals;
       const scope = (a.key ? " key " + a.key : "") + (a.type ? " type " + a.type : "");
       p.className = a.ok ? "audit-ok" : "audit-failed";
       p.setAttribute("data-ok", a.ok ? "true" : "false");
-      p.textContent = (a.ok ? "OK" : "FAILED") + " — last audit " + ago(a.ran_at, now) + " ago" + scope + ": " +
+      p.textContent = (a.ok ? "OK" : "FAILED") + " — last audit at " + fmtTime(a.ran_at) + " (" + ago(a.ran_at, now) + " ago)" + scope + ": " +
         t.accepted + " accepted, " + t.delivered + " delivered, " + t.parked + " parked, " + t.in_flight + " in flight, " +
         t.lost + " lost, " + t.reordered_keys + " keys reordered, " + t.duplicates + " duplicates" +
         (a.lost && a.lost.length ? " (lost: " + a.lost.join(" ") + ")" : "");
@@ -154,7 +174,7 @@
       renderDelivery(st);
       renderAlerts(st);
       $("#errors").textContent = (st.errors || []).join("; ");
-      $("#updated").textContent = "updated " + new Date(st.at).toLocaleTimeString() +
+      $("#updated").textContent = "updated " + fmtTime(st.at) +
         (st.control ? "" : " · read-only (no watchdog.page.token configured)");
       document.body.setAttribute("data-loaded", "true");
     } catch (e) {
@@ -170,6 +190,20 @@
     say(token ? "Token set for this tab." : "Token cleared.");
     refresh();
   });
+  let lastHistory = null;
+  async function refreshChart() {
+    try {
+      const r = await fetch("api/history", { cache: "no-store" });
+      lastHistory = await r.json();
+      window.SluiceChart.render($("#chart"), lastHistory, fmtTime);
+    } catch (e) {
+      $("#errors").textContent = "history unavailable: " + e;
+    }
+  }
+  window.addEventListener("resize", () => { if (lastHistory) window.SluiceChart.render($("#chart"), lastHistory, fmtTime); });
+
   refresh();
+  refreshChart();
   setInterval(refresh, 2000);
+  setInterval(refreshChart, 2000);
 })();

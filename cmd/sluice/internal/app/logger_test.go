@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"sluice.dev/dispatcher"
 	"sluice.dev/enricher"
@@ -87,5 +88,34 @@ func TestWebhookProgressAddsUp(t *testing.T) {
 	is = inbound.Stats{Received: 10, Applied: 7, Redelivered: 1, Parked: 2}
 	if got := webhookLine(is); got != "webhooks received 10 = 0 duplicates + 7 applied + 1 skipped + 2 parked + 0 waiting" {
 		t.Fatalf("%q", got)
+	}
+}
+
+// sluice status: LAST ERROR has a time and says when the lane recovered;
+// the CRM latency columns say what they measure.
+func TestStatusLastErrorAndCRMColumns(t *testing.T) {
+	errAt := time.Now().Add(-time.Minute)
+	recAt := errAt.Add(20 * time.Second)
+	st := Status{
+		Lanes: []LaneStatus{
+			{Stage: "dispatcher", Consumer: "dispatcher-000", LastError: "crm answered 500", LastErrorAt: &errAt},
+			{Stage: "dispatcher", Partition: 1, Consumer: "dispatcher-001", LastError: "crm answered 503", LastErrorAt: &errAt, RecoveredAt: &recAt},
+		},
+		CRM: []CRMStatus{{ID: "x", Delivered: 3, Statuses: map[string]uint64{"200": 3}, LatencyP50: 19 * time.Millisecond}},
+	}
+	var out bytes.Buffer
+	if err := writeStatus(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	t.Log("\n" + got)
+	for _, want := range []string{
+		errAt.Local().Format("15:04:05") + " crm answered 500",
+		"recovered " + recAt.Local().Format("15:04:05") + " (was " + errAt.Local().Format("15:04:05") + " crm answered 503)",
+		"PRODUCE→CRM P50", "PRODUCE→CRM P99", "CRM ANSWERS", "not the CRM's own answer time",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("status lacks %q", want)
+		}
 	}
 }

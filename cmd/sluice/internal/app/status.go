@@ -58,6 +58,10 @@ type LaneStatus struct {
 	// LastError is the lane's last handler error as its service reports it
 	// in its micro STATS (empty when none, or the service is not running).
 	LastError string `json:"last_error,omitempty"`
+	// LastErrorAt is when it happened; RecoveredAt the lane's first ack
+	// after it (the lane works again), if any.
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+	RecoveredAt *time.Time `json:"recovered_at,omitempty"`
 }
 
 // ParkedStatus counts a stage's parked events and distinct keys.
@@ -156,15 +160,27 @@ func collectStatus(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, n
 	st.Services, st.CRM = discover(nc)
 	errs := laneErrors(nc)
 	for i := range st.Lanes {
-		st.Lanes[i].LastError = errs[st.Lanes[i].Consumer]
+		l, ok := errs[st.Lanes[i].Consumer]
+		if !ok {
+			continue
+		}
+		st.Lanes[i].LastError = l.LastError
+		if !l.LastErrorAt.IsZero() {
+			at := l.LastErrorAt
+			st.Lanes[i].LastErrorAt = &at
+			if l.LastAck.After(at) {
+				rec := l.LastAck
+				st.Lanes[i].RecoveredAt = &rec
+			}
+		}
 	}
 	return st, nil
 }
 
-// laneErrors collects each lane's last error from the STATS of the
-// services that run lanes (their stats carry "lanes": [lane.Stats]).
-func laneErrors(nc *nats.Conn) map[string]string {
-	out := map[string]string{}
+// laneErrors collects each lane's stats with a last error from the STATS
+// of the services that run lanes (their stats carry "lanes": [lane.Stats]).
+func laneErrors(nc *nats.Conn) map[string]lane.Stats {
+	out := map[string]lane.Stats{}
 	for _, svc := range []string{"sluice-enricher", dispatcher.ServiceName, "sluice-inbound"} {
 		subj, _ := micro.ControlSubject(micro.StatsVerb, svc, "")
 		for _, b := range gather(nc, subj) {
@@ -181,7 +197,7 @@ func laneErrors(nc *nats.Conn) map[string]string {
 				}
 				for _, l := range d.Lanes {
 					if l.LastError != "" {
-						out[l.Consumer] = l.LastError
+						out[l.Consumer] = l
 					}
 				}
 			}
@@ -295,18 +311,12 @@ func writeStatus(w io.Writer, st Status) error {
 	for _, l := range st.Lanes {
 		paused := "-"
 		if l.PausedUntil != nil {
-			paused = l.PausedUntil.Format(time.RFC3339)
+			paused = clock(*l.PausedUntil)
 		}
 		if l.ConsumerError != "" {
 			paused = "error: " + l.ConsumerError
 		}
-		lastErr := l.LastError
-		if len(lastErr) > 60 {
-			lastErr = lastErr[:57] + "..."
-		}
-		if lastErr == "" {
-			lastErr = "-"
-		}
+		lastErr := lastErrorCell(l)
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", l.Stage, l.Partition, l.Consumer,
 			l.Pending, l.AckPending, l.AckFloorSeq, l.Redelivered, paused, lastErr)
 	}
@@ -327,7 +337,7 @@ func writeStatus(w io.Writer, st Status) error {
 	if len(st.Services) == 0 {
 		fmt.Fprintln(tw, "(no service answered PING)")
 	}
-	fmt.Fprintln(tw, "\nCRM (dispatcher)\tDELIVERED\tSTATUSES\tP50\tP99")
+	fmt.Fprintln(tw, "\nCRM (dispatcher)\tDELIVERED\tCRM ANSWERS\tPRODUCE→CRM P50\tPRODUCE→CRM P99")
 	for _, c := range st.CRM {
 		codes := make([]string, 0, len(c.Statuses))
 		for k, v := range c.Statuses {
@@ -339,8 +349,39 @@ func writeStatus(w io.Writer, st Status) error {
 	}
 	if len(st.CRM) == 0 {
 		fmt.Fprintln(tw, "(no dispatcher answered STATS)")
+	} else {
+		fmt.Fprintln(tw, "(PRODUCE→CRM: from Sluice accepting the event to the CRM's 2xx, over the last 1024 deliveries; not the CRM's own answer time)")
 	}
 	return tw.Flush()
+}
+
+// clock formats t as the CLI's tables show times: local 24-hour time, with
+// the date when it is not today (the status page's format too).
+func clock(t time.Time) string {
+	t = t.Local()
+	if y, m, d := t.Date(); y == time.Now().Year() && m == time.Now().Month() && d == time.Now().Day() {
+		return t.Format("15:04:05")
+	}
+	return t.Format("2006-01-02 15:04:05")
+}
+
+// lastErrorCell is the LAST ERROR column: the time and the error, and when
+// the lane acked something after it, when it recovered.
+func lastErrorCell(l LaneStatus) string {
+	if l.LastError == "" {
+		return "-"
+	}
+	msg := l.LastError
+	if len(msg) > 60 {
+		msg = msg[:57] + "..."
+	}
+	if l.LastErrorAt != nil {
+		msg = clock(*l.LastErrorAt) + " " + msg
+	}
+	if l.RecoveredAt != nil {
+		msg = "recovered " + clock(*l.RecoveredAt) + " (was " + msg + ")"
+	}
+	return msg
 }
 
 // laneOf derives a lane's stage, partition and stream from its consumer

@@ -63,54 +63,54 @@ func (n Names) partitionedStream(name, kind, dest, description string) jetstream
 // queue: a request leaves the stream when the CRM accepted it.
 func (n Names) DispatchStreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name: n.DispatchStream(),
+		Name:        n.DispatchStream(),
 		Description: "Sluice CRM requests (work queue, removed on CRM 2xx)",
-		Subjects:   []string{n.c.Prefix + ".dispatch.*.*.*"},
-		Retention:  jetstream.WorkQueuePolicy,
-		Discard:    jetstream.DiscardNew,
-		MaxBytes:   n.c.MaxBytes,
-		Storage:    n.storage(),
-		Replicas:   n.c.Replicas,
-		Duplicates: n.c.DuplicateWindow,
+		Subjects:    []string{n.c.Prefix + ".dispatch.*.*.*"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Discard:     jetstream.DiscardNew,
+		MaxBytes:    n.c.MaxBytes,
+		Storage:     n.storage(),
+		Replicas:    n.c.Replicas,
+		Duplicates:  n.c.DuplicateWindow,
 	}
 }
 
 // ParkedStreamConfig is the config of the parked-events stream.
 func (n Names) ParkedStreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name: n.ParkedStream(),
+		Name:        n.ParkedStream(),
 		Description: "Sluice parked events (kept until an operator acts)",
-		Subjects:   []string{n.c.Prefix + ".parked.>"},
-		Retention:  jetstream.LimitsPolicy,
-		Discard:    jetstream.DiscardNew,
-		Storage:    n.storage(),
-		Replicas:   n.c.Replicas,
-		Duplicates: n.c.DuplicateWindow,
+		Subjects:    []string{n.c.Prefix + ".parked.>"},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew,
+		Storage:     n.storage(),
+		Replicas:    n.c.Replicas,
+		Duplicates:  n.c.DuplicateWindow,
 	}
 }
 
 // AlertsStreamConfig is the config of the alerts stream.
 func (n Names) AlertsStreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name: n.AlertsStream(),
+		Name:        n.AlertsStream(),
 		Description: "Sluice alerts: pauses, parks, stalls (7 days)",
-		Subjects:  []string{n.c.Prefix + ".alerts.>"},
-		Retention: jetstream.LimitsPolicy,
-		MaxAge:    7 * 24 * time.Hour,
-		Storage:   n.storage(),
-		Replicas:  n.c.Replicas,
+		Subjects:    []string{n.c.Prefix + ".alerts.>"},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      7 * 24 * time.Hour,
+		Storage:     n.storage(),
+		Replicas:    n.c.Replicas,
 	}
 }
 
 // AuditStreamConfig is the config of the operator-action audit stream.
 func (n Names) AuditStreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name: n.AuditStream(),
+		Name:        n.AuditStream(),
 		Description: "Sluice operator actions (audit trail)",
-		Subjects:  []string{n.c.Prefix + ".audit.>"},
-		Retention: jetstream.LimitsPolicy,
-		Storage:   n.storage(),
-		Replicas:  n.c.Replicas,
+		Subjects:    []string{n.c.Prefix + ".audit.>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     n.storage(),
+		Replicas:    n.c.Replicas,
 	}
 }
 
@@ -176,8 +176,8 @@ func (n Names) checkPartitions(ctx context.Context, js StreamManager, stream, wa
 // (LaneRecreateConfig).
 func (n Names) LaneConsumerConfig(stage Stage, p int, filter string) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable: n.ConsumerName(stage, p),
-		Description: fmt.Sprintf("Sluice %s lane %d/%d (ordered, pinned)", stage, p, n.c.Partitions),
+		Durable:        n.ConsumerName(stage, p),
+		Description:    fmt.Sprintf("Sluice %s lane %d/%d (ordered, pinned)", stage, p, n.c.Partitions),
 		FilterSubject:  filter,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        n.c.AckWait,

@@ -35,11 +35,11 @@ func (n Names) FenceBucket() string {
 // latest value only.
 func (n Names) FenceConfig() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
-		Bucket: n.FenceBucket(),
+		Bucket:      n.FenceBucket(),
 		Description: "Sluice lane fences (last sequence applied)",
-		History:  1,
-		Storage:  n.storage(),
-		Replicas: n.c.Replicas,
+		History:     1,
+		Storage:     n.storage(),
+		Replicas:    n.c.Replicas,
 	}
 }
 

@@ -81,15 +81,15 @@ func (n Names) LedgerStreamConfig(maxAge time.Duration, maxBytes int64) jetstrea
 		maxBytes = -1
 	}
 	return jetstream.StreamConfig{
-		Name: n.LedgerStream(),
+		Name:        n.LedgerStream(),
 		Description: "Sluice delivery ledger (sluice audit, sluice trace)",
-		Subjects:   []string{n.c.Prefix + ".ledger.>"},
-		Retention:  jetstream.LimitsPolicy,
-		Discard:    jetstream.DiscardOld,
-		MaxAge:     maxAge,
-		MaxBytes:   maxBytes,
-		Storage:    n.storage(),
-		Replicas:   n.c.Replicas,
-		Duplicates: n.c.DuplicateWindow,
+		Subjects:    []string{n.c.Prefix + ".ledger.>"},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      maxAge,
+		MaxBytes:    maxBytes,
+		Storage:     n.storage(),
+		Replicas:    n.c.Replicas,
+		Duplicates:  n.c.DuplicateWindow,
 	}
 }

@@ -41,12 +41,12 @@ func (n Names) MemberTimeout() time.Duration { return 3 * n.MemberHeartbeat() }
 // not rewrite within a heartbeat.
 func (n Names) MembersConfig() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
-		Bucket: n.MembersBucket(),
+		Bucket:      n.MembersBucket(),
 		Description: "Sluice lane group members (heartbeats)",
-		History:  1,
-		TTL:      2 * max(n.c.PinnedTTL, n.MemberTimeout()),
-		Storage:  jetstream.MemoryStorage,
-		Replicas: n.c.Replicas,
+		History:     1,
+		TTL:         2 * max(n.c.PinnedTTL, n.MemberTimeout()),
+		Storage:     jetstream.MemoryStorage,
+		Replicas:    n.c.Replicas,
 	}
 }
 

@@ -18,11 +18,11 @@ func (n Names) ParkedKeysBucket() string {
 // lane runners watch it, the operator's commands change it.
 func (n Names) ParkedKeysConfig() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
-		Bucket: n.ParkedKeysBucket(),
+		Bucket:      n.ParkedKeysBucket(),
 		Description: "Sluice parked keys (later events wait behind)",
-		History:  5,
-		Storage:  n.storage(),
-		Replicas: n.c.Replicas,
+		History:     5,
+		Storage:     n.storage(),
+		Replicas:    n.c.Replicas,
 	}
 }
 

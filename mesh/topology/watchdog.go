@@ -51,15 +51,15 @@ func (n Names) AdvisorySubjects() []string {
 // the oldest dropped first (advisories are diagnostics, not data).
 func (n Names) AdvisoriesStreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name: n.AdvisoriesStream(),
+		Name:        n.AdvisoriesStream(),
 		Description: "Sluice JetStream advisories for the watchdog (24h)",
-		Subjects:  n.AdvisorySubjects(),
-		Retention: jetstream.LimitsPolicy,
-		Discard:   jetstream.DiscardOld,
-		MaxAge:    24 * time.Hour,
-		MaxMsgs:   100_000,
-		Storage:   n.storage(),
-		Replicas:  n.c.Replicas,
+		Subjects:    n.AdvisorySubjects(),
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      24 * time.Hour,
+		MaxMsgs:     100_000,
+		Storage:     n.storage(),
+		Replicas:    n.c.Replicas,
 	}
 }
 

@@ -67,6 +67,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(backfillCmd())
 	root.AddCommand(importCmd())
 	root.AddCommand(partitionsCmd())
+	root.AddCommand(tryCmd(), initCmd())
 	argsWithUsage(root)
 	return root
 }
@@ -204,7 +205,10 @@ func configCmd(stdout io.Writer) *cobra.Command {
 				return fmt.Errorf("%w: %w", config.ErrInvalid, err)
 			}
 			fmt.Fprintln(stdout, "configuration OK")
-			return nil
+			// The mapping tests beside the catalog (<schemas_dir>/tests/).
+			ctx, stop := signalContext()
+			defer stop()
+			return runMappingTests(ctx, stdout, c)
 		},
 	}
 	check.Flags().StringVarP(&cfgPath, "config", "c", "", "YAML config file")

@@ -121,7 +121,7 @@ func TestStatusShowsPausedLaneParkedAndServices(t *testing.T) {
 
 	out, err = runCLI(t, "status")
 	require.NoError(t, err)
-	require.Regexp(t, `dispatcher\s+1\s+dispatcher-001\s+0\s+0\s+0\s+0\s+`+until.UTC().Format("2006-01-02T15:04"), out)
+	require.Regexp(t, `dispatcher\s+1\s+dispatcher-001\s+0\s+0\s+0\s+0\s+`+clock(until), out) // the page's time format
 	require.Regexp(t, `dispatcher\s+0\s+dispatcher-000\s+0\s+0\s+0\s+0\s+-`, out)
 	require.Contains(t, out, "sluice-dispatcher")
 	require.Contains(t, out, "200=7 503=2")

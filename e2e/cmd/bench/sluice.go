@@ -119,6 +119,7 @@ topology: {partitions: %d, balance_replicas: %t}
 ingest: {http_addr: ""}
 dispatcher: {crm: {url: %q}}
 demo: {enabled: "false"}
+watchdog: {page: {audit_every: -1s}}  # its own ledger audits would read the whole backlog mid-measurement
 ops: {addr: "127.0.0.1:%d"%s}
 progress_interval: 1h
 %s`, r.dataDir, r.port, c.partitions, c.dispatchers > 1, sim.url, opsPort, pprof, ledger)

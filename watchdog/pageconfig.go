@@ -39,7 +39,8 @@ type PageConfig struct {
 	// shows the last `sluice audit` run). The first audit runs 30s after
 	// start (or after AuditEvery, if shorter).
 	AuditEvery time.Duration `yaml:"audit_every"`
-	// AuditWindow is how far back each of those audits reaches. Default 1h.
+	// AuditWindow is how far back each of those audits reaches. Default
+	// 10m (= AuditEvery: together they cover all time).
 	AuditWindow time.Duration `yaml:"audit_window"`
 }
 
@@ -50,7 +51,7 @@ const (
 	DefaultPagePauseFor       = 10 * time.Minute
 	DefaultPageReplayWait     = 10 * time.Second
 	DefaultPageAuditEvery     = 10 * time.Minute
-	DefaultPageAuditWindow    = time.Hour
+	DefaultPageAuditWindow    = 10 * time.Minute
 	// PageAddrOff disables the status page.
 	PageAddrOff = "off"
 )

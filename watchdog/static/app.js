@@ -144,7 +144,7 @@
     const a = st.audit, p = $("#audit");
     if (!a) {
       p.className = "muted";
-      p.textContent = "no audit yet (the watchdog audits the last hour every 10 minutes, the first 30 s after it starts; or run `sluice audit --since 24h`)";
+      p.textContent = "no audit yet (the watchdog audits the last 10 minutes every 10 minutes, the first 30 s after it starts; or run `sluice audit --since 24h`)";
     } else {
       const t = a.totals;
       const scope = (a.key ? " key " + a.key : "") + (a.type ? " type " + a.type : "");

@@ -61,6 +61,13 @@ func TestInitFromEmptyDirectoryToDelivered(t *testing.T) {
 	require.Contains(t, out, "Idempotency-Key: ticket-1-opened")
 	require.Contains(t, out, `"customer_name": "Aarav Menon"`)
 
+	t.Setenv("SLUICE_LEDGER_SENSITIVE_FIELDS", "customer_name")
+	out, err = cli("try", "--config", cfg, filepath.Join(dir, "events", "ticket_opened.json"))
+	require.NoError(t, err, out)
+	require.Contains(t, out, `"customer_name": "[redacted]"`, "ledger.sensitive_fields are not shown")
+	require.NotContains(t, out, "Aarav")
+	os.Unsetenv("SLUICE_LEDGER_SENSITIVE_FIELDS")
+
 	sim, ingestAddr, ops := freeAddr(t), freeAddr(t), freeAddr(t)
 	for k, v := range map[string]string{
 		"SLUICE_NATS_EMBEDDED_LISTEN": "127.0.0.1:-1", "SLUICE_SIMULATOR_ADDR": sim, "SLUICE_SIMULATOR_ERROR_RATE": "0",

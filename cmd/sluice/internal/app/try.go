@@ -26,6 +26,7 @@ import (
 	"sluice.dev/mesh/crmreq"
 	"sluice.dev/mesh/envelope"
 	"sluice.dev/mesh/productdb"
+	"sluice.dev/mesh/redact"
 )
 
 // errMappingTests marks failed mapping tests (config check exits 1).
@@ -75,7 +76,7 @@ func tryCmd() *cobra.Command {
 				}
 				fmt.Fprintln(cmd.OutOrStdout(), "(no dispatcher.crm.url: the built-in CRM simulator would receive it)")
 			}
-			return writePreviews(cmd.OutOrStdout(), req, dispatcher.PreviewRequests(crm, req))
+			return writePreviews(cmd.OutOrStdout(), req, dispatcher.PreviewRequests(crm, req), redact.New(c.Ledger.SensitiveFields...))
 		},
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "YAML config file")
@@ -141,8 +142,10 @@ func (t *trier) try(ctx context.Context, env *envelope.Envelope) (crmreq.Request
 	return enricher.Try(ctx, t.c.Enricher, enricher.Deps{Catalog: t.cat, DB: t.db, Dialect: t.d}, env)
 }
 
-// writePreviews prints the request(s) like an HTTP message.
-func writePreviews(w io.Writer, req crmreq.Request, ps []dispatcher.Preview) error {
+// writePreviews prints the request(s) like an HTTP message; the body's
+// sensitive fields (ledger.sensitive_fields and secret-like names) are
+// shown as [redacted], as sluice trace does.
+func writePreviews(w io.Writer, req crmreq.Request, ps []dispatcher.Preview, r *redact.Redactor) error {
 	fmt.Fprintf(w, "event %s: type %s, key %s — valid, looked up, mapped (mode %s", req.EventID, req.Type, req.Key, req.Mode)
 	if req.Object != "" {
 		fmt.Fprintf(w, ", CRM object %s, id key %s", req.Object, req.IDKey)
@@ -164,9 +167,10 @@ func writePreviews(w io.Writer, req crmreq.Request, ps []dispatcher.Preview) err
 		}
 		fmt.Fprintln(w)
 		var pretty bytes.Buffer
-		if json.Indent(&pretty, p.Body, "", "  ") != nil {
+		body := r.JSON(p.Body)
+		if json.Indent(&pretty, body, "", "  ") != nil {
 			pretty.Reset()
-			pretty.Write(p.Body)
+			pretty.Write(body)
 		}
 		fmt.Fprintln(w, pretty.String())
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/mesh/topology"
@@ -131,8 +132,11 @@ demo: {enabled: %q, rate: 1000, keys: 500}
 	_, _ = proc.Process.Wait()
 	writeConfig("false")
 	proc = startSluice(t, bin, cfgPath, logf)
-	require.Eventually(t, func() bool { return drained(js, names) }, 120*time.Second, 100*time.Millisecond,
-		"the pipeline did not drain after the last restart")
+	if !assert.Eventually(t, func() bool { return drained(js, names) }, 120*time.Second, 100*time.Millisecond,
+		"the pipeline did not drain after the last restart") {
+		logBacklog(t, js, names)
+		t.FailNow()
+	}
 
 	var out, errb bytes.Buffer
 	audit := exec.Command(bin, "audit", "--config", cfgPath, "--json")
@@ -203,4 +207,31 @@ func drained(js jetstream.JetStream, names topology.Names) bool {
 		}
 	}
 	return true
+}
+
+// logBacklog says where an undrained pipeline holds events: the dispatch
+// stream's count and every lane with something pending.
+func logBacklog(t *testing.T, js jetstream.JetStream, names topology.Names) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if ds, err := js.Stream(ctx, names.DispatchStream()); err == nil {
+		t.Logf("dispatch stream: %d messages", ds.CachedInfo().State.Msgs)
+	}
+	for _, st := range []struct {
+		stream string
+		stage  topology.Stage
+	}{{names.EventsStream(), topology.StageEnricher}, {names.DispatchStream(), topology.StageDispatcher}} {
+		for p := range names.Partitions() {
+			c, err := js.Consumer(ctx, st.stream, names.ConsumerName(st.stage, p))
+			if err != nil {
+				t.Logf("%s %d: %v", st.stage, p, err)
+				continue
+			}
+			ci := c.CachedInfo()
+			if ci.NumPending != 0 || ci.NumAckPending != 0 || ci.Paused {
+				t.Logf("%s: pending %d, ack pending %d, redelivered %d, paused %v, delivered seq %d, ack floor %d",
+					ci.Name, ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.Paused, ci.Delivered.Stream, ci.AckFloor.Stream)
+			}
+		}
+	}
 }

@@ -217,4 +217,4 @@ func validServiceName(s string) bool {
 
 // laneStages are the stages whose lanes the watchdog polls; a stage without
 // a stream in the topology is skipped.
-var laneStages = []topology.Stage{topology.StageEnricher, topology.StageDispatcher, topology.StageInbound}
+var laneStages = topology.Stages()

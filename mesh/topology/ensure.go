@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -189,24 +188,4 @@ func (n Names) LaneConsumerConfig(stage Stage, p int, filter string) jetstream.C
 		PriorityGroups: []string{LanePriorityGroup},
 		PinnedTTL:      n.c.PinnedTTL,
 	}
-}
-
-// StageFilter returns the stream and filter subject stage reads for partition p.
-func (n Names) StageFilter(stage Stage, p int) (stream, filter string) {
-	switch stage {
-	case StageEnricher:
-		return n.EventsStream(), n.EventsPartitionFilter(p)
-	case StageDispatcher:
-		return n.DispatchStream(), n.DispatchPartitionFilter(p)
-	case StageInbound:
-		return n.InboundStream(), n.InboundPartitionFilter(p)
-	default:
-		return "", ""
-	}
-}
-
-// IsLaneConsumer reports whether a consumer name belongs to a Sluice lane.
-func IsLaneConsumer(name string) bool {
-	return strings.HasPrefix(name, string(StageEnricher)+"-") || strings.HasPrefix(name, string(StageDispatcher)+"-") ||
-		strings.HasPrefix(name, string(StageInbound)+"-")
 }

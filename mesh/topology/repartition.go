@@ -82,11 +82,15 @@ type input struct {
 	required     bool
 }
 
+// inputs are the partitioned input streams: the stages with an Intake.
 func (n Names) inputs() []input {
-	return []input{
-		{n.EventsStream(), "events", StageEnricher, true},
-		{n.InboundStream(), "inbound", StageInbound, false},
+	var out []input
+	for _, s := range stageSpecs {
+		if s.Intake != "" {
+			out = append(out, input{s.Stream(n), s.Intake, s.Name, !s.Optional})
+		}
 	}
+	return out
 }
 
 func (n Names) ingestSubject(kind string) string { return n.c.Prefix + "." + kind + ".*.*" }
@@ -97,10 +101,8 @@ func (n Names) ingestSubject(kind string) string { return n.c.Prefix + "." + kin
 func (n Names) IntakeClosedSubject(kind string) string { return n.c.Prefix + ".closed." + kind }
 
 func (n Names) inputConfig(in input) jetstream.StreamConfig {
-	if in.kind == "inbound" {
-		return n.InboundStreamConfig()
-	}
-	return n.EventsStreamConfig()
+	spec, _ := SpecOf(in.stage)
+	return spec.StreamConfig(n)
 }
 
 var partitionRe = regexp.MustCompile(`\{\{\s*partition\(\s*(\d+)\s*,`)
@@ -259,8 +261,10 @@ func (n Names) ReadPartitionState(ctx context.Context, js RepartitionJS) (Partit
 		}
 		st.Inputs = append(st.Inputs, is)
 		counts[in.stage] = p
-		if in.stage == StageEnricher {
-			counts[StageDispatcher] = p
+		for _, f := range stageSpecs {
+			if f.Follows == in.stage {
+				counts[f.Name] = p
+			}
 		}
 		// A switch that began on a drained stream and saw nothing stored
 		// since may be re-run: its new lanes may be half made.
@@ -269,12 +273,13 @@ func (n Names) ReadPartitionState(ctx context.Context, js RepartitionJS) (Partit
 			st.Blockers = append(st.Blockers, fmt.Sprintf("intake of %s is open (run drain)", in.stream))
 		}
 	}
-	for _, stage := range []Stage{StageEnricher, StageDispatcher, StageInbound} {
+	for _, spec := range stageSpecs {
+		stage := spec.Name
 		p, ok := counts[stage]
 		if !ok {
 			continue
 		}
-		stream, _ := n.StageFilter(stage, 0)
+		stream := spec.Stream(n)
 		s, err := js.Stream(ctx, stream)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			continue
@@ -287,10 +292,11 @@ func (n Names) ReadPartitionState(ctx context.Context, js RepartitionJS) (Partit
 			return st, err
 		}
 		st.Lanes = append(st.Lanes, lanes...)
-		if stage == StageDispatcher {
-			st.DispatchMsgs = s.CachedInfo().State.Msgs
-			if st.DispatchMsgs > 0 {
-				st.Blockers = append(st.Blockers, fmt.Sprintf("%s holds %d request(s)", stream, st.DispatchMsgs))
+		if spec.WorkQueue {
+			msgs := s.CachedInfo().State.Msgs
+			st.DispatchMsgs += msgs
+			if msgs > 0 {
+				st.Blockers = append(st.Blockers, fmt.Sprintf("%s holds %d request(s)", stream, msgs))
 			}
 		}
 		if resumable[stage] {

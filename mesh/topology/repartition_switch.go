@@ -119,7 +119,12 @@ func (n Names) switched(st PartitionState, to int) bool {
 			return false
 		}
 	}
-	return lanes[StageDispatcher] == to
+	for _, s := range stageSpecs {
+		if s.Follows != "" && lanes[s.Name] != to {
+			return false
+		}
+	}
+	return true
 }
 
 // retarget points each input stream's transform at nn's count and marks the
@@ -185,8 +190,8 @@ func (n Names) rollback(ctx context.Context, js RepartitionJS, olds map[string]j
 // The lanes of an input stage start at res.Start of their stream; the
 // dispatcher's work queue is empty, so its lanes start at its beginning.
 func (n Names) replaceLanes(ctx context.Context, js RepartitionJS, nn Names, st PartitionState, res *SwitchResult) error {
-	for _, stage := range []Stage{StageEnricher, StageDispatcher, StageInbound} {
-		stream, _ := n.StageFilter(stage, 0)
+	for _, spec := range stageSpecs {
+		stage, stream := spec.Name, spec.Stream(n)
 		if _, err := js.Stream(ctx, stream); errors.Is(err, jetstream.ErrStreamNotFound) {
 			continue
 		} else if err != nil {
@@ -234,8 +239,8 @@ func (n Names) resetLaneFences(ctx context.Context, js RepartitionJS, nn Names, 
 	}
 	want := map[string]Fence{}
 	now := time.Now().UTC()
-	for _, stage := range []Stage{StageEnricher, StageDispatcher, StageInbound} {
-		stream, _ := n.StageFilter(stage, 0)
+	for _, spec := range stageSpecs {
+		stage, stream := spec.Name, spec.Stream(n)
 		s, err := js.Stream(ctx, stream)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			continue

@@ -145,16 +145,6 @@ func validToken(s string) bool {
 	return true
 }
 
-// Stage names a lane stage. The parked subject and consumer names use it.
-type Stage string
-
-// The stages of the outbound path.
-const (
-	StageEnricher   Stage = "enricher"
-	StageDispatcher Stage = "dispatcher"
-	StageInbound    Stage = "inbound"
-)
-
 // Names of streams and subjects derived from a Config.
 type Names struct{ c Config }
 

@@ -3,6 +3,7 @@ package topology
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,14 +17,15 @@ const AdvisoryPrefix = "$JS.EVENT.ADVISORY"
 func (n Names) AdvisoriesStream() string { return n.c.StreamPrefix + "_ADVISORIES" }
 
 // WatchedStreams are the streams whose advisories the watchdog captures:
-// events, dispatch, parked, alerts and the inbound stage's stream when the
-// topology has one.
+// every stage's stream (StageSpecs), then parked and alerts.
 func (n Names) WatchedStreams() []string {
-	out := []string{n.EventsStream(), n.DispatchStream(), n.ParkedStream(), n.AlertsStream()}
-	if s, _ := n.StageFilter(StageInbound, 0); s != "" {
-		out = append(out, s)
+	var out []string
+	for _, s := range stageSpecs {
+		if name := s.Stream(n); !slices.Contains(out, name) {
+			out = append(out, name)
+		}
 	}
-	return out
+	return append(out, n.ParkedStream(), n.AlertsStream())
 }
 
 // AdvisorySubjects are the subjects the advisories stream captures: for each

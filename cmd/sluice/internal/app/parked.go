@@ -66,7 +66,7 @@ func parkedCmd() *cobra.Command {
 			return withParkedRedacted(cfgPath, time.Minute, func(ctx context.Context, p *lane.Parked, _ topology.Names, _ jetstream.JetStream, red *redact.Redactor) error {
 				stages := []topology.Stage{topology.Stage(stage)}
 				if stage == "" {
-					stages = []topology.Stage{topology.StageEnricher, topology.StageDispatcher, topology.StageInbound}
+					stages = topology.Stages()
 				}
 				n := 0
 				for _, s := range stages {
@@ -86,7 +86,7 @@ func parkedCmd() *cobra.Command {
 			})
 		},
 	}
-	show.Flags().StringVar(&stage, "stage", "", "stage (enricher, dispatcher, inbound); default: all")
+	show.Flags().StringVar(&stage, "stage", "", "stage ("+stageList()+"); default: all")
 
 	var wait time.Duration
 	var rounds int
@@ -245,4 +245,13 @@ func writeParkedMsg(w io.Writer, m *jetstream.RawStreamMsg, red *redact.Redactor
 		fmt.Fprintf(w, "  %s: %s\n", k, red.Text(m.Header.Get(k)))
 	}
 	fmt.Fprintf(w, "  %s\n\n", red.Body(m.Data))
+}
+
+// stageList is the lane stages, comma-separated, for help texts.
+func stageList() string {
+	names := make([]string, 0, len(topology.Stages()))
+	for _, s := range topology.Stages() {
+		names = append(names, string(s))
+	}
+	return strings.Join(names, ", ")
 }

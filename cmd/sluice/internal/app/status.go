@@ -29,7 +29,7 @@ import (
 const discoverWait = 500 * time.Millisecond
 
 // laneStages are the stages whose lanes status lists.
-var laneStages = []topology.Stage{topology.StageEnricher, topology.StageDispatcher, topology.StageInbound}
+var laneStages = topology.Stages()
 
 // Status is what `sluice status` reports, all read from JetStream and the
 // services' micro endpoints (not from logs).

@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"sluice.dev/mesh/retry"
+	"sluice.dev/mesh/topology"
 )
 
 // Config configures the dispatcher. YAML keys live under "dispatcher.".
@@ -92,13 +95,10 @@ const (
 // key's events again, in order, once the cause is fixed.
 const DefaultPolicy4xx = PolicyPark
 
-// Defaults.
-const (
-	DefaultTimeout    = 10 * time.Second
-	DefaultTries      = 3
-	DefaultRetryDelay = 2 * time.Second
-	DefaultPause      = 10 * time.Second
-)
+// DefaultTimeout is the default crm.timeout. The retry defaults (3 tries,
+// 2s apart, then a 10s pause) are the dispatcher stage's registered retry
+// policy (topology.StageSpecs).
+const DefaultTimeout = 10 * time.Second
 
 // WithDefaults returns c with zero fields set to their defaults.
 // MaxIdleConnsPerHost stays 0: New turns it into partitions+4.
@@ -106,14 +106,15 @@ func (c Config) WithDefaults() Config {
 	if c.CRM.Timeout == 0 {
 		c.CRM.Timeout = DefaultTimeout
 	}
+	def, _ := topology.SpecOf(topology.StageDispatcher)
 	if c.Retry.Tries == 0 {
-		c.Retry.Tries = DefaultTries
+		c.Retry.Tries = def.Retry.Tries
 	}
 	if c.Retry.Delay == 0 {
-		c.Retry.Delay = DefaultRetryDelay
+		c.Retry.Delay = def.Retry.Delay
 	}
 	if c.Pause == 0 {
-		c.Pause = DefaultPause
+		c.Pause = def.Retry.Pause
 	}
 	c.StepAside = c.StepAside.withDefaults()
 	return c
@@ -221,10 +222,16 @@ func validPolicyKey(code string) error {
 	if err != nil || len(code) != 3 || n < 400 || n > 499 {
 		return errors.New(`key must be "4xx" or a status code 400-499`)
 	}
-	if n == 401 || n == 408 || n == 429 {
-		return errors.New("401, 408 and 429 are always retried")
+	if def, _ := topology.SpecOf(topology.StageDispatcher); def.Retry.Retried(n) {
+		return def.Retry.ErrRetried()
 	}
 	return nil
+}
+
+// retryPolicy is the dispatcher's retry policy: retry.tries failures in a
+// row pause the outlet for pause; between them a fixed retry.delay.
+func (c Config) retryPolicy() retry.Policy {
+	return retry.Policy{Tries: c.Retry.Tries, Delay: c.Retry.Delay, Max: c.Retry.Delay, Pause: c.Pause}
 }
 
 // policyFor returns the policy for a 4xx status (not 408/429).

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strconv"
 	"time"
+
+	"sluice.dev/mesh/service"
 )
 
 var (
@@ -35,9 +37,9 @@ var (
 	// ErrBucketMissing is returned by Start when the CRM id bucket does not
 	// exist. The caller runs topology.Names.Ensure first.
 	ErrBucketMissing = errors.New("dispatcher: crm id bucket missing")
-	// ErrNotStarted is returned by Stop on a service that was never started.
-	// Callers may ignore it.
-	ErrNotStarted = errors.New("dispatcher: not started")
+	// ErrNotStarted is returned by Restart on a service that is not
+	// running: the caller starts it first.
+	ErrNotStarted = service.ErrNotStarted
 )
 
 // StatusError is a CRM answer with a status other than 2xx.

@@ -3,7 +3,6 @@ package dispatcher
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -146,16 +145,15 @@ func (s *Service) call(ctx context.Context, m *lane.Msg, r crmreq.Request, metho
 	c.Uncertain = kind == kindCreate && uncertainOutcome(res)
 	s.recordAttempt(m, r, c)
 	switch {
-	case res.Err == nil && res.Status/100 == 4 && res.Status != http.StatusRequestTimeout &&
-		res.Status != http.StatusTooManyRequests && res.Status != http.StatusUnauthorized &&
+	case res.Err == nil && res.Status/100 == 4 && !s.RetryPolicy().Retried(res.Status) &&
 		s.cfg.policyFor(res.Status) == PolicyPark:
 		return res, lane.Park("crm rejected: "+strconv.Itoa(res.Status), &StatusError{Status: res.Status}, crmHeaders(res)), false
 	}
 	return res, s.failure(m, r, res, method, path), false
 }
 
-// failure decides between a retry and a pause: every Tries-th failure in a
-// row pauses the partition's consumer.
+// failure decides between a retry and a pause by the retry policy: every
+// Tries-th failure in a row pauses the partition's consumer.
 func (s *Service) failure(m *lane.Msg, r crmreq.Request, res response, method, path string) lane.Outcome {
 	err := res.Err
 	var ra time.Duration
@@ -164,13 +162,15 @@ func (s *Service) failure(m *lane.Msg, r crmreq.Request, res response, method, p
 		err = &StatusError{Status: res.Status, RetryAfter: ra}
 	}
 	attempt := m.Failures + 1
-	if attempt%s.cfg.Retry.Tries != 0 {
-		d := max(s.headDelay(m.Failures), ra)
+	d, pause := s.RetryPolicy().Next(m.Failures, ra)
+	if !pause {
+		if s.cfg.StepAside.Enabled {
+			d = max(s.headDelay(m.Failures), ra) // the step-aside schedule
+		}
 		s.log.Debug().Err(err).Int("status", res.Status).Int("attempt", attempt).Str("event_id", r.EventID).
 			Int("partition", m.Partition).Dur("retry_in", d).Msg("crm request failed; retrying")
 		return lane.Retry(d, err).Transient()
 	}
-	d := max(s.cfg.Pause, ra)
 	s.log.Warn().Err(err).Int("status", res.Status).Int("attempt", attempt).Str("event_id", r.EventID).
 		Int("partition", m.Partition).Dur("pause", d).Msg("crm request failed; pausing the outlet")
 	o := lane.Pause(d, err).Transient()

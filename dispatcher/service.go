@@ -7,21 +7,17 @@ package dispatcher
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
-	"sluice.dev/mesh/conn"
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/ledger"
+	"sluice.dev/mesh/service"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/mesh/version"
 )
@@ -64,8 +60,10 @@ type Deps struct {
 	Ledger *ledger.Writer
 }
 
-// Service is a running dispatcher.
+// Service is the dispatcher: its handler in the service shell (Start,
+// Stop, Restart, Done come from service.Shell).
 type Service struct {
+	*service.Shell[*Service]
 	cfg     Config
 	deps    Deps
 	log     zerolog.Logger
@@ -77,12 +75,6 @@ type Service struct {
 	// crm.find and adoption (find.go)
 	uncertain                               uncertainSet
 	finds, found, adopted, adoptedConflicts atomic.Uint64
-
-	mu      sync.Mutex
-	group   *lane.Group
-	svc     micro.Service
-	crash   chan error // Done
-	unwatch func()
 }
 
 // New validates cfg (after defaults) and deps and returns a stopped Service.
@@ -91,124 +83,36 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if deps.NC == nil || deps.JS == nil {
-		return nil, errors.New("dispatcher: Deps.NC and Deps.JS are required")
-	}
-	if err := deps.Names.Config().Validate(); err != nil {
-		return nil, fmt.Errorf("dispatcher: Deps.Names: %w", err)
-	}
-	if deps.Ledger != nil && deps.Ledger.Conn() != deps.JS.Conn() {
-		return nil, fmt.Errorf("dispatcher: Deps.Ledger: %w", ledger.ErrWrongConn)
-	}
-	if len(deps.Partitions) == 0 {
-		for p := 0; p < deps.Names.Partitions(); p++ {
-			deps.Partitions = append(deps.Partitions, p)
-		}
-	}
-	for _, p := range deps.Partitions {
-		if p < 0 || p >= deps.Names.Partitions() {
-			return nil, fmt.Errorf("dispatcher: Deps.Partitions: %d out of range 0..%d", p, deps.Names.Partitions()-1)
-		}
-	}
 	idle := cfg.CRM.MaxIdleConnsPerHost
 	if idle == 0 {
 		idle = len(deps.Partitions) + 4
-	}
-	log := deps.Logger.With().Str("service", "dispatcher").Logger()
-	return &Service{
-		cfg:  cfg,
-		deps: deps,
-		log:  log,
-		crm:  newCRMClient(cfg.CRM, deps.HTTPClient, idle),
-		ids:  &idStore{js: deps.JS, bucket: deps.Names.CRMIDBucket()},
-	}, nil
-}
-
-// Start opens the CRM id bucket, starts one lane per partition and
-// registers the micro service with its status endpoint. On error,
-// everything started is stopped again.
-func (s *Service) Start(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.group != nil {
-		return errors.New("dispatcher: already started")
-	}
-	if _, err := s.ids.open(ctx); err != nil {
-		return err
-	}
-	g, err := lane.NewGroup(s.deps.JS, lane.Config{
-		Stage:       topology.StageDispatcher,
-		IsolateKeys: true, // a parked key's later requests park behind it
-		StepAside:   s.cfg.StepAside.lane(),
-		ProbeEvery:  s.cfg.StepAside.ProbeEvery,
-		Names:       s.deps.Names,
-		Handler:     lane.Chain(s.Handler(), s.deps.Middleware...),
-		Partitions:  s.deps.Partitions,
-		Logger:      s.log,
-		Observe:     s.deps.Observe,
-		BeforeAck:   s.recordParks(),
-	})
-	if err != nil {
-		return err
-	}
-	if err := g.Start(ctx); err != nil {
-		_ = g.Stop(ctx)
-		return err
-	}
-	svc, err := micro.AddService(s.deps.NC, micro.Config{
-		Name:         ServiceName,
-		Version:      Version,
-		Description:  "Sluice dispatcher: sends CRM requests in order per key",
-		StatsHandler: func(*micro.Endpoint) any { return s.Stats() },
-	})
-	if err == nil {
-		err = svc.AddEndpoint("status", micro.HandlerFunc(func(r micro.Request) {
-			_ = r.RespondJSON(s.Stats())
-		}), micro.WithEndpointSubject(s.StatusSubject()))
-		if err != nil {
-			_ = svc.Stop()
+		if len(deps.Partitions) == 0 {
+			idle = deps.Names.Partitions() + 4
 		}
 	}
+	s := &Service{cfg: cfg, deps: deps, crm: newCRMClient(cfg.CRM, deps.HTTPClient, idle),
+		ids: &idStore{js: deps.JS, bucket: deps.Names.CRMIDBucket()}}
+	var err error
+	s.Shell, err = service.New(s, service.Spec{
+		Name: ServiceName, Short: "dispatcher", Stage: topology.StageDispatcher,
+		Description: "Sluice dispatcher: sends CRM requests in order per key",
+		Partitions:  deps.Partitions, Middleware: deps.Middleware, Observe: deps.Observe,
+		BeforeAck: s.recordParks(),
+		Lane:      func(c *lane.Config) { c.StepAside, c.ProbeEvery = cfg.StepAside.lane(), cfg.StepAside.ProbeEvery },
+		Retry:     cfg.retryPolicy(), Stats: func() any { return s.Stats() },
+		Prepare: func(ctx context.Context) error { _, err := s.ids.open(ctx); return err },
+		Stopped: func(context.Context) error { s.crm.close(); return nil },
+		Started: func(e *zerolog.Event) *zerolog.Event { return e.Str("crm", s.crm.base) },
+	}, service.Deps{NC: deps.NC, JS: deps.JS, Names: deps.Names, Logger: deps.Logger, Ledger: deps.Ledger})
 	if err != nil {
-		_ = g.Stop(ctx)
-		return fmt.Errorf("dispatcher: micro service: %w", err)
+		return nil, err
 	}
-	s.group, s.svc = g, svc
-	s.crash = make(chan error, 1)
-	s.unwatch = conn.WatchClosed(s.deps.NC, s.crash, "dispatcher")
-	s.log.Info().Ints("partitions", s.deps.Partitions).Str("crm", s.crm.base).Msg("dispatcher started")
-	return nil
+	s.log = s.Log()
+	return s, nil
 }
 
-// StatusSubject is the request subject of the status endpoint:
-// <prefix>.dispatcher.status.
-func (s *Service) StatusSubject() string {
-	return s.deps.Names.Config().Prefix + ".dispatcher.status"
-}
-
-// Stop stops the lanes after their current requests are settled (ctx
-// bounds the wait; then in-flight requests are cancelled and their messages
-// redelivered later), deregisters the micro service and closes idle CRM
-// connections.
-func (s *Service) Stop(ctx context.Context) error {
-	s.mu.Lock()
-	g, svc, unwatch := s.group, s.svc, s.unwatch
-	s.group, s.svc, s.unwatch = nil, nil, nil
-	s.mu.Unlock()
-	if g == nil {
-		return ErrNotStarted
-	}
-	unwatch()
-	err := g.Stop(ctx)
-	if svc != nil {
-		err = errors.Join(err, svc.Stop())
-	}
-	s.crm.close()
-	if ferr := s.deps.Ledger.Close(ctx); ferr != nil {
-		s.log.Warn().Err(ferr).Msg("ledger records not all acknowledged at stop")
-	}
-	return err
-}
+// Handle is the lane handler the shell runs.
+func (s *Service) Handle(ctx context.Context, m *lane.Msg) lane.Outcome { return s.handle(ctx, m) }
 
 // Stats returns the dispatcher's progress.
 func (s *Service) Stats() Stats {
@@ -220,36 +124,9 @@ func (s *Service) Stats() Stats {
 	if l := s.crm.lim; l != nil {
 		st.Throttled, st.Rate = l.throttled.Load(), l.rate()
 	}
-	s.mu.Lock()
-	g := s.group
-	s.mu.Unlock()
-	if g != nil {
-		st.Lanes = g.Stats()
-	}
+	st.Lanes = s.LaneStats()
 	return st
 }
 
 // Delivered counts requests the CRM accepted since New.
 func (s *Service) Delivered() uint64 { return s.metrics.delivered.Load() }
-
-// Restart drops partition p's consume loop and starts a new one (the
-// watchdog asks for it over the control subject when a lane stalls). The
-// message in hand is settled first.
-func (s *Service) Restart(p int) error {
-	s.mu.Lock()
-	g := s.group
-	s.mu.Unlock()
-	if g == nil {
-		return ErrNotStarted
-	}
-	return g.Restart(p)
-}
-
-// Done delivers an error when the running service died on its own: its
-// NATS connection closed for good. A supervisor
-// (watchdog.Crasher) stops and restarts it. It is nil before Start.
-func (s *Service) Done() <-chan error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.crash
-}

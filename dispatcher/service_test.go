@@ -34,14 +34,15 @@ func TestNewAndStartRefuseBadSetups(t *testing.T) {
 		require.ErrorContains(t, err, tc.want, tc.name)
 	}
 
-	// Without topology Ensure there is no CRM id bucket.
+	// Like every stage, Start ensures its streams and buckets (the CRM id
+	// bucket included); Stop and Restart before Start behave as everywhere.
 	svc, err := dispatcher.New(cfg, dispatcher.Deps{NC: nc, JS: js, Names: names, Logger: zerolog.Nop(), Partitions: []int{1}})
 	require.NoError(t, err)
-	require.ErrorIs(t, svc.Start(context.Background()), dispatcher.ErrBucketMissing)
-	require.ErrorIs(t, svc.Stop(context.Background()), dispatcher.ErrNotStarted)
-
-	require.NoError(t, names.Ensure(context.Background(), js))
+	require.NoError(t, svc.Stop(context.Background()))
+	require.ErrorIs(t, svc.Restart(1), dispatcher.ErrNotStarted)
 	require.NoError(t, svc.Start(context.Background()))
+	_, err = js.KeyValue(context.Background(), names.CRMIDBucket())
+	require.NoError(t, err)
 	require.Len(t, svc.Stats().Lanes, 1)
 	require.Equal(t, 1, svc.Stats().Lanes[0].Partition)
 	require.NoError(t, svc.Stop(context.Background()))

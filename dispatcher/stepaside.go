@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"sluice.dev/mesh/crmreq"
@@ -119,8 +118,7 @@ func (s *Service) probe(r crmreq.Request, method, path string) func(context.Cont
 			return err
 		case res.Err != nil:
 			return res.Err
-		case res.Status >= 500 || res.Status == http.StatusRequestTimeout ||
-			res.Status == http.StatusTooManyRequests || res.Status == http.StatusUnauthorized:
+		case res.Status >= 500 || s.RetryPolicy().Retried(res.Status):
 			return &StatusError{Status: res.Status}
 		}
 		return nil

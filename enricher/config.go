@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"sluice.dev/mesh/productdb"
+	"sluice.dev/mesh/retry"
+	"sluice.dev/mesh/topology"
 )
 
 // Config configures the enricher (YAML key "enricher").
@@ -59,11 +61,12 @@ func (c Config) WithDefaults() Config {
 	if c.LookupGrace == 0 {
 		c.LookupGrace = 30 * time.Second
 	}
+	def, _ := topology.SpecOf(topology.StageEnricher)
 	if c.RetryMin == 0 {
-		c.RetryMin = 200 * time.Millisecond
+		c.RetryMin = def.Retry.Delay
 	}
 	if c.RetryMax == 0 {
-		c.RetryMax = 5 * time.Second
+		c.RetryMax = def.Retry.Max
 	}
 	if c.QueryTimeout == 0 {
 		c.QueryTimeout = 5 * time.Second
@@ -90,4 +93,10 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("enricher.query_timeout: %s must be positive", c.QueryTimeout))
 	}
 	return errors.Join(errs...)
+}
+
+// retryPolicy is the enricher's retry policy: retry_min doubling to
+// retry_max, with the stage's jitter (topology.StageSpecs).
+func (c Config) retryPolicy() retry.Policy {
+	return retry.Policy{Delay: c.RetryMin, Max: c.RetryMax}
 }

@@ -1,6 +1,10 @@
 package enricher
 
-import "errors"
+import (
+	"errors"
+
+	"sluice.dev/mesh/service"
+)
 
 var (
 	// ErrLookupCheck means a catalog lookup names a table or column the
@@ -19,5 +23,5 @@ var (
 	// event is parked: its partition, and so its order, cannot be trusted.
 	ErrSubjectMismatch = errors.New("enricher: subject does not match envelope")
 	// ErrStarted is returned by Start on a running service.
-	ErrStarted = errors.New("enricher: already started")
+	ErrStarted = service.ErrStarted
 )

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -172,7 +171,7 @@ func (s *Service) lookup(ctx context.Context, m *lane.Msg, lk *lookup, in any) (
 			s.log.Warn().Err(err).Str("lookup", lk.key).Int("failures", m.Failures).
 				Uint64("seq", m.StreamSeq).Msg("product database query failed; holding the lane")
 		}
-		return nil, lane.Retry(s.backoff(m.Failures), fmt.Errorf("lookup %s: %w", lk.def.Name, err)), false
+		return nil, lane.Retry(s.RetryPolicy().Backoff(m.Failures), fmt.Errorf("lookup %s: %w", lk.def.Name, err)), false
 	case found:
 		return r, lane.Outcome{}, true
 	case lk.def.Optional:
@@ -185,23 +184,12 @@ func (s *Service) lookup(ctx context.Context, m *lane.Msg, lk *lookup, in any) (
 			s.log.Info().Str("lookup", lk.key).Str("row", what).Uint64("seq", m.StreamSeq).
 				Dur("grace", s.cfg.LookupGrace).Msg("referenced row missing; holding the lane while it may still arrive")
 		}
-		d := min(s.backoff(m.Failures), s.cfg.LookupGrace-waited+time.Millisecond)
+		d := min(s.RetryPolicy().Backoff(m.Failures), s.cfg.LookupGrace-waited+time.Millisecond)
 		return nil, lane.Retry(d, fmt.Errorf("%w: %s (waiting %s of %s)", ErrRowMissing, what,
 			waited.Round(time.Millisecond), s.cfg.LookupGrace)), false
 	}
 	return nil, lane.Park(ReasonRowMissing+": "+what, fmt.Errorf("%w: %s after %s", ErrRowMissing, what,
 		waited.Round(time.Millisecond)), nil), false
-}
-
-// backoff is RetryMin doubled per earlier failure, capped at RetryMax, plus
-// up to 25% jitter so lanes do not hit a recovering database together.
-func (s *Service) backoff(failures int) time.Duration {
-	d := s.cfg.RetryMin
-	for i := 0; i < failures && d < s.cfg.RetryMax; i++ {
-		d *= 2
-	}
-	d = min(d, s.cfg.RetryMax)
-	return min(d+rand.N(d/4+1), s.cfg.RetryMax)
 }
 
 func idKeyString(v any) (string, error) {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"sluice.dev/mesh/productdb"
+	"sluice.dev/mesh/retry"
+	"sluice.dev/mesh/topology"
 )
 
 // Config configures the inbound service (YAML section "inbound").
@@ -130,11 +132,12 @@ func (c Config) WithDefaults() Config {
 	if c.VersionsTable == "" {
 		c.VersionsTable = DefaultVersionsTable
 	}
+	def, _ := topology.SpecOf(topology.StageInbound)
 	if c.RetryMin == 0 {
-		c.RetryMin = 200 * time.Millisecond
+		c.RetryMin = def.Retry.Delay
 	}
 	if c.RetryMax == 0 {
-		c.RetryMax = 10 * time.Second
+		c.RetryMax = def.Retry.Max
 	}
 	srcs := make([]Source, len(c.Sources))
 	for i, s := range c.Sources {
@@ -228,4 +231,10 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("inbound.retry_min/retry_max: need 0 < retry_min (%s) <= retry_max (%s)", c.RetryMin, c.RetryMax))
 	}
 	return errors.Join(errs...)
+}
+
+// retryPolicy is the writer's retry policy while the database is
+// unavailable: retry_min doubling to retry_max; the lane holds, never parks.
+func (c Config) retryPolicy() retry.Policy {
+	return retry.Policy{Delay: c.RetryMin, Max: c.RetryMax}
 }

@@ -1,6 +1,10 @@
 package inbound
 
-import "errors"
+import (
+	"errors"
+
+	"sluice.dev/mesh/service"
+)
 
 var (
 	// ErrSignature means a webhook's signature is missing, malformed or
@@ -25,7 +29,7 @@ var (
 	ErrUnknownType = errors.New("inbound: unknown webhook type")
 	// ErrNotStarted is returned by Restart before Start: the caller starts
 	// the service first.
-	ErrNotStarted = errors.New("inbound: not started")
+	ErrNotStarted = service.ErrNotStarted
 	// ErrMapping means a jq expression of the type failed on the item or
 	// gave an unusable value. The writer parks it; fix the mapping, replay.
 	ErrMapping = errors.New("inbound: mapping failed")
@@ -39,5 +43,5 @@ var (
 	// verifier. New fails; fix the config.
 	ErrUnknownScheme = errors.New("inbound: unknown signature scheme")
 	// ErrStarted is returned by Start on a running service.
-	ErrStarted = errors.New("inbound: already started")
+	ErrStarted = service.ErrStarted
 )

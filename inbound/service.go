@@ -3,23 +3,17 @@ package inbound
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"net"
-	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
-	"sluice.dev/mesh/conn"
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/productdb"
+	"sluice.dev/mesh/service"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/mesh/version"
 )
@@ -54,6 +48,7 @@ type Deps struct {
 // Service receives CRM webhooks, stores them in the inbound stream and
 // writes them to the database from ordered lanes.
 type Service struct {
+	*service.Shell[*Service]
 	cfg     Config
 	deps    Deps
 	log     zerolog.Logger
@@ -63,15 +58,6 @@ type Service struct {
 	stats   counters
 	// refusalLog is log, rate-limited, for refused requests.
 	refusalLog zerolog.Logger
-
-	mu        sync.Mutex
-	group     *lane.Group
-	svc       micro.Service
-	srv       *http.Server
-	ln        net.Listener
-	done      chan struct{}
-	crash     chan error // Done
-	stopWatch func()
 }
 
 type counters struct {
@@ -105,21 +91,16 @@ type Stats struct {
 }
 
 // New checks cfg (after defaults) and deps, compiles the webhook types and
-// builds the verifiers. It does not touch NATS or the database.
+// builds the verifiers. It does not touch NATS or the database: Start
+// creates the bookkeeping tables, ensures the streams, starts the writer
+// lanes and the HTTP receiver.
 func New(cfg Config, deps Deps) (*Service, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	switch {
-	case deps.NC == nil:
-		return nil, errors.New("inbound: Deps.NC is required")
-	case deps.JS == nil:
-		return nil, errors.New("inbound: Deps.JS is required")
-	case deps.DB == nil:
+	if deps.DB == nil {
 		return nil, errors.New("inbound: Deps.DB is required")
-	case deps.Names.Partitions() == 0:
-		return nil, errors.New("inbound: Deps.Names is required (topology.New)")
 	}
 	if deps.Dialect.Driver() == "" {
 		d, err := productdb.DialectFor(cfg.DB.Driver)
@@ -153,6 +134,24 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		}
 		s.sources = append(s.sources, &source{cfg: sc, v: v, env: env})
 	}
+	paths := make([]string, len(s.sources))
+	for i, src := range s.sources {
+		paths[i] = src.cfg.Path
+	}
+	s.Shell, err = service.New(s, service.Spec{
+		Name: ServiceName, Short: "inbound", Stage: topology.StageInbound,
+		Description: "Sluice inbound: CRM webhooks -> inbound stream -> validation -> database",
+		Partitions:  deps.Partitions, Observe: deps.Observe, Retry: cfg.retryPolicy(),
+		Stats:    func() any { return s.Stats() },
+		HTTPAddr: cfg.HTTPAddr, HTTP: s.Handler(), HTTPConfig: service.HTTPConfig{MaxBodyBytes: cfg.MaxBodyBytes},
+		Prepare: s.store.ensure,
+		Started: func(e *zerolog.Event) *zerolog.Event {
+			return e.Strs("paths", paths).Int("types", len(s.types)).Str("driver", s.deps.Dialect.Driver())
+		},
+	}, service.Deps{NC: deps.NC, JS: deps.JS, Names: deps.Names, Logger: deps.Logger})
+	if err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -161,126 +160,8 @@ func (s *Service) now() time.Time { return s.deps.Now() }
 // LaneHandler is the writer's lane handler (exported for tests).
 func (s *Service) LaneHandler() lane.Handler { return s.handle }
 
-// Start creates the bookkeeping tables, ensures the streams, starts the
-// writer lanes, registers the micro service and starts the HTTP receiver.
-func (s *Service) Start(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.group != nil {
-		return ErrStarted
-	}
-	if err := s.store.ensure(ctx); err != nil {
-		return err
-	}
-	if err := s.deps.Names.Ensure(ctx, s.deps.JS); err != nil {
-		return err
-	}
-	if err := s.deps.Names.EnsureInbound(ctx, s.deps.JS); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", s.cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("inbound.http_addr: %w", err)
-	}
-	g, err := lane.NewGroup(s.deps.JS, lane.Config{Stage: topology.StageInbound, Names: s.deps.Names,
-		Handler: s.handle, Partitions: s.deps.Partitions, Logger: s.log, Observe: s.deps.Observe,
-		IsolateKeys: true, // an invalid webhook's entity waits behind it until replayed or discarded
-	})
-	if err == nil {
-		if err = g.Start(ctx); err != nil {
-			_ = g.Stop(ctx)
-		}
-	}
-	if err != nil {
-		_ = ln.Close()
-		return err
-	}
-	svc, err := s.addService()
-	if err != nil {
-		_ = g.Stop(ctx)
-		_ = ln.Close()
-		return err
-	}
-	s.group, s.svc, s.ln = g, svc, ln
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
-	done := make(chan struct{})
-	s.srv, s.done = srv, done
-	crash := make(chan error, 1)
-	s.crash, s.stopWatch = crash, conn.WatchClosed(s.deps.NC, crash, "inbound")
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error().Err(err).Msg("webhook receiver stopped")
-			select {
-			case crash <- fmt.Errorf("inbound: webhook receiver: %w", err):
-			default:
-			}
-		}
-	}()
-	paths := make([]string, len(s.sources))
-	for i, src := range s.sources {
-		paths[i] = src.cfg.Path
-	}
-	s.log.Info().Str("addr", ln.Addr().String()).Strs("paths", paths).Int("types", len(s.types)).
-		Str("driver", s.deps.Dialect.Driver()).Msg("inbound started")
-	return nil
-}
-
-// Addr is the receiver's listening address (after Start).
-func (s *Service) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil {
-		return ""
-	}
-	return s.ln.Addr().String()
-}
-
-func (s *Service) addService() (micro.Service, error) {
-	svc, err := micro.AddService(s.deps.NC, micro.Config{
-		Name:         ServiceName,
-		Version:      ServiceVersion,
-		Description:  "Sluice inbound: CRM webhooks -> inbound stream -> validation -> database",
-		StatsHandler: func(*micro.Endpoint) any { return s.Stats() },
-	})
-	if err != nil {
-		return nil, fmt.Errorf("inbound: micro service: %w", err)
-	}
-	err = svc.AddEndpoint("status", micro.HandlerFunc(func(r micro.Request) {
-		b, _ := json.Marshal(s.Stats())
-		_ = r.Respond(b)
-	}), micro.WithEndpointSubject(s.deps.Names.Config().Prefix+".inbound.status"))
-	if err != nil {
-		_ = svc.Stop()
-		return nil, fmt.Errorf("inbound: status endpoint: %w", err)
-	}
-	return svc, nil
-}
-
-// Stop stops the receiver (in-flight requests finish), then the lanes
-// after their current item, then the micro service. If ctx ends first,
-// requests and handlers are cancelled.
-func (s *Service) Stop(ctx context.Context) error {
-	s.mu.Lock()
-	g, svc, srv, done, unwatch := s.group, s.svc, s.srv, s.done, s.stopWatch
-	s.group, s.svc, s.srv, s.stopWatch = nil, nil, nil, nil
-	s.mu.Unlock()
-	if g == nil {
-		return nil
-	}
-	unwatch()
-	var errs []error
-	if err := srv.Shutdown(ctx); err != nil {
-		_ = srv.Close()
-		errs = append(errs, err)
-	}
-	<-done
-	errs = append(errs, g.Stop(ctx))
-	if err := svc.Stop(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
+// Handle is the writer's lane handler the shell runs.
+func (s *Service) Handle(ctx context.Context, m *lane.Msg) lane.Outcome { return s.handle(ctx, m) }
 
 // Stats returns a snapshot of the counters and lanes.
 func (s *Service) Stats() Stats {
@@ -292,12 +173,7 @@ func (s *Service) Stats() Stats {
 		Unchanged: s.stats.unchanged.Load(), Redelivered: s.stats.redelivered.Load(),
 		Parked: s.stats.parked.Load(), DBErrors: s.stats.dbErrors.Load(),
 	}
-	s.mu.Lock()
-	g := s.group
-	s.mu.Unlock()
-	if g != nil {
-		st.Lanes = g.Stats()
-	}
+	st.Lanes = s.LaneStats()
 	return st
 }
 
@@ -314,26 +190,4 @@ func (s *Service) count(outcome string) {
 	case OutcomeDuplicate:
 		s.stats.redelivered.Add(1)
 	}
-}
-
-// Restart drops partition p's consume loop and starts a new one (the
-// watchdog asks for it over the control subject when a lane stalls). The
-// message in hand is settled first.
-func (s *Service) Restart(p int) error {
-	s.mu.Lock()
-	g := s.group
-	s.mu.Unlock()
-	if g == nil {
-		return ErrNotStarted
-	}
-	return g.Restart(p)
-}
-
-// Done delivers an error when the running service died on its own: its
-// NATS connection closed for good, or the webhook receiver stopped serving. A supervisor
-// (watchdog.Crasher) stops and restarts it. It is nil before Start.
-func (s *Service) Done() <-chan error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.crash
 }

@@ -169,10 +169,7 @@ func (s *Service) park(reason string, err error, fields []FieldError) lane.Outco
 // delay doubles from retry_min to retry_max; the item is never parked.
 func (s *Service) retry(m *lane.Msg, err error) lane.Outcome {
 	s.stats.dbErrors.Add(1)
-	d := s.cfg.RetryMin << min(m.Failures, 20)
-	if d > s.cfg.RetryMax || d <= 0 {
-		d = s.cfg.RetryMax
-	}
+	d := s.RetryPolicy().Backoff(m.Failures)
 	if m.Failures == 0 || m.Failures%10 == 0 {
 		s.log.Warn().Err(err).Str("type", m.Type).Uint64("seq", m.StreamSeq).Int("failures", m.Failures).
 			Dur("retry_in", d).Msg("database unavailable; holding the lane")

@@ -1,6 +1,10 @@
 package ingest
 
-import "errors"
+import (
+	"errors"
+
+	"sluice.dev/mesh/service"
+)
 
 var (
 	// ErrInvalidEvents means at least one event of a request is invalid
@@ -38,5 +42,5 @@ var (
 	// whole request with the same ids for the others (HTTP 409).
 	ErrConflict = errors.New("event id conflict")
 	// ErrAlreadyStarted means Start was called twice. The caller has a bug.
-	ErrAlreadyStarted = errors.New("ingest: already started")
+	ErrAlreadyStarted = service.ErrStarted
 )

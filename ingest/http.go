@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"mime"
 	"net/http"
 	"strings"
@@ -176,17 +175,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
-}
-
-// newStdLogger routes net/http's own errors (TLS handshakes, panics,
-// malformed requests) to the zerolog logger.
-func newStdLogger(l zerolog.Logger) *log.Logger {
-	return log.New(logWriter{l.With().Str("component", "http").Logger()}, "", 0)
-}
-
-type logWriter struct{ l zerolog.Logger }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.l.Warn().Msg(strings.TrimSpace(string(p)))
-	return len(p), nil
 }

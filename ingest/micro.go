@@ -58,35 +58,22 @@ func (s *Service) Stats() Stats {
 	return st
 }
 
-// addMicro registers the micro service with its two endpoints. Requests
+// addEndpoints adds the two endpoints to the micro service. Requests
 // carry the same bodies as HTTP: one envelope, or an NDJSON batch when the
 // message has the header "Content-Type: application/x-ndjson". Replies are
 // the HTTP reply bodies; failures are micro errors whose code is the HTTP
 // status (Nats-Service-Error-Code: 400, 413, 503…).
-func (s *Service) addMicro() (micro.Service, error) {
-	svc, err := micro.AddService(s.deps.NC, micro.Config{
-		Name:        ServiceName,
-		Version:     ServiceVersion,
-		Description: "Sluice front door: validates events against the catalog and stores them in the events stream",
-		Metadata:    map[string]string{"events_stream": s.deps.Names.EventsStream()},
-		StatsHandler: func(*micro.Endpoint) any {
-			return s.Stats()
-		},
-	})
-	if err != nil {
-		return nil, err
-	}
+func (s *Service) addEndpoints(svc micro.Service) error {
 	for _, ep := range []struct {
 		name, subject string
 		publish       bool
 	}{{"validate", s.validateSubject(), false}, {"publish", s.publishSubject(), true}} {
 		h := s.microHandler(ep.publish)
 		if err := svc.AddEndpoint(ep.name, micro.HandlerFunc(h), micro.WithEndpointSubject(ep.subject)); err != nil {
-			_ = svc.Stop()
-			return nil, err
+			return err
 		}
 	}
-	return svc, nil
+	return nil
 }
 
 // microHandler serves one endpoint. Requests of one endpoint are handled

@@ -10,20 +10,16 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
-	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
 	"sluice.dev/mesh/catalog"
-	"sluice.dev/mesh/conn"
+	"sluice.dev/mesh/service"
 	"sluice.dev/mesh/topology"
 )
 
@@ -43,24 +39,17 @@ type Deps struct {
 	Logger zerolog.Logger
 }
 
-// Service is the ingest front door.
+// Service is the ingest front door: its HTTP and NATS handlers in the
+// service shell (Start, Stop, Done, Addr come from service.Shell).
 type Service struct {
+	*service.Shell[service.NoLanes]
 	cfg  Config
 	deps Deps
 	log  zerolog.Logger
 	// refusalLog logs refused requests (401), a burst of 10 a second.
 	refusalLog zerolog.Logger
 	tokens     []tokenHash
-
-	mu      sync.Mutex
-	started bool
-	ln      net.Listener
-	srv     *http.Server
-	served  chan error
-	crash   chan error // Done
-	unwatch func()
-	svc     micro.Service
-	gate    gate
+	gate       gate
 
 	stats    stats
 	inFlight atomic.Int64 // HTTP event requests being handled
@@ -77,117 +66,37 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	var errs []error
-	if deps.NC == nil {
-		errs = append(errs, errors.New("ingest: Deps.NC is required"))
-	}
-	if deps.JS == nil {
-		errs = append(errs, errors.New("ingest: Deps.JS is required"))
-	}
 	if deps.Catalog == nil {
-		errs = append(errs, errors.New("ingest: Deps.Catalog is required"))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return nil, errors.New("ingest: Deps.Catalog is required")
 	}
 	s := &Service{cfg: cfg, deps: deps, log: deps.Logger.With().Str("service", "ingest").Logger()}
 	s.refusalLog = s.log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second})
 	for _, t := range cfg.Tokens {
 		s.tokens = append(s.tokens, tokenHash{name: t.Name, sum: sha256.Sum256([]byte(t.Token))})
 	}
-	return s, nil
-}
-
-// Start listens on cfg.HTTPAddr (unless "") and registers the micro service.
-func (s *Service) Start(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started {
-		return ErrAlreadyStarted
-	}
-	if s.cfg.HTTPAddr != "" {
-		var lc net.ListenConfig
-		ln, err := lc.Listen(ctx, "tcp", s.cfg.HTTPAddr)
-		if err != nil {
-			return fmt.Errorf("ingest.http_addr: %w", err)
-		}
-		s.ln = ln
-		s.srv = &http.Server{
-			Handler:           s.Handler(),
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       time.Minute,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          newStdLogger(s.log),
-		}
-	}
-	crash := make(chan error, 1)
-	if s.srv != nil {
-		srv, ln, served := s.srv, s.ln, make(chan error, 1)
-		s.served = served
-		go func() {
-			err := srv.Serve(ln)
-			served <- err
-			if !errors.Is(err, http.ErrServerClosed) {
-				select {
-				case crash <- fmt.Errorf("ingest: http: %w", err):
-				default:
-				}
-			}
-		}()
-	}
-	svc, err := s.addMicro()
+	var err error
+	s.Shell, err = service.New(service.NoLanes{}, service.Spec{
+		Name: ServiceName, Short: "ingest",
+		Description: "Sluice front door: validates events against the catalog and stores them in the events stream",
+		Metadata:    map[string]string{"events_stream": deps.Names.EventsStream()},
+		Stats:       func() any { return s.Stats() }, Endpoints: s.addEndpoints,
+		HTTPAddr: cfg.HTTPAddr, HTTP: s.Handler(), HTTPConfig: service.HTTPConfig{MaxBodyBytes: cfg.MaxBodyBytes},
+		// Refuse new NATS requests first; answer the running ones before
+		// the connection is drained.
+		Stopping: s.gate.close,
+		Stopped: func(ctx context.Context) error {
+			s.log.Info().Uint64("accepted", s.Accepted()).Msg("ingest accepted")
+			return s.gate.wait(ctx)
+		},
+		Started: func(e *zerolog.Event) *zerolog.Event {
+			return e.Str("validate", s.validateSubject()).Str("publish", s.publishSubject()).Bool("auth", len(s.tokens) > 0)
+		},
+	}, service.Deps{NC: deps.NC, JS: deps.JS, Names: deps.Names, Logger: deps.Logger})
 	if err != nil {
-		if s.srv != nil {
-			_ = s.srv.Close()
-		}
-		return fmt.Errorf("ingest: micro service: %w", err)
+		return nil, err
 	}
-	s.svc = svc
-	s.started = true
-	s.crash, s.unwatch = crash, conn.WatchClosed(s.deps.NC, crash, "ingest")
-	s.log.Info().Str("http_addr", s.Addr()).Str("validate", s.validateSubject()).
-		Str("publish", s.publishSubject()).Bool("auth", len(s.tokens) > 0).Msg("ingest started")
-	return nil
-}
-
-// Stop stops taking requests and waits (until ctx ends) for in-flight ones
-// to be stored and answered.
-func (s *Service) Stop(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.started {
-		return nil
-	}
-	s.started = false
-	s.unwatch()
-	var errs []error
-	s.gate.close()
-	if err := s.svc.Stop(); err != nil {
-		errs = append(errs, fmt.Errorf("ingest: stop micro service: %w", err))
-	}
-	if s.srv != nil {
-		if err := s.srv.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("ingest: http shutdown: %w", err))
-			_ = s.srv.Close()
-		}
-		if err := <-s.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errs = append(errs, fmt.Errorf("ingest: http: %w", err))
-		}
-	}
-	if err := s.gate.wait(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("ingest: waiting for NATS requests: %w", err))
-	}
-	s.log.Info().Uint64("accepted", s.Accepted()).Msg("ingest stopped")
-	return errors.Join(errs...)
-}
-
-// Addr is the HTTP listen address (the real port when cfg said 0), or ""
-// when HTTP is off or not started.
-func (s *Service) Addr() string {
-	if s.ln == nil {
-		return ""
-	}
-	return s.ln.Addr().String()
+	s.log = s.Log()
+	return s, nil
 }
 
 // Accepted is the number of events JetStream acked (duplicates included).
@@ -227,13 +136,4 @@ func (g *gate) wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// Done delivers an error when the running service died on its own: its
-// NATS connection closed for good, or its HTTP server stopped serving. A supervisor
-// (watchdog.Crasher) stops and restarts it. It is nil before Start.
-func (s *Service) Done() <-chan error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.crash
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"sluice.dev/mesh/retry"
 	"sluice.dev/mesh/topology"
 )
 
@@ -41,6 +42,10 @@ type Config struct {
 	Partitions []int
 	// Logger receives lane events.
 	Logger zerolog.Logger
+	// Retry is the stage's retry policy; the runner's own retries (a
+	// panicking handler) back off by it. Zero fields: the stage's
+	// registered policy (topology.StageSpec.Retry).
+	Retry retry.Policy
 	// PublishRetry is the nak delay when publishing an output or a parked
 	// message fails (JetStream unavailable). Default 1s.
 	PublishRetry time.Duration
@@ -107,6 +112,9 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	c.Balance = c.Balance || c.Names.Config().BalanceReplicas
+	if st, ok := topology.SpecOf(c.Stage); ok {
+		c.Retry = c.Retry.WithDefaults(st.Retry)
+	}
 	if c.PublishRetry == 0 {
 		c.PublishRetry = time.Second
 	}

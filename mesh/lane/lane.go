@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"sluice.dev/mesh/retry"
 	"sluice.dev/mesh/topology"
 )
 
@@ -95,9 +96,13 @@ func newLane(g *Group, p int) *lane {
 	}
 }
 
+// reopen is the backoff of a lane whose consumer or iterator cannot be
+// opened (the server is unreachable or the consumer was deleted).
+var reopen = retry.Policy{Delay: 100 * time.Millisecond, Max: 5 * time.Second}
+
 func (l *lane) run() {
 	defer l.cancel()
-	backoff := 100 * time.Millisecond
+	failures := 0
 	for {
 		if l.isStopping() || !l.waitTurn() {
 			return
@@ -108,16 +113,17 @@ func (l *lane) run() {
 		}
 		if err != nil {
 			l.setError(err)
+			backoff := reopen.Backoff(failures)
+			failures++
 			l.log.Warn().Err(err).Dur("retry_in", backoff).Msg("lane cannot consume; retrying")
 			select {
 			case <-time.After(backoff):
 			case <-l.ctx.Done():
 				return
 			}
-			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		failures = 0
 		l.consume(it)
 		l.handOver()
 	}
@@ -318,7 +324,7 @@ func (l *lane) call(m *Msg) (o Outcome) {
 		if r := recover(); r != nil {
 			err := fmt.Errorf("handler panic: %v", r)
 			l.log.Error().Err(err).Uint64("seq", m.StreamSeq).Msg("handler panicked; holding the lane")
-			o = Retry(5*time.Second, err)
+			o = Retry(l.g.cfg.Retry.Backoff(m.Failures), err)
 		}
 	}()
 	return l.g.cfg.Handler(l.ctx, m)

@@ -11,6 +11,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -33,6 +36,10 @@ type Policy struct {
 	// Pause is how long the lane's consumer is paused on the server after
 	// Tries failures in a row.
 	Pause time.Duration `yaml:"pause"`
+	// Statuses are HTTP statuses retried whatever a status policy says,
+	// beside 408 and 429 (AlwaysRetried): 401 for a stage that refreshes
+	// its credentials. Set by the stage, not configured.
+	Statuses []int `yaml:"-"`
 }
 
 // WithDefaults returns p with its zero fields taken from def.
@@ -51,6 +58,9 @@ func (p Policy) WithDefaults(def Policy) Policy {
 	}
 	if p.Pause == 0 {
 		p.Pause = def.Pause
+	}
+	if p.Statuses == nil {
+		p.Statuses = def.Statuses
 	}
 	return p
 }
@@ -109,6 +119,26 @@ func (p Policy) Next(failures int, retryAfter time.Duration) (d time.Duration, p
 // other side asks for another try later).
 func AlwaysRetried(status int) bool {
 	return status == http.StatusRequestTimeout || status == http.StatusTooManyRequests
+}
+
+// Retried reports whether status is retried whatever a status policy
+// says: 408, 429 and p.Statuses.
+func (p Policy) Retried(status int) bool {
+	return AlwaysRetried(status) || slices.Contains(p.Statuses, status)
+}
+
+// ErrRetried is the error for a status policy that names a status Retried
+// reports ("401, 408 and 429 are always retried"); the caller removes it
+// from the policy.
+func (p Policy) ErrRetried() error {
+	all := slices.Sorted(slices.Values(append([]int{http.StatusRequestTimeout, http.StatusTooManyRequests}, p.Statuses...)))
+	all = slices.Compact(all)
+	names := make([]string, len(all))
+	for i, s := range all {
+		names[i] = strconv.Itoa(s)
+	}
+	last := len(names) - 1
+	return errors.New(strings.Join(names[:last], ", ") + " and " + names[last] + " are always retried")
 }
 
 // Retryable reports whether an HTTP answer with status is worth another

@@ -2,6 +2,7 @@ package topology
 
 import (
 	"context"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -98,8 +99,10 @@ var stageSpecs = []StageSpec{
 		WorkQueue:   true,
 		Ensure:      Names.Ensure,
 		IsolateKeys: true,
-		// Fixed 2s between tries; the 3rd failure in a row pauses 10s.
-		Retry: retry.Policy{Tries: 3, Delay: 2 * time.Second, Max: 2 * time.Second, Pause: 10 * time.Second},
+		// Fixed 2s between tries; the 3rd failure in a row pauses 10s. A
+		// 401 is retried too: the credentials are fetched again.
+		Retry: retry.Policy{Tries: 3, Delay: 2 * time.Second, Max: 2 * time.Second, Pause: 10 * time.Second,
+			Statuses: []int{http.StatusUnauthorized}},
 	},
 	{
 		Name:         StageInbound,

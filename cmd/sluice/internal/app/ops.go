@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"sluice.dev/mesh/metrics"
+	"sluice.dev/mesh/service"
 )
 
 // DefaultOpsAddr is the default ops.addr.
@@ -52,6 +53,9 @@ type opsServer struct {
 	page http.Handler
 	// pprof mounts /debug/pprof/ when true.
 	pprof bool
+	// http limits the listener: the one hardened server config of every
+	// Sluice listener (service.HTTPConfig defaults).
+	http service.HTTPConfig
 
 	srv *http.Server
 	ln  net.Listener
@@ -111,7 +115,7 @@ func (o *opsServer) Start(context.Context) error {
 		return fmt.Errorf("ops.addr: %w", err)
 	}
 	o.ln = ln
-	o.srv = &http.Server{Handler: o.handler(), ReadHeaderTimeout: 5 * time.Second}
+	o.srv = service.NewHTTPServer(o.handler(), o.http, o.log)
 	go func() {
 		if err := o.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			o.log.Error().Err(err).Msg("ops listener")

@@ -28,15 +28,15 @@ import (
 	"sluice.dev/watchdog"
 )
 
-// service is what run starts and stops.
-type service interface {
+// runnable is what run starts and stops.
+type runnable interface {
 	Start(ctx context.Context) error
 	Stop(ctx context.Context) error
 }
 
 type named struct {
 	name string
-	svc  service
+	svc  runnable
 }
 
 // Run starts target ("all" or one service) and blocks until ctx ends, then
@@ -82,7 +82,7 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 		}
 	}
 	defer stopAll()
-	start := func(name string, s service) error {
+	start := func(name string, s runnable) error {
 		if err := s.Start(ctx); err != nil {
 			return fmt.Errorf("start %s: %w", name, err)
 		}

@@ -15,7 +15,7 @@ import (
 // instance is a supervised service: a sluice service that reports crashes
 // (watchdog.Crasher).
 type instance interface {
-	service
+	runnable
 	Done() <-chan error
 }
 

@@ -9,7 +9,7 @@ MODULES  = $(shell $(GO) list -m -f '{{.Dir}}')
 PATTERNS = $(shell $(GO) list -m -f '{{.Path}}/...')
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: help run build test test-race stress chaos bench bench-quick bench-backlog bench-backlog-5m lint layers fmt tidy tidy-check clean
+.PHONY: help run build test test-race stress chaos bench bench-quick bench-backlog bench-backlog-5m lint layers staticcheck fmt tidy tidy-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -69,6 +69,14 @@ layers: ## fail when a service module imports another service, or shipped code i
 	if $(GO) list -deps $$shipped | grep -q '^sluice.dev/e2e'; then echo "layers: shipped code imports e2e:"; \
 	  for p in $$($(GO) list $$shipped); do $(GO) list -deps $$p | grep -q '^sluice.dev/e2e' && echo "  $$p"; done; bad=1; fi; \
 	exit $$bad
+
+# staticcheck, pinned; installed from the Go module proxy into a cache
+# directory on first use (v0.8.2 = 2026.2.2 builds with Go 1.26).
+STATICCHECK_VERSION ?= v0.8.2
+STATICCHECK_DIR     ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/sluice/staticcheck-$(STATICCHECK_VERSION)
+staticcheck: ## staticcheck ./... over every module (installs the pinned version once)
+	@test -x $(STATICCHECK_DIR)/staticcheck || GOWORK=off GOBIN=$(STATICCHECK_DIR) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@bad=0; for m in $(MODULES); do (cd $$m && $(STATICCHECK_DIR)/staticcheck ./...) || bad=1; done; exit $$bad
 
 fmt: ## gofmt -w every module
 	gofmt -w $(MODULES)

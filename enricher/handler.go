@@ -39,7 +39,14 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 	env, err := envelope.Decode(m.Data)
 	var in any
 	if err == nil {
-		in, err = s.deps.Catalog.PrepareJQ(env) // validates and decodes the data once
+		// Validates and decodes the data once; the key expression runs
+		// within query_timeout like every jq of the event.
+		jctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
+		in, err = s.deps.Catalog.PrepareJQContext(jctx, env)
+		cancel()
+	}
+	if err != nil && ctx.Err() != nil {
+		return lane.Retry(s.cfg.RetryMin, err) // stopping: cut short, not wrong
 	}
 	if err != nil {
 		if catalog.IsUnknownType(err) {

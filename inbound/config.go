@@ -48,6 +48,11 @@ type Config struct {
 	// unavailable; the lane holds and retries forever. Defaults 200ms, 10s.
 	RetryMin time.Duration `yaml:"retry_min"`
 	RetryMax time.Duration `yaml:"retry_max"`
+	// QueryTimeout bounds the jq expressions of one item (key, checks,
+	// version, columns: a runaway expression is cut off and the item
+	// parked) and each check query. Keep it below topology.ack_wait.
+	// Default 10s.
+	QueryTimeout time.Duration `yaml:"query_timeout"`
 	// CatalogFile is a YAML file with the webhook types ("types:" map).
 	// Types (inline) wins when both are set. Both empty: the embedded
 	// sample CRM (schemas.InboundCatalog).
@@ -139,6 +144,9 @@ func (c Config) WithDefaults() Config {
 	if c.RetryMax == 0 {
 		c.RetryMax = def.Retry.Max
 	}
+	if c.QueryTimeout == 0 {
+		c.QueryTimeout = 10 * time.Second
+	}
 	srcs := make([]Source, len(c.Sources))
 	for i, s := range c.Sources {
 		if s.Name == "" {
@@ -226,6 +234,9 @@ func (c Config) Validate() error {
 		if !validIdent(t) {
 			errs = append(errs, fmt.Errorf("%s: %q is not an identifier ([A-Za-z_][A-Za-z0-9_]*)", key, t))
 		}
+	}
+	if c.QueryTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("inbound.query_timeout: %s must be > 0", c.QueryTimeout))
 	}
 	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
 		errs = append(errs, fmt.Errorf("inbound.retry_min/retry_max: need 0 < retry_min (%s) <= retry_max (%s)", c.RetryMin, c.RetryMax))

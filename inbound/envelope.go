@@ -2,6 +2,7 @@ package inbound
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -117,6 +118,12 @@ func compileEnvelope(e *Envelope) (*compiledEnvelope, error) {
 // shape: a body that cannot be split is one item with Problems and the
 // whole body as Raw. It returns errTooMany past maxItems (413).
 func (ce *compiledEnvelope) Split(body []byte, h http.Header, delivery, source string, maxItems int) ([]Item, error) {
+	return ce.SplitContext(context.Background(), body, h, delivery, source, maxItems)
+}
+
+// SplitContext is Split with every envelope expression bounded by ctx: an
+// expression cut off makes the item unreadable (stored, then parked).
+func (ce *compiledEnvelope) SplitContext(ctx context.Context, body []byte, h http.Header, delivery, source string, maxItems int) ([]Item, error) {
 	whole := func(reason string) []Item {
 		raw := json.RawMessage(body)
 		return []Item{{ID: hashID(source, body), Raw: raw, Problems: []FieldError{{"body", reason}}, Whole: true}}
@@ -137,7 +144,7 @@ func (ce *compiledEnvelope) Split(body []byte, h http.Header, delivery, source s
 	}
 	vars := func(i int) []any { return []any{hdrs, delivery, source, i} }
 	var vals []any
-	it := ce.items.Run(doc, vars(0)...)
+	it := ce.items.RunWithContext(ctx, doc, vars(0)...)
 	for {
 		v, ok := it.Next()
 		if !ok {
@@ -157,12 +164,12 @@ func (ce *compiledEnvelope) Split(body []byte, h http.Header, delivery, source s
 	single := len(vals) == 1 && trimmed[0] == '{'
 	items := make([]Item, len(vals))
 	for i, v := range vals {
-		items[i] = ce.item(v, i, single, trimmed, vars(i), delivery, source)
+		items[i] = ce.item(ctx, v, i, single, trimmed, vars(i), delivery, source)
 	}
 	return items, nil
 }
 
-func (ce *compiledEnvelope) item(v any, i int, single bool, body []byte, vars []any, delivery, source string) Item {
+func (ce *compiledEnvelope) item(ctx context.Context, v any, i int, single bool, body []byte, vars []any, delivery, source string) Item {
 	it := Item{Index: i}
 	if single && ce.legacy {
 		it.Raw, it.Whole = json.RawMessage(body), true
@@ -178,7 +185,7 @@ func (ce *compiledEnvelope) item(v any, i int, single bool, body []byte, vars []
 		problem("item", "must be a JSON object")
 	}
 	// Type.
-	switch t, err := evalString(ce.typ, v, vars); {
+	switch t, err := evalString(ctx, ce.typ, v, vars); {
 	case err != nil:
 		problem("type", truncate(err.Error()))
 	case t == "":
@@ -189,7 +196,7 @@ func (ce *compiledEnvelope) item(v any, i int, single bool, body []byte, vars []
 		it.Type = t
 	}
 	// Dedupe id.
-	id, err := evalString(ce.id, v, vars)
+	id, err := evalString(ctx, ce.id, v, vars)
 	switch {
 	case err != nil:
 		problem("id", truncate(err.Error()))
@@ -210,7 +217,7 @@ func (ce *compiledEnvelope) item(v any, i int, single bool, body []byte, vars []
 		it.ID = hashID(source, it.Raw)
 	}
 	// Key, version, occurred_at (optional).
-	if k, err := evalString(ce.key, v, vars); err != nil {
+	if k, err := evalString(ctx, ce.key, v, vars); err != nil {
 		problem("key", truncate(err.Error()))
 	} else if k != "" {
 		if err := topology.CheckKey(k); err != nil {
@@ -219,14 +226,14 @@ func (ce *compiledEnvelope) item(v any, i int, single bool, body []byte, vars []
 			it.Key = k
 		}
 	}
-	if ver, err := evalScalar(ce.version, v, vars); err != nil {
+	if ver, err := evalScalar(ctx, ce.version, v, vars); err != nil {
 		problem("version", truncate(err.Error()))
 	} else if len(ver) > 100 {
 		problem("version", "longer than 100 characters")
 	} else {
 		it.Version = ver
 	}
-	if at, err := evalScalar(ce.occurredAt, v, vars); err != nil {
+	if at, err := evalScalar(ctx, ce.occurredAt, v, vars); err != nil {
 		problem("occurred_at", truncate(err.Error()))
 	} else if len(at) <= 100 {
 		it.OccurredAt = at
@@ -248,11 +255,11 @@ func hashID(source string, content []byte) string {
 }
 
 // evalString runs code (nil: "") and wants a string or null.
-func evalString(code *gojq.Code, v any, vars []any) (string, error) {
+func evalString(ctx context.Context, code *gojq.Code, v any, vars []any) (string, error) {
 	if code == nil {
 		return "", nil
 	}
-	out, err := firstOutput(code, v, vars)
+	out, err := firstOutput(ctx, code, v, vars)
 	if err != nil || out == nil {
 		return "", err
 	}
@@ -264,11 +271,11 @@ func evalString(code *gojq.Code, v any, vars []any) (string, error) {
 }
 
 // evalScalar runs code (nil: "") and wants a string, a number or null.
-func evalScalar(code *gojq.Code, v any, vars []any) (string, error) {
+func evalScalar(ctx context.Context, code *gojq.Code, v any, vars []any) (string, error) {
 	if code == nil {
 		return "", nil
 	}
-	out, err := firstOutput(code, v, vars)
+	out, err := firstOutput(ctx, code, v, vars)
 	switch x := out.(type) {
 	case nil:
 		return "", err
@@ -280,8 +287,8 @@ func evalScalar(code *gojq.Code, v any, vars []any) (string, error) {
 	return canonical(out), err
 }
 
-func firstOutput(code *gojq.Code, v any, vars []any) (any, error) {
-	it := code.Run(v, vars...)
+func firstOutput(ctx context.Context, code *gojq.Code, v any, vars []any) (any, error) {
+	it := code.RunWithContext(ctx, v, vars...)
 	out, ok := it.Next()
 	if !ok {
 		return nil, nil

@@ -115,7 +115,9 @@ func (s *Service) receive(src *source) http.HandlerFunc {
 			reply(w, http.StatusRequestHeaderFieldsTooLarge, Response{Error: refusedDeliveryID})
 			return
 		}
-		items, err := src.env.Split(body, r.Header, delivery, src.cfg.Name, s.cfg.MaxItems)
+		ectx, cancel := context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
+		items, err := src.env.SplitContext(ectx, body, r.Header, delivery, src.cfg.Name, s.cfg.MaxItems)
+		cancel()
 		if err != nil { // errTooMany
 			s.stats.tooLarge.Add(1)
 			s.refused(src, r, refusedTooMany, nil)
@@ -225,7 +227,8 @@ func (s *Service) itemMsg(src *source, delivery, receivedAt string, it Item, typ
 
 // routeKey derives the item's entity key for its subject (and so its
 // lane): the envelope's key, else the type's key expression. An item that
-// has none is stored under unroutedKey and parked by the writer.
+// has none (or whose key expression runs past query_timeout) is stored
+// under unroutedKey and parked by the writer.
 func (s *Service) routeKey(it Item) string {
 	t, ok := s.types[it.Type]
 	if !ok {
@@ -241,7 +244,9 @@ func (s *Service) routeKey(it Item) string {
 	if err != nil {
 		return unroutedKey
 	}
-	key, err := t.entity(doc)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.QueryTimeout)
+	defer cancel()
+	key, err := t.entity(ctx, doc)
 	if err != nil {
 		return unroutedKey
 	}

@@ -48,12 +48,14 @@ func (e *Invalid) Unwrap() error { return ErrInvalid }
 // checks that need no database (enum), and derives its entity key. It is
 // what the writer does before any query, exported for tests and tools.
 func (s *Service) Validate(typ string, raw []byte) (entity string, err error) {
-	return s.validate(typ, raw, "")
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.QueryTimeout)
+	defer cancel()
+	return s.validate(ctx, typ, raw, "")
 }
 
 // validate is Validate with the envelope's entity key (key != "") in place
-// of the type's key expression.
-func (s *Service) validate(typ string, raw []byte, key string) (entity string, err error) {
+// of the type's key expression, and every jq expression bounded by ctx.
+func (s *Service) validate(ctx context.Context, typ string, raw []byte, key string) (entity string, err error) {
 	t, ok := s.types[typ]
 	if !ok {
 		return "", fmt.Errorf("%w: %q", ErrUnknownType, typ)
@@ -70,7 +72,7 @@ func (s *Service) validate(typ string, raw []byte, key string) (entity string, e
 		case t.key == nil:
 			problems = append(problems, FieldError{"key", "no entity key: the type has no key and the source's envelope maps none"})
 		default:
-			if entity, err = t.entity(doc); err != nil {
+			if entity, err = t.entity(ctx, doc); err != nil {
 				problems = append(problems, FieldError{"key", err.Error()})
 			}
 		}
@@ -79,7 +81,7 @@ func (s *Service) validate(typ string, raw []byte, key string) (entity string, e
 		if c.enum == nil {
 			continue
 		}
-		if fe := c.checkEnum(doc); fe != nil {
+		if fe := c.checkEnum(ctx, doc); fe != nil {
 			problems = append(problems, *fe)
 		}
 	}
@@ -101,9 +103,16 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 		return s.parkUnreadable(m)
 	}
 	t := s.types[m.Type]
-	entity, err := s.validate(m.Type, m.Data, m.Header.Get(HeaderKey))
+	// Every jq expression of the item runs within inbound.query_timeout: a
+	// runaway expression is cut off and the item parked, instead of holding
+	// the lane while its heartbeats make it look busy.
+	jctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
+	defer cancel()
+	entity, err := s.validate(jctx, m.Type, m.Data, m.Header.Get(HeaderKey))
 	var inv *Invalid
 	switch {
+	case err != nil && ctx.Err() != nil:
+		return lane.Retry(s.cfg.RetryMin, err) // the lane stops: cut short, not wrong
 	case errors.As(err, &inv) && m.KeyToken == unroutedKey:
 		return s.park("no entity key", err, inv.Fields)
 	case errors.As(err, &inv):
@@ -120,7 +129,7 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 		if c.Exists == nil {
 			continue
 		}
-		fe, err := s.checkExists(ctx, c, doc)
+		fe, err := s.checkExists(ctx, jctx, c, doc)
 		if err != nil {
 			return s.retry(m, fmt.Errorf("check %s: %w", c.Name, err))
 		}
@@ -131,7 +140,7 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 	if len(problems) > 0 {
 		return s.parkItem(t, "invalid webhook", &Invalid{problems}, problems)
 	}
-	w, err := t.work(doc, m.Header.Values(HeaderVersion))
+	w, err := t.work(jctx, doc, m.Header.Values(HeaderVersion))
 	if err != nil {
 		return s.parkItem(t, "mapping failed", err, nil)
 	}
@@ -177,8 +186,10 @@ func (s *Service) retry(m *lane.Msg, err error) lane.Outcome {
 	return lane.Retry(d, err)
 }
 
-func (s *Service) checkExists(ctx context.Context, c compiledCheck, doc any) (*FieldError, error) {
-	v, err := evalOne(c.value, doc)
+// checkExists runs check c's expression within jctx and its query within
+// query_timeout.
+func (s *Service) checkExists(ctx, jctx context.Context, c compiledCheck, doc any) (*FieldError, error) {
+	v, err := evalOne(jctx, c.value, doc)
 	if err != nil {
 		return &FieldError{"checks." + c.Name, err.Error()}, nil
 	}
@@ -192,7 +203,7 @@ func (s *Service) checkExists(ctx context.Context, c compiledCheck, doc any) (*F
 	if err != nil {
 		return &FieldError{"checks." + c.Name, err.Error()}, nil
 	}
-	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	qctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
 	defer cancel()
 	ok, err := s.store.exists(qctx, *c.Exists, p)
 	switch {
@@ -206,8 +217,8 @@ func (s *Service) checkExists(ctx context.Context, c compiledCheck, doc any) (*F
 	return nil, nil
 }
 
-func (c compiledCheck) checkEnum(doc any) *FieldError {
-	v, err := evalOne(c.value, doc)
+func (c compiledCheck) checkEnum(ctx context.Context, doc any) *FieldError {
+	v, err := evalOne(ctx, c.value, doc)
 	if err != nil {
 		return &FieldError{"checks." + c.Name, err.Error()}
 	}
@@ -228,8 +239,8 @@ func (t *compiledType) validate(doc any) []FieldError {
 	return out
 }
 
-func (t *compiledType) entity(doc any) (string, error) {
-	v, err := evalOne(t.key, doc)
+func (t *compiledType) entity(ctx context.Context, doc any) (string, error) {
+	v, err := evalOne(ctx, t.key, doc)
 	if err != nil {
 		return "", err
 	}
@@ -243,10 +254,10 @@ func (t *compiledType) entity(doc any) (string, error) {
 // work evaluates the origin marker, version and column expressions.
 // envVersion is the envelope's version of the item (Sluice-Inbound-Version,
 // none when it maps none); it wins over the type's version expression.
-func (t *compiledType) work(doc any, envVersion []string) (*work, error) {
+func (t *compiledType) work(ctx context.Context, doc any, envVersion []string) (*work, error) {
 	w := &work{typ: t, vals: map[string]any{}}
 	if t.origin != nil {
-		v, err := evalOne(t.origin, doc)
+		v, err := evalOne(ctx, t.origin, doc)
 		if err != nil {
 			return nil, fmt.Errorf("%w: origin: %w", ErrMapping, err)
 		}
@@ -256,7 +267,7 @@ func (t *compiledType) work(doc any, envVersion []string) (*work, error) {
 	case len(envVersion) > 0:
 		w.version = envVersion[0]
 	case t.version != nil:
-		v, err := evalOne(t.version, doc)
+		v, err := evalOne(ctx, t.version, doc)
 		if err != nil {
 			return nil, fmt.Errorf("%w: version: %w", ErrMapping, err)
 		}
@@ -277,7 +288,7 @@ func (t *compiledType) work(doc any, envVersion []string) (*work, error) {
 		return nil, fmt.Errorf("%w: version: required (version_policy: require) and the item has none", ErrMapping)
 	}
 	for _, c := range t.cols {
-		v, present, err := t.column(c, doc)
+		v, present, err := t.column(ctx, c, doc)
 		if err != nil {
 			return nil, fmt.Errorf("%w: write.columns.%s: %w", ErrMapping, c, err)
 		}
@@ -298,9 +309,10 @@ func (t *compiledType) work(doc any, envVersion []string) (*work, error) {
 	return w, nil
 }
 
-// evalOne runs code on doc and returns its first output (null when none).
-func evalOne(code *gojq.Code, doc any) (any, error) {
-	it := code.Run(doc)
+// evalOne runs code on doc within ctx and returns its first output (null
+// when none).
+func evalOne(ctx context.Context, code *gojq.Code, doc any) (any, error) {
+	it := code.RunWithContext(ctx, doc)
 	v, ok := it.Next()
 	if !ok {
 		return nil, nil

@@ -1,6 +1,7 @@
 package inbound
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -45,8 +46,8 @@ func (s *Service) parkUnreadableItem(fields []FieldError) lane.Outcome {
 // column evaluates a column's expression. With write.skip_absent, present
 // is false when the expression gives no output, or when it is a path whose
 // last member the item does not have (an explicit null is present).
-func (t *compiledType) column(c string, doc any) (v any, present bool, err error) {
-	it := t.colCode[c].Run(doc)
+func (t *compiledType) column(ctx context.Context, c string, doc any) (v any, present bool, err error) {
+	it := t.colCode[c].RunWithContext(ctx, doc)
 	out, ok := it.Next()
 	if !ok {
 		return nil, !t.def.Write.SkipAbsent, nil
@@ -61,7 +62,7 @@ func (t *compiledType) column(c string, doc any) (v any, present bool, err error
 	if pc == nil {
 		return nil, true, nil
 	}
-	p, ok := pc.Run(doc).Next()
+	p, ok := pc.RunWithContext(ctx, doc).Next()
 	path, isPath := p.([]any)
 	if !ok || !isPath {
 		return nil, true, nil // not a path (computed): its null is meant

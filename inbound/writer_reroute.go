@@ -1,6 +1,7 @@
 package inbound
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -24,6 +25,8 @@ const HeaderWhole = "Sluice-Inbound-Whole"
 // does not route is parked again. $headers is empty on a replay: the
 // request headers are not stored.
 func (s *Service) reroute(m *lane.Msg) lane.Outcome {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.QueryTimeout)
+	defer cancel()
 	name := m.Header.Get(HeaderSource)
 	var src *source
 	for _, sc := range s.sources {
@@ -38,7 +41,7 @@ func (s *Service) reroute(m *lane.Msg) lane.Outcome {
 	var items []Item
 	if m.Header.Get(HeaderWhole) != "" {
 		var err error
-		if items, err = src.env.Split(m.Data, http.Header{}, delivery, name, s.cfg.MaxItems); err != nil {
+		if items, err = src.env.SplitContext(ctx, m.Data, http.Header{}, delivery, name, s.cfg.MaxItems); err != nil {
 			return s.park("unreadable webhook", fmt.Errorf("%w: %w", ErrUnreadable, err), nil)
 		}
 	} else {
@@ -47,7 +50,7 @@ func (s *Service) reroute(m *lane.Msg) lane.Outcome {
 		if err := json.Unmarshal(m.Data, &v); err != nil {
 			return s.park("unreadable webhook", fmt.Errorf("%w: stored item is not JSON", ErrUnreadable), nil)
 		}
-		items = []Item{src.env.item(v, idx, false, m.Data, []any{map[string]any{}, delivery, name, idx}, delivery, name)}
+		items = []Item{src.env.item(ctx, v, idx, false, m.Data, []any{map[string]any{}, delivery, name, idx}, delivery, name)}
 		items[0].Raw = m.Data
 	}
 	receivedAt := m.Header.Get(HeaderReceivedAt)

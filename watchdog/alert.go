@@ -277,14 +277,6 @@ func (a *alerter) clear(key, text string) {
 	a.enqueue(Alert{Key: key, Condition: c.Condition.Condition, State: StateRecovered, Text: text, Since: c.Since, At: now})
 }
 
-// isOpen reports whether condition key is open.
-func (a *alerter) isOpen(key string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	_, ok := a.open[key]
-	return ok
-}
-
 // event sends a one-off alert, folding events of one key that come less
 // than minInterval apart into the next one sent.
 func (a *alerter) event(key, cond, text string) {

@@ -110,8 +110,20 @@ const (
 	DefaultRecoverAfter       = 15 * time.Second
 )
 
-// DefaultServices are the micro services checked when Services is empty.
-var DefaultServices = []string{"sluice-ingest", "sluice-enricher", "sluice-dispatcher"}
+// DefaultServices are the micro services checked when Services is empty:
+// ingest and every stage that is not optional (topology.StageSpecs; an
+// optional stage is added by `sluice run` when it runs).
+var DefaultServices = defaultServices()
+
+func defaultServices() []string {
+	out := []string{"sluice-ingest"}
+	for _, s := range topology.StageSpecs() {
+		if !s.Optional {
+			out = append(out, s.Service)
+		}
+	}
+	return out
+}
 
 // WithDefaults returns c with zero fields set to their defaults.
 func (c Config) WithDefaults() Config {

@@ -1,6 +1,7 @@
 package catalog_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"testing"
@@ -140,4 +141,20 @@ func TestSchemaErrorsNeverEchoTheValue(t *testing.T) {
 	for _, leak := range []string{"priya", "hunter2", "123456", "31337"} {
 		require.NotContains(t, err.Error(), leak)
 	}
+}
+
+// A runaway key expression is cut off by the caller's context (and by
+// KeyTimeout at most) and reported as a key problem.
+func TestRunawayKeyExpressionIsCutOff(t *testing.T) {
+	c, err := catalog.Compile(catalog.Config{Types: map[string]catalog.Type{
+		"signup": {Schema: "signup.json", Key: `last(range(1e15)) | tostring`, CRM: catalog.Target{Path: "/c"}},
+	}}, os.DirFS("testdata"))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	e := envelope.Envelope{ID: "e1", Type: "signup", OccurredAt: time.Now(),
+		Data: []byte(`{"customer_id":7,"email":"a@example.com"}`)}
+	err = c.PrepareContext(ctx, &e)
+	require.Contains(t, fields(err)["key"], "deadline exceeded")
+	require.Empty(t, e.Key)
 }

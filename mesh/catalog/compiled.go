@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/itchyny/gojq"
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -146,14 +148,27 @@ func (c *Catalog) Names() []string {
 // It returns *envelope.Invalid listing every field problem, or an error
 // wrapping ErrUnknownType.
 func (c *Catalog) Prepare(e *envelope.Envelope) error {
-	_, err := c.prepare(e)
+	return c.PrepareContext(context.Background(), e)
+}
+
+// PrepareContext is Prepare with the key expression bounded by ctx (and by
+// KeyTimeout at most): a runaway expression is cut off and reported as a
+// key problem.
+func (c *Catalog) PrepareContext(ctx context.Context, e *envelope.Envelope) error {
+	_, err := c.prepare(ctx, e)
 	return err
 }
 
 // PrepareJQ is Prepare that also returns the envelope as gojq input (see
 // AsJQ), built from the data the schema check already decoded.
 func (c *Catalog) PrepareJQ(e *envelope.Envelope) (any, error) {
-	data, err := c.prepare(e)
+	return c.PrepareJQContext(context.Background(), e)
+}
+
+// PrepareJQContext is PrepareJQ with the key expression bounded by ctx (and
+// by KeyTimeout at most).
+func (c *Catalog) PrepareJQContext(ctx context.Context, e *envelope.Envelope) (any, error) {
+	data, err := c.prepare(ctx, e)
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +190,7 @@ func (c *Catalog) typeList() string {
 
 // prepare does Prepare's work and returns the decoded data (json.Number
 // for numbers), or nil when the data was not checked.
-func (c *Catalog) prepare(e *envelope.Envelope) (any, error) {
+func (c *Catalog) prepare(ctx context.Context, e *envelope.Envelope) (any, error) {
 	t, ok := c.types[e.Type]
 	if !ok {
 		err := e.Check()
@@ -206,7 +221,7 @@ func (c *Catalog) prepare(e *envelope.Envelope) (any, error) {
 		fields = append(fields, fs...)
 	}
 	if len(fields) == 0 && e.Key == "" && t.key != nil && data != nil {
-		k, err := t.deriveKey(jqInput(e, data))
+		k, err := t.deriveKey(ctx, jqInput(e, data))
 		if err != nil {
 			// jq errors preview the value they choked on: hide it.
 			fields = append(fields, envelope.FieldError{Field: "key", Reason: redact.Default.Text(err.Error())})
@@ -252,11 +267,17 @@ func (t *CompiledType) DeriveKey(e *envelope.Envelope) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return t.deriveKey(in)
+	return t.deriveKey(context.Background(), in)
 }
 
-func (t *CompiledType) deriveKey(in any) (string, error) {
-	v, ok := t.key.Run(in).Next()
+// KeyTimeout bounds one run of a type's key expression, whatever the
+// caller's context allows.
+const KeyTimeout = 5 * time.Second
+
+func (t *CompiledType) deriveKey(ctx context.Context, in any) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, KeyTimeout)
+	defer cancel()
+	v, ok := t.key.RunWithContext(ctx, in).Next()
 	if !ok {
 		return "", errors.New("key expression gave no value")
 	}

@@ -243,12 +243,23 @@ func (p *Parked) replayMsg(stage topology.Stage, pm *jetstream.RawStreamMsg, rep
 		return nil, fmt.Errorf("parked seq %d: unexpected subject %q", pm.Sequence, pm.Subject)
 	}
 	typ, tok := parts[3], parts[4]
-	spec, ok := topology.SpecOf(stage)
-	subject := pm.Header.Get(HeaderOriginSubject)
-	if ok {
-		subject = spec.Replay(p.names, typ, tok)
-	} else if subject == "" {
-		return nil, fmt.Errorf("parked seq %d: no %s header", pm.Sequence, HeaderOriginSubject)
+	var subject string
+	switch stage {
+	case topology.StageEnricher:
+		subject = p.names.Config().Prefix + ".events." + typ + "." + tok
+	case topology.StageInbound:
+		// Back through the inbound stream's partition transform.
+		subject = p.names.Config().Prefix + ".inbound." + typ + "." + tok
+	case topology.StageDispatcher:
+		// The dispatch stream has no transform: recompute the partition
+		// with today's count (the origin subject names the partition at
+		// park time, which a partition change may have moved).
+		subject = p.names.DispatchSubject(topology.PartitionOfToken(tok, p.names.Partitions()), typ, tok)
+	default:
+		subject = pm.Header.Get(HeaderOriginSubject)
+		if subject == "" {
+			return nil, fmt.Errorf("parked seq %d: no %s header", pm.Sequence, HeaderOriginSubject)
+		}
 	}
 	out := nats.NewMsg(subject)
 	out.Data = pm.Data

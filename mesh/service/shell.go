@@ -44,8 +44,8 @@ func (NoLanes) Handle(context.Context, *lane.Msg) lane.Outcome {
 
 // Spec says what one service is to the shell. Only Name is required.
 type Spec struct {
-	// Name is the micro service name ("sluice-enricher"); errors and logs
-	// use Short.
+	// Name is the micro service name ("sluice-enricher"; default: the
+	// stage's registered Service); errors and logs use Short.
 	Name string
 	// Short names the service in errors, logs and the connection watch
 	// ("enricher").
@@ -123,6 +123,9 @@ type Shell[H Handler] struct {
 
 // New checks spec and deps; it touches neither NATS nor anything else.
 func New[H Handler](h H, spec Spec, deps Deps) (*Shell[H], error) {
+	if st, ok := topology.SpecOf(spec.Stage); ok && spec.Name == "" {
+		spec.Name = st.Service
+	}
 	if spec.Short == "" {
 		spec.Short = spec.Name
 	}

@@ -30,6 +30,8 @@ type StageSpec struct {
 	// Name names the lanes (<name>-<PPP>), the parked subjects and the
 	// control subject.
 	Name Stage
+	// Service is the stage's micro service name ($SRV.PING|INFO|STATS.<service>).
+	Service string
 	// Stream is the stream the stage reads.
 	Stream func(n Names) string
 	// StreamConfig is Stream's config.
@@ -73,6 +75,7 @@ func (s StageSpec) ConsumerPrefix() string { return string(s.Name) + "-" }
 var stageSpecs = []StageSpec{
 	{
 		Name:         StageEnricher,
+		Service:      "sluice-enricher",
 		Stream:       Names.EventsStream,
 		StreamConfig: Names.EventsStreamConfig,
 		Filter:       Names.EventsPartitionFilter,
@@ -85,6 +88,7 @@ var stageSpecs = []StageSpec{
 	},
 	{
 		Name:         StageDispatcher,
+		Service:      "sluice-dispatcher",
 		Stream:       Names.DispatchStream,
 		StreamConfig: Names.DispatchStreamConfig,
 		Filter:       Names.DispatchPartitionFilter,
@@ -106,6 +110,7 @@ var stageSpecs = []StageSpec{
 	},
 	{
 		Name:         StageInbound,
+		Service:      "sluice-inbound",
 		Stream:       Names.InboundStream,
 		StreamConfig: Names.InboundStreamConfig,
 		Filter:       Names.InboundPartitionFilter,

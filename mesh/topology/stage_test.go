@@ -16,6 +16,7 @@ func TestStageSpecsAreComplete(t *testing.T) {
 	seen := map[topology.Stage]bool{}
 	for _, s := range topology.StageSpecs() {
 		require.NotEmpty(t, s.Name)
+		require.True(t, strings.HasPrefix(s.Service, "sluice-"), s.Name)
 		require.False(t, seen[s.Name], "stage %s registered twice", s.Name)
 		seen[s.Name] = true
 		require.NotNil(t, s.Stream, s.Name)

@@ -497,12 +497,12 @@ func runImport(cmd *cobra.Command, path string, o importOptions) error {
 		}
 		tr = client.NewHTTP(o.url, o.token, &http.Client{Timeout: 30 * time.Second})
 	} else {
-		nc, js, err := connectCLI(c, "import")
+		nc, _, err := connectCLI(c, "import")
 		if err != nil {
 			return err
 		}
 		defer nc.Close()
-		js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*o.batch))
+		js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*o.batch))
 		if err != nil {
 			return err
 		}

@@ -141,7 +141,9 @@ func parkedDispatcherKeys(ctx context.Context, js jetstream.JetStream, names top
 	}
 	n := 0
 	for _, k := range keys {
-		if k.Stage == topology.StageDispatcher {
+		// Keys parked at a stage without an intake of its own (the
+		// dispatcher) are replayed to today's partition directly.
+		if spec, _ := topology.SpecOf(k.Stage); spec.Intake == "" {
 			n++
 		}
 	}

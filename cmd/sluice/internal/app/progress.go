@@ -87,8 +87,12 @@ func (s *stats) line(ctx context.Context, lastDelivered *uint64, since time.Dura
 	if ps, err := s.js.Stream(ctx, s.names.ParkedStream()); err == nil {
 		fmt.Fprintf(&b, " | parked %d", ps.CachedInfo().State.Msgs)
 	}
-	for _, stage := range []topology.Stage{topology.StageEnricher, topology.StageDispatcher} {
+	for _, spec := range topology.StageSpecs() {
+		stage := spec.Name
 		ls, _ := s.lanes(ctx, stage)
+		if len(ls) == 0 && spec.Optional {
+			continue
+		}
 		var total uint64
 		var paused []string
 		sort.Slice(ls, func(i, j int) bool { return ls[i].pending > ls[j].pending })

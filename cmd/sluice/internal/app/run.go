@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -15,9 +14,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"sluice.dev/crmsim"
-	"sluice.dev/dispatcher"
-	"sluice.dev/enricher"
-	"sluice.dev/inbound"
 	"sluice.dev/ingest"
 	"sluice.dev/mesh/ledger"
 	"sluice.dev/mesh/metrics"
@@ -81,6 +77,13 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			}
 		}
 	}
+	// Databases the stages share close after every service stopped.
+	var closers []func()
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}()
 	defer stopAll()
 	start := func(name string, s runnable) error {
 		if err := s.Start(ctx); err != nil {
@@ -99,86 +102,24 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 	// Every ledger writer of this process (one per service connection)
 	// adds to these; /metrics exports them.
 	var ledgerCounts ledger.Counters
-	var enr *enricher.Service
 	demoOn := target == "all" && c.DemoOn() // before the simulator fills in crm.url
-	if wants(target, "dispatcher") {
-		if c.UsesSimulator() {
-			simCfg := c.Simulator
-			if simCfg.StateFile == "" {
-				// Like a real CRM, the built-in one keeps its records
-				// across restarts, so the CRM ids in the id map stay valid.
-				simCfg.StateFile = filepath.Join(c.DataDir, "crmsim-records.jsonl")
-			}
-			sim, err := crmsim.New(simCfg, log.With().Str("service", "crmsim").Logger())
-			if err != nil {
-				return err
-			}
-			if err := start("crmsim", sim); err != nil {
-				return err
-			}
-			c.Dispatcher.CRM.URL = sim.URL()
-			st.sim = sim
-			// A simulator that knows no records (its state file is new or
-			// was removed): CRM ids kept from an earlier run name records
-			// it never had (updates would 404), so they go.
-			if sim.Created() == 0 {
-				if err := clearCRMIDs(ctx, adminJS, names); err != nil {
-					return err
-				}
-			}
-			log.Info().Str("url", sim.URL()).Msg("no dispatcher.crm.url set: sending to the built-in CRM simulator")
+	// The lane stages, downstream first (topology.StageSpecs, wired in
+	// stages.go), then the producers.
+	env := &stageEnv{ctx: ctx, c: &c, names: names, admin: adminJS, cat: cat, m: m, log: log,
+		ledger: &ledgerCounts, start: start, st: &st, onClose: func(f func()) { closers = append(closers, f) }}
+	specs := topology.StageSpecs()
+	slices.Reverse(specs)
+	var svcs running
+	for _, spec := range specs {
+		w, ok := stageWirings[spec.Name]
+		if !ok || !w.runs(c, target) {
+			continue
 		}
-		sup, cur, err := supervise(dispatcher.ServiceName, c.Watchdog.RestartDelay, log,
-			func() (*nats.Conn, jetstream.JetStream, error) { return b.connect("dispatcher") },
-			func(nc *nats.Conn, js jetstream.JetStream) (*dispatcher.Service, error) {
-				lw, err := newLedgerWriter(c.Ledger, js.Conn(), names, &ledgerCounts, log)
-				if err != nil {
-					return nil, err
-				}
-				return dispatcher.New(c.Dispatcher, dispatcher.Deps{NC: nc, JS: js, Names: names,
-					Logger:  log.With().Str("service", "dispatcher").Logger(),
-					Observe: m.ObserveFunc(), OnDelivered: m.ObserveProduceToCRM, Ledger: lw})
-			})
+		get, err := runStage(b, env, spec, w, sups)
 		if err != nil {
 			return err
 		}
-		if err := start("dispatcher", sup); err != nil {
-			return err
-		}
-		sups[dispatcher.ServiceName] = sup
-		if err := serveControlOf(b, names, topology.StageDispatcher, cur, log); err != nil {
-			return err
-		}
-		st.dispatcher = cur.get()
-	}
-	if wants(target, "enricher") {
-		db, dialect, err := openProductDB(ctx, c, log)
-		if err != nil {
-			return err
-		}
-		defer db.Close()
-		sup, cur, err := supervise(enricher.ServiceName, c.Watchdog.RestartDelay, log,
-			func() (*nats.Conn, jetstream.JetStream, error) { return b.connect("enricher") },
-			func(nc *nats.Conn, js jetstream.JetStream) (*enricher.Service, error) {
-				lw, err := newLedgerWriter(c.Ledger, js.Conn(), names, &ledgerCounts, log)
-				if err != nil {
-					return nil, err
-				}
-				return enricher.New(c.Enricher, enricher.Deps{NC: nc, JS: js, Names: names, Catalog: cat, DB: db,
-					Dialect: dialect, Logger: log.With().Str("service", "enricher").Logger(), Observe: m.ObserveFunc(),
-					Ledger: lw})
-			})
-		if err != nil {
-			return err
-		}
-		if err := start("enricher", sup); err != nil {
-			return err
-		}
-		sups[enricher.ServiceName] = sup
-		if err := serveControlOf(b, names, topology.StageEnricher, cur, log); err != nil {
-			return err
-		}
-		enr = cur.get()
+		svcs.stages = append([]runningStage{{spec.Name, get, w}}, svcs.stages...)
 	}
 	if wants(target, "ingest") {
 		sup, cur, err := supervise(ingest.ServiceName, c.Watchdog.RestartDelay, log,
@@ -195,43 +136,10 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 		}
 		sups[ingest.ServiceName] = sup
 		in := cur.get()
-		st.ingest = in
+		st.ingest, svcs.ingest = in, in
 		if a := in.Addr(); a != "" {
 			log.Info().Msgf("ingest HTTP on http://%s/v1/events", a)
 		}
-	}
-	if c.runs(target, "inbound") {
-		db, err := productdb.Open(ctx, c.Inbound.DB)
-		if err != nil {
-			return fmt.Errorf("inbound.db: %w", err)
-		}
-		defer db.Close()
-		if len(c.Inbound.Types) == 0 && c.Inbound.CatalogFile == "" && c.Inbound.DB.Driver == "sqlite" {
-			for _, script := range []string{schemas.MarketplaceSeed(), schemas.InboundSetup()} {
-				if err := productdb.ExecScript(ctx, db, script); err != nil {
-					return fmt.Errorf("seed sample inbound tables: %w", err)
-				}
-			}
-		}
-		sup, cur, err := supervise(inbound.ServiceName, c.Watchdog.RestartDelay, log,
-			func() (*nats.Conn, jetstream.JetStream, error) { return b.connect("inbound") },
-			func(nc *nats.Conn, js jetstream.JetStream) (*inbound.Service, error) {
-				return inbound.New(c.Inbound, inbound.Deps{NC: nc, JS: js, Names: names, DB: db,
-					Logger: log.With().Str("service", "inbound").Logger(), Observe: m.ObserveFunc()})
-			})
-		if err != nil {
-			return err
-		}
-		if err := start("inbound", sup); err != nil {
-			return err
-		}
-		sups[inbound.ServiceName] = sup
-		if err := serveControlOf(b, names, topology.StageInbound, cur, log); err != nil {
-			return err
-		}
-		in := cur.get()
-		st.inbound = in
-		log.Info().Msgf("inbound CRM webhooks on http://%s%s", in.Addr(), c.Inbound.Path)
 	}
 	var statusPage http.Handler // mounted on the ops listener (watchdog.page.addr empty)
 	if wants(target, "watchdog") {
@@ -240,8 +148,10 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			return err
 		}
 		wcfg := c.Watchdog
-		if c.runs(target, "inbound") && !slices.Contains(wcfg.Services, inbound.ServiceName) {
-			wcfg.Services = append(slices.Clone(wcfg.Services), inbound.ServiceName)
+		for _, rs := range svcs.stages {
+			if spec, _ := topology.SpecOf(rs.stage); spec.Optional && !slices.Contains(wcfg.Services, spec.Service) {
+				wcfg.Services = append(slices.Clone(wcfg.Services), spec.Service)
+			}
 		}
 		wdeps := watchdog.Deps{NC: nc, JS: js, Names: names,
 			Logger: log.With().Str("service", "watchdog").Logger(), Redactor: redact.New(c.Ledger.SensitiveFields...)}
@@ -306,8 +216,7 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 		if err != nil {
 			return err
 		}
-		svcs := running{ingest: st.ingest, enricher: enr, dispatcher: st.dispatcher, inbound: st.inbound}
-		cs := append(serviceCollectors(svcs), metrics.NewLanes(js, names, svcs.stages(), lagTimeout),
+		cs := append(serviceCollectors(svcs), metrics.NewLanes(js, names, svcs.stageNames(), lagTimeout),
 			ledgerCollector(&ledgerCounts))
 		if err := m.Register(cs...); err != nil {
 			return fmt.Errorf("metrics: %w", err)
@@ -389,4 +298,34 @@ func serveControlOf[S interface {
 		return err
 	}
 	return serveControl(nc, names, stage, func(p int) error { return cur.get().Restart(p) }, log)
+}
+
+// runStage starts one lane stage under a supervisor, serves its control
+// subject and returns its current instance.
+func runStage(b *bus, e *stageEnv, spec topology.StageSpec, w stageWiring, sups watchdog.Supervisors) (func() laneService, error) {
+	stage := spec.Name
+	build, err := w.open(e)
+	if err != nil {
+		return nil, err
+	}
+	sup, cur, err := supervise(spec.Service, e.c.Watchdog.RestartDelay, e.log,
+		func() (*nats.Conn, jetstream.JetStream, error) { return b.connect(string(stage)) }, build)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.start(string(stage), sup); err != nil {
+		return nil, err
+	}
+	sups[spec.Service] = sup
+	if err := serveControlOf(b, e.names, stage, cur, e.log); err != nil {
+		return nil, err
+	}
+	svc := cur.get()
+	if w.attach != nil {
+		w.attach(e.st, svc)
+	}
+	if a, ok := svc.(interface{ Addr() string }); ok && a.Addr() != "" {
+		e.log.Info().Msgf("%s HTTP on http://%s", stage, a.Addr())
+	}
+	return cur.get, nil
 }

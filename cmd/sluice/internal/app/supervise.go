@@ -1,7 +1,6 @@
 package app
 
 import (
-	"context"
 	"sync"
 	"time"
 
@@ -70,13 +69,4 @@ func supervise[S instance](name string, delay time.Duration, log zerolog.Logger,
 		},
 	})
 	return sup, cur, err
-}
-
-// startSupervised starts sup and returns its first instance.
-func startSupervised[S instance](ctx context.Context, sup *watchdog.Supervisor, cur *current[S]) (S, error) {
-	if err := sup.Start(ctx); err != nil {
-		var zero S
-		return zero, err
-	}
-	return cur.get(), nil
 }

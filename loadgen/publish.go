@@ -10,6 +10,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"sluice.dev/mesh/envelope"
+	"sluice.dev/mesh/retry"
 	"sluice.dev/mesh/topology"
 )
 
@@ -159,7 +160,6 @@ send:
 type retrier struct {
 	opts    PublishOptions
 	attempt int
-	wait    time.Duration
 }
 
 // next counts a failed attempt and returns the wait before the next one,
@@ -169,12 +169,8 @@ func (r *retrier) next(atLeast time.Duration) (d time.Duration, ok bool) {
 	if r.opts.MaxAttempts > 0 && r.attempt >= r.opts.MaxAttempts {
 		return 0, false
 	}
-	if r.wait == 0 {
-		r.wait = r.opts.RetryWait
-	}
-	d = max(r.wait, atLeast)
-	r.wait = min(2*r.wait, 2*time.Second)
-	return d, true
+	wait := retry.Policy{Delay: r.opts.RetryWait, Max: 2 * time.Second}.Backoff(r.attempt - 1)
+	return max(wait, atLeast), true
 }
 
 // again waits before the next attempt, at least atLeast; it returns false

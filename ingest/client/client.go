@@ -6,13 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"sluice.dev/mesh/envelope"
+	"sluice.dev/mesh/retry"
 )
 
 // Config tunes a Client. The zero value works: WithDefaults fills it in.
@@ -255,14 +255,11 @@ func (c *Client) send(ctx context.Context, events []*envelope.Envelope) ([]Resul
 	}
 }
 
-// backoff is MinBackoff·2^(attempt-1) capped at MaxBackoff, with full jitter
-// in its upper half; a server's Retry-After (capped too) is a floor.
+// backoff is MinBackoff·2^(attempt-1) capped at MaxBackoff, with jitter in
+// its upper half (the one retry.Policy: from MinBackoff/2 doubling, plus up
+// to as much again); a server's Retry-After (capped too) is a floor.
 func (c *Client) backoff(attempt int, err error) time.Duration {
-	d := c.cfg.MinBackoff << min(attempt-1, 30)
-	if d <= 0 || d > c.cfg.MaxBackoff {
-		d = c.cfg.MaxBackoff
-	}
-	d = d/2 + rand.N(d/2+1)
+	d := retry.Policy{Delay: c.cfg.MinBackoff / 2, Max: c.cfg.MaxBackoff, Jitter: 1}.Backoff(attempt - 1)
 	var ra *retryAfterError
 	if errors.As(err, &ra) && ra.after > d {
 		d = min(ra.after, c.cfg.MaxBackoff)

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"sluice.dev/mesh/retry"
 	"sluice.dev/mesh/topology"
 )
 
@@ -204,17 +205,20 @@ func (p Pending) Wait(ctx context.Context) error {
 	return p.w.resend(ctx, p.m, err)
 }
 
+// resendBackoff is the wait between resends of one record.
+var resendBackoff = retry.Policy{Delay: 50 * time.Millisecond, Max: time.Second}
+
 // resend publishes m again and waits for its PubAck; a repeat of a record
 // the server did store is skipped by readers (Record.ID). It gives up
 // after resendAttempts, when ctx ends or when the Writer is closed.
 func (w *Writer) resend(ctx context.Context, m *nats.Msg, err error) error {
-	backoff := 50 * time.Millisecond
 	for attempt := range resendAttempts {
 		if errors.Is(err, ErrWriterClosed) || w.nc.IsClosed() {
 			break
 		}
 		if attempt > 0 {
-			t := time.NewTimer(backoff)
+			// 50ms, 200ms, 800ms, 1s: quadrupling is two doublings.
+			t := time.NewTimer(resendBackoff.Backoff(2 * (attempt - 1)))
 			select {
 			case <-t.C:
 			case <-ctx.Done():
@@ -226,7 +230,6 @@ func (w *Writer) resend(ctx context.Context, m *nats.Msg, err error) error {
 				err = ErrWriterClosed
 				continue
 			}
-			backoff = min(backoff*4, time.Second)
 		}
 		rctx, cancel := context.WithTimeout(ctx, resendTimeout)
 		_, err = w.js.PublishMsg(rctx, &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data})

@@ -3,6 +3,7 @@ package metrics_test
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,8 +36,9 @@ func TestLanePinnedGauge(t *testing.T) {
 	_, err := js.PublishMsg(ctx, msg)
 	require.NoError(t, err)
 	done := make(chan struct{})
+	var once sync.Once
 	g, err := lane.NewGroup(js, lane.Config{Stage: topology.StageEnricher, Names: names, Logger: zerolog.Nop(),
-		Handler: func(context.Context, *lane.Msg) lane.Outcome { close(done); return lane.Done() }})
+		Handler: func(context.Context, *lane.Msg) lane.Outcome { once.Do(func() { close(done) }); return lane.Done() }})
 	require.NoError(t, err)
 	require.NoError(t, g.Start(ctx))
 	t.Cleanup(func() { _ = g.Stop(context.Background()) })
@@ -45,8 +47,11 @@ func TestLanePinnedGauge(t *testing.T) {
 	gauge := func(part int) string {
 		return `sluice_lane_pinned{partition="` + string(rune('0'+part)) + `",stage="enricher"} `
 	}
+	// Eventually runs the condition in a goroutine of its own: it reports,
+	// the test goroutine asserts.
+	var out string
 	require.Eventually(t, func() bool {
-		out := scrape(t, m)
+		out = scrapeText(m)
 		return strings.Contains(out, gauge(p)+"1") && strings.Contains(out, gauge(1-p)+"0")
-	}, 5*time.Second, 20*time.Millisecond)
+	}, 5*time.Second, 20*time.Millisecond, "%s", out)
 }

@@ -23,6 +23,17 @@ import (
 	"sluice.dev/mesh/topology"
 )
 
+// scrapeText is the /metrics text ("" when the scrape failed); for
+// conditions that run outside the test goroutine.
+func scrapeText(m *metrics.Metrics) string {
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 {
+		return ""
+	}
+	return rec.Body.String()
+}
+
 func scrape(t *testing.T, m *metrics.Metrics) string {
 	t.Helper()
 	rec := httptest.NewRecorder()

@@ -9,11 +9,16 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"sluice.dev/mesh/retry"
 )
 
 // ensureAttempt bounds one create/update request; a cluster electing a meta
 // or stream leader does not answer until it has one.
 const ensureAttempt = 5 * time.Second
+
+// ensureRetry is the wait between Ensure attempts on a transient error.
+var ensureRetry = retry.Policy{Delay: 100 * time.Millisecond, Max: 2 * time.Second}
 
 // EnsureStream creates the stream, or updates it when it differs from cfg
 // in a field cfg sets. Every service calls Ensure at start: on a cluster,
@@ -57,8 +62,7 @@ func sameKVConfig(cur jetstream.StreamConfig, want jetstream.KeyValueConfig) boo
 
 // retryTransient runs f until it succeeds, fails for good, or ctx ends.
 func retryTransient(ctx context.Context, f func() error) error {
-	backoff := 100 * time.Millisecond
-	for {
+	for attempt := 0; ; attempt++ {
 		err := f()
 		if err == nil || !transient(err) || ctx.Err() != nil {
 			return err
@@ -66,9 +70,8 @@ func retryTransient(ctx context.Context, f func() error) error {
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(backoff):
+		case <-time.After(ensureRetry.Backoff(attempt)):
 		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 

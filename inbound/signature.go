@@ -515,16 +515,6 @@ func decodeSig(s, enc string) ([]byte, error) {
 	}
 }
 
-func encodeSig(b []byte, enc string) string {
-	switch enc {
-	case "base64":
-		return base64.StdEncoding.EncodeToString(b)
-	case "base64url":
-		return base64.RawURLEncoding.EncodeToString(b)
-	}
-	return hex.EncodeToString(b)
-}
-
 // SignEmbedded returns base64(prefix + HMAC-SHA256(secret, body)): the
 // header value of a CRM that embeds the raw MAC after other fields (e.g.
 // prefix "<webhook id>:"). The CRM simulator and tests use it.

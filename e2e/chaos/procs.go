@@ -108,13 +108,6 @@ func (p *proc) kill9() bool { return p.signal(syscall.SIGKILL, 10*time.Second) }
 // stop ends the process with SIGTERM (SIGKILL after 20 s).
 func (p *proc) stop() { p.signal(syscall.SIGTERM, 20*time.Second) }
 
-// running reports whether the process is up.
-func (p *proc) running() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.cmd != nil
-}
-
 // freePort is a free TCP port on loopback.
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"sluice.dev/mesh/envelope"
+	"sluice.dev/mesh/retry"
 )
 
 // EventsPath is the ingest endpoint PublishHTTP posts to.
@@ -133,8 +134,7 @@ func (w *httpWorker) send() {
 }
 
 func retryable(status int) bool {
-	return status == http.StatusRequestTimeout || status == http.StatusTooEarly ||
-		status == http.StatusTooManyRequests || status >= 500
+	return retry.Retryable(status) || status == http.StatusTooEarly
 }
 
 // post sends the body once.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"sluice.dev/mesh/envelope"
+	"sluice.dev/mesh/retry"
 )
 
 // HTTP posts events to ingest's POST /v1/events: one event as
@@ -97,8 +98,7 @@ func decodeReply(status int, retryAfter string, body []byte, n int) ([]Result, e
 		return nil, &InvalidError{Fields: r.Errors}
 	case status == http.StatusBadRequest:
 		return nil, &InvalidError{Fields: []FieldError{{FieldError: envelope.FieldError{Reason: replyError(r, body)}}}}
-	case status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests ||
-		status == http.StatusRequestTimeout || status >= 500:
+	case retry.Retryable(status): // 5xx, 408, 429
 		err := fmt.Errorf("status %d: %s", status, replyError(r, body))
 		if secs, perr := strconv.Atoi(strings.TrimSpace(retryAfter)); perr == nil && secs >= 0 {
 			return nil, &retryAfterError{after: time.Duration(secs) * time.Second, err: err}

@@ -97,10 +97,12 @@ func dispatchEmpty(t *testing.T, h *harness.Harness) {
 // process died between the CRM's answer and its record) among the
 // possible duplicates.
 //
-// Records the server dropped while it shut down are re-sent by their
-// writer once it is back; the kill after the restart waits for those
-// retries (a process that dies before them loses them: see "Limits" under
-// "The delivery ledger" in docs/architecture.md).
+// A delivered or parked record is stored before the message it is about
+// is acked (issue 11.2), so the dispatcher is killed right after the NATS
+// restart without waiting for anything: no record can be lost with it.
+// (Before, the test waited for the writer's resends first; history records
+// nobody waits for, such as failed attempts, are not resent and made that
+// wait never end.)
 func TestAuditAfterFlakyCRMAndKilledServices(t *testing.T) {
 	h := ledgerHarness(t, crmsim.Config{ErrorRate: 0.1, Seed: 3, Latency: 200 * time.Microsecond}, ledger.Config{})
 	ctx := context.Background()
@@ -108,7 +110,6 @@ func TestAuditAfterFlakyCRMAndKilledServices(t *testing.T) {
 	require.NoError(t, h.StartEnricher(ctx))
 	p := plan(t, 3000, 120, 3)
 	done := publishAsync(t, h, p)
-	lc := &h.LedgerCounters
 	for i, at := range []int{500, 1200, 1800, 2400} {
 		require.Eventually(t, func() bool { return h.Sim.Delivered() >= at }, 60*time.Second, 2*time.Millisecond)
 		switch i {
@@ -117,8 +118,6 @@ func TestAuditAfterFlakyCRMAndKilledServices(t *testing.T) {
 			require.NoError(t, h.StartEnricher(ctx))
 		case 2:
 			require.NoError(t, h.RestartNATS())
-			require.Eventually(t, func() bool { return lc.Failed.Load() == lc.Retried.Load()+lc.Unstored.Load() },
-				30*time.Second, 10*time.Millisecond, "ledger retries after the restart")
 		default:
 			h.KillDispatcher()
 			require.NoError(t, h.StartDispatcher(ctx))

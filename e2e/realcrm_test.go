@@ -273,7 +273,11 @@ func oauth2Dispatcher() dispatcher.Config {
 // one token fetch (not one per lane), no request is lost.
 func TestOAuth2TokenExpiryMidRun(t *testing.T) {
 	h := realHarness(t, crmsim.RealConfig{OAuth2: &crmsim.OAuth2Server{TokenTTL: 2 * time.Second}}, oauth2Dispatcher(), true)
-	h.Sim.SetLatency(2*time.Millisecond, 0)
+	// The run must outlive a token however fast the machine is: a lane
+	// sends one request at a time, so the busiest of the 16 partitions (at
+	// least 1500/16 = 94 events) alone takes >= 94 x 50ms = 4.7s. (At 2ms a
+	// quiet machine finished in 0.7s, before the first token expired.)
+	h.Sim.SetLatency(50*time.Millisecond, 0)
 	evs, last := realPlan(1500, 60, 7)
 	start := time.Now()
 	require.Equal(t, len(evs), (<-publishReal(t, h, evs)).Published)

@@ -3,7 +3,7 @@
 // lanes, registers the micro service (PING/INFO/STATS and a status
 // endpoint), serves the optional HTTP listener with the hardened
 // HTTPConfig and watches the NATS connection; Stop takes it all down in
-// order and flushes the ledger; Restart restarts one lane; Done reports a
+// order and closes the ledger writer; Restart restarts one lane; Done reports a
 // crash to the supervisor. A stage is then only its handler and config.
 package service
 
@@ -285,7 +285,7 @@ func (s *Shell[H]) StatusSubject() string {
 
 // Stop refuses new work, lets in-flight HTTP requests finish, stops the
 // lanes after their current message, deregisters the micro service and
-// flushes the ledger. If ctx ends first, requests and handlers are
+// closes the ledger writer. If ctx ends first, requests and handlers are
 // cancelled (their messages come back later). Stopping a stopped (or never
 // started) service does nothing and returns nil.
 func (s *Shell[H]) Stop(ctx context.Context) error {
@@ -318,7 +318,7 @@ func (s *Shell[H]) Stop(ctx context.Context) error {
 	if s.spec.Stopped != nil {
 		errs = append(errs, s.spec.Stopped(ctx))
 	}
-	if err := s.deps.Ledger.Flush(ctx); err != nil {
+	if err := s.deps.Ledger.Close(ctx); err != nil {
 		s.log.Warn().Err(err).Msg("ledger records not all acknowledged at stop")
 	}
 	s.log.Info().Msg(s.spec.Short + " stopped")

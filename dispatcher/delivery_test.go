@@ -17,6 +17,7 @@ import (
 
 	"sluice.dev/dispatcher"
 	"sluice.dev/mesh/lane"
+	"sluice.dev/mesh/meshtest"
 	"sluice.dev/mesh/topology"
 )
 
@@ -165,7 +166,7 @@ func TestAcceptanceDefaultPolicyPausesAfterThreeTries(t *testing.T) {
 		}
 		return reply{Status: 200}
 	})
-	logs := &syncBuffer{}
+	logs := &meshtest.LogBuffer{}
 	svc := e.start(t, dispatcher.Config{CRM: dispatcher.CRMConfig{URL: crm.srv.URL}}, zerolog.New(logs))
 	r := request("k", 0)
 	e.publish(t, r)

@@ -1,7 +1,6 @@
 package dispatcher_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -181,24 +180,6 @@ func (e *env) dispatchLeft(t *testing.T) uint64 {
 	info, err := s.Info(context.Background())
 	require.NoError(t, err)
 	return info.State.Msgs
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // seqOf reads the "seq" field of a request body sent by request().

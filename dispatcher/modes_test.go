@@ -15,6 +15,7 @@ import (
 	"sluice.dev/dispatcher"
 	"sluice.dev/mesh/crmreq"
 	"sluice.dev/mesh/lane"
+	"sluice.dev/mesh/meshtest"
 )
 
 func TestStatusPolicy(t *testing.T) {
@@ -181,7 +182,7 @@ func TestSecretHeadersSentNeverLogged(t *testing.T) {
 		}
 		return reply{Status: 200}
 	})
-	logs := &syncBuffer{}
+	logs := &meshtest.LogBuffer{}
 	cfg := fast(crm.srv.URL)
 	cfg.Retry.Tries = 2
 	cfg.CRM.Headers = map[string]string{"Authorization": secret, "x-api-key": apiKey, "User-Agent": "acme-sync"}

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/ingest"
+	"sluice.dev/mesh/meshtest"
 	"sluice.dev/mesh/topology"
 )
 
@@ -480,7 +480,7 @@ func TestStartStop(t *testing.T) {
 // reason, at most a burst of 10 a second (a flood of bad tokens must not
 // flood the log); the token is never logged (issue 11: INFO per request).
 func TestUnauthorizedIsCountedAndLoggedSampled(t *testing.T) {
-	var buf syncBuffer
+	var buf meshtest.LogBuffer
 	h := setupLog(t, ingest.Config{Tokens: []ingest.Token{{Name: "web", Token: "s3cret-token-0123456789"}}},
 		zerolog.New(&buf).Level(zerolog.InfoLevel))
 	for i := range 30 {
@@ -514,22 +514,4 @@ func TestUnauthorizedIsCountedAndLoggedSampled(t *testing.T) {
 	}
 	require.Equal(t, map[any]bool{"unknown bearer token": true, "no bearer token": true}, reasons)
 	require.NotContains(t, buf.String(), "wrong-token")
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -8,13 +8,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/ingest"
+	"sluice.dev/mesh/meshtest"
 )
 
 // TestRejectionNamesTheFieldNotTheValue: a schema violation and unknown
 // secret-like fields are answered (HTTP and NATS) and logged (debug, the
 // most verbose) with the field and the rule, never the value.
 func TestRejectionNamesTheFieldNotTheValue(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &meshtest.LogBuffer{}
 	h := setupLog(t, ingest.Config{}, zerolog.New(logs).Level(zerolog.DebugLevel))
 	const secret, email = "hunter2-PLAIN", "priya@example.in"
 	body := `{"id":"s-1","type":"signup","occurred_at":"2026-01-01T00:00:00Z","data":{"user_id":7,` +

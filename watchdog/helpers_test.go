@@ -1,7 +1,6 @@
 package watchdog_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -71,31 +70,13 @@ func (h *hookServer) alerts(t *testing.T) []watchdog.Alert {
 	return out
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type env struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	names topology.Names
 	slack *hookServer
 	hook  *hookServer
-	logs  *syncBuffer
+	logs  *meshtest.LogBuffer
 	url   string
 }
 
@@ -109,7 +90,7 @@ func newEnv(t *testing.T, partitions int, ackWait time.Duration) *env {
 	names := topology.New(cfg)
 	require.NoError(t, names.Ensure(context.Background(), js))
 	return &env{nc: nc, js: js, names: names, slack: newHookServer(t), hook: newHookServer(t),
-		logs: &syncBuffer{}, url: s.ClientURL()}
+		logs: &meshtest.LogBuffer{}, url: s.ClientURL()}
 }
 
 // fastConfig is a config with tiny thresholds and both sinks pointing at

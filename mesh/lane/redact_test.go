@@ -1,11 +1,9 @@
 package lane_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,25 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/mesh/lane"
+	"sluice.dev/mesh/meshtest"
 	"sluice.dev/mesh/topology"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 var errCRM = errors.New("crm rejected")
 
@@ -41,7 +23,7 @@ var errCRM = errors.New("crm rejected")
 // it.
 func TestParkRedactsReasonAndError(t *testing.T) {
 	names, js := setup(t, 1)
-	logs := &syncBuffer{}
+	logs := &meshtest.LogBuffer{}
 	const secret, email = "hunter2-PLAIN", "priya@example.in"
 	reason := `crm rejected: 422 {"email":"` + email + `","user_password":"` + secret + `","pwd":"` + secret + `"}`
 	cause := fmt.Errorf("%w: passcode=%s db_pass: %s; expected an object but got: string (\"%s\")", errCRM, secret, secret, email)

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -57,24 +56,6 @@ func as(pki *meshtest.PKI, user string) []nats.Option {
 	return opts
 }
 
-// lockedBuffer collects the services' log lines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // The whole pipeline runs over a TLS cluster as user sluice (credentials
 // and CA from SLUICE_NATS_* variables); a producer publishes and gets its
 // acks; an operator runs the CLI; and the producer and operator are refused
@@ -110,7 +91,7 @@ inbound:
 	require.NoError(t, err)
 	names := topology.New(c.Topology)
 
-	logs := &lockedBuffer{}
+	logs := &meshtest.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, c, "all", zerolog.New(logs).Level(zerolog.InfoLevel)) }()

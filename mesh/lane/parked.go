@@ -244,18 +244,11 @@ func (p *Parked) replayMsg(stage topology.Stage, pm *jetstream.RawStreamMsg, rep
 	}
 	typ, tok := parts[3], parts[4]
 	var subject string
-	switch stage {
-	case topology.StageEnricher:
-		subject = p.names.Config().Prefix + ".events." + typ + "." + tok
-	case topology.StageInbound:
-		// Back through the inbound stream's partition transform.
-		subject = p.names.Config().Prefix + ".inbound." + typ + "." + tok
-	case topology.StageDispatcher:
-		// The dispatch stream has no transform: recompute the partition
-		// with today's count (the origin subject names the partition at
-		// park time, which a partition change may have moved).
-		subject = p.names.DispatchSubject(topology.PartitionOfToken(tok, p.names.Partitions()), typ, tok)
-	default:
+	if spec, ok := topology.SpecOf(stage); ok {
+		// Back through the stage's input (the registry knows whether it
+		// goes through a partition transform or needs today's partition).
+		subject = spec.Replay(p.names, typ, tok)
+	} else {
 		subject = pm.Header.Get(HeaderOriginSubject)
 		if subject == "" {
 			return nil, fmt.Errorf("parked seq %d: no %s header", pm.Sequence, HeaderOriginSubject)

@@ -2,7 +2,6 @@ package productdb_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -38,14 +37,25 @@ func TestSplitScript(t *testing.T) {
 	}
 }
 
+// seedScript has what trips a naive splitter: semicolons in a line
+// comment, a block comment and a quoted value.
+const seedScript = `-- customers; coupons
+CREATE TABLE customers (
+  id   INTEGER PRIMARY KEY,
+  tier TEXT -- 'gold; silver' style values must not split the script
+);
+/* customers 1..10; the first one's tier has a semicolon */
+INSERT INTO customers (id, tier) VALUES
+  (1, 'gold; founder'), (2, 'silver'), (3, NULL), (4, 'silver'), (5, 'gold'),
+  (6, 'bronze'), (7, 'bronze'), (8, 'gold'), (9, 'gold'), (10, 'silver');
+`
+
 func TestExecScriptSeedsSQLite(t *testing.T) {
 	ctx := context.Background()
 	db, err := productdb.Open(ctx, productdb.Config{DSN: filepath.Join(t.TempDir(), "p.db")})
 	require.NoError(t, err)
 	defer db.Close()
-	seed, err := os.ReadFile("testdata/seed.sql")
-	require.NoError(t, err)
-	require.NoError(t, productdb.ExecScript(ctx, db, string(seed)))
+	require.NoError(t, productdb.ExecScript(ctx, db, seedScript))
 	var n int
 	require.NoError(t, db.QueryRowContext(ctx, "SELECT count(*) FROM customers").Scan(&n))
 	require.Equal(t, 10, n)

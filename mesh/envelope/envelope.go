@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"reflect"
-	"regexp"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -68,19 +67,35 @@ func (e *Invalid) Unwrap() error { return ErrInvalid }
 // MaxSourceLen is the longest source accepted, in bytes.
 const MaxSourceLen = 128
 
-var (
-	idRe   = regexp.MustCompile(`^[!-~]{1,128}$`)
-	typeRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-)
-
 // ValidID reports whether id is an acceptable event id: 1-128 printable
 // ASCII characters without spaces (it travels as Nats-Msg-Id and as the
-// CRM's Idempotency-Key header).
-func ValidID(id string) bool { return idRe.MatchString(id) }
+// CRM's Idempotency-Key header). A loop, not a regexp: it runs for every
+// event (issue 14).
+func ValidID(id string) bool {
+	if len(id) < 1 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c < '!' || c > '~' {
+			return false
+		}
+	}
+	return true
+}
 
 // ValidType reports whether t is an acceptable type name: one subject token
 // of 1-64 characters of A-Z a-z 0-9 _ -.
-func ValidType(t string) bool { return typeRe.MatchString(t) }
+func ValidType(t string) bool {
+	if len(t) < 1 || len(t) > 64 {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		if c := t[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // Decode parses one envelope strictly: unknown top-level fields, trailing
 // data, wrong JSON types and a name twice in one object (at any depth,
@@ -165,12 +180,12 @@ func (e *Envelope) Check() error {
 	var fs []FieldError
 	if e.ID == "" {
 		fs = append(fs, FieldError{"id", "required"})
-	} else if !idRe.MatchString(e.ID) {
+	} else if !ValidID(e.ID) {
 		fs = append(fs, FieldError{"id", "must be 1-128 printable ASCII characters without spaces"})
 	}
 	if e.Type == "" {
 		fs = append(fs, FieldError{"type", "required"})
-	} else if !typeRe.MatchString(e.Type) {
+	} else if !ValidType(e.Type) {
 		fs = append(fs, FieldError{"type", "must be 1-64 characters of A-Z a-z 0-9 _ -"})
 	}
 	if e.Key == "" {

@@ -60,6 +60,7 @@ type Service struct {
 	log   zerolog.Logger
 	types map[string]*mapping
 	cache *expirable.LRU[string, map[string]any] // nil: disabled
+	stmts stmts                                  // the lookups' prepared statements
 
 	hits, misses atomic.Uint64
 }
@@ -123,6 +124,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		Partitions:  deps.Partitions, Observe: deps.Observe, BeforeAck: s.recordParks(), Retry: cfg.retryPolicy(),
 		Stats: func() any { return s.Stats() }, Status: func() any { return s.Status() },
 		Prepare: s.Check,
+		Stopped: func(context.Context) error { return s.stmts.close() },
 		Started: func(e *zerolog.Event) *zerolog.Event {
 			return e.Str("driver", s.deps.Dialect.Driver()).Int("types", len(s.types))
 		},

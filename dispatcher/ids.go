@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/itchyny/gojq"
@@ -113,8 +114,11 @@ type idStore struct {
 	js     bucketOpener
 	bucket string
 
-	mu sync.Mutex
-	kv kv
+	mu    sync.Mutex
+	kv    kv
+	watch jetstream.KeyValue // kv's bucket, for the cache's watch
+	cache idCache            // on between startCache and stopCache (Start and Stop)
+	reads atomic.Uint64      // lookups that read the bucket (not the cache)
 	// pending holds ids of creates the CRM accepted but whose Put failed,
 	// by event id, so the retry stores the id without creating again.
 	pending map[string]string
@@ -134,7 +138,37 @@ func (s *idStore) open(ctx context.Context) (kv, error) {
 		return nil, fmt.Errorf("%w: open %s: %w", ErrIDStore, s.bucket, err)
 	}
 	s.kv = newLeaderKV(b, s.js.Conn(), s.js.Options().APIPrefix)
+	s.watch = b
 	return s.kv, nil
+}
+
+// startCache opens the bucket and turns the id cache on (idcache.go).
+func (s *idStore) startCache(ctx context.Context) error {
+	if _, err := s.open(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	b := s.watch
+	s.mu.Unlock()
+	if b == nil { // a test's own kv
+		return nil
+	}
+	if err := s.cache.start(b, s.reconnects()); err != nil {
+		return fmt.Errorf("%w: watch %s: %w", ErrIDStore, b.Bucket(), err)
+	}
+	return nil
+}
+
+// stopCache ends the cache's watch and empties it.
+func (s *idStore) stopCache() { s.cache.stop() }
+
+// reconnects is the connection's reconnect count (the cache is dropped
+// after a reconnect).
+func (s *idStore) reconnects() uint64 {
+	if s.js == nil || s.js.Conn() == nil {
+		return 0
+	}
+	return s.js.Conn().Stats().Reconnects
 }
 
 // lookup returns the CRM id of an entity; found is false when none is known.
@@ -143,21 +177,30 @@ func (s *idStore) lookup(ctx context.Context, object, idKey string) (id string, 
 	if err != nil {
 		return "", false, err
 	}
-	e, err := b.Get(ctx, kvKey(object, idKey))
+	key, rc := kvKey(object, idKey), s.reconnects()
+	if id, ok := s.cache.get(key, rc); ok {
+		return id, true, nil
+	}
+	s.reads.Add(1)
+	e, err := b.Get(ctx, key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		return "", false, nil
 	case err != nil:
 		return "", false, fmt.Errorf("%w: get: %w", ErrIDStore, err)
 	}
-	return string(e.Value()), true, nil
+	id = string(e.Value())
+	s.cache.put(key, id, e.Revision(), rc)
+	return id, true, nil
 }
 
 // store remembers id; on failure it keeps it pending under eventID.
 func (s *idStore) store(ctx context.Context, eventID, object, idKey, id string) error {
+	key, rc := kvKey(object, idKey), s.reconnects()
 	b, err := s.open(ctx)
+	var rev uint64
 	if err == nil {
-		_, err = b.Put(ctx, kvKey(object, idKey), []byte(id))
+		rev, err = b.Put(ctx, key, []byte(id))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -176,6 +219,7 @@ func (s *idStore) store(ctx context.Context, eventID, object, idKey, id string) 
 		return fmt.Errorf("%w: put: %w", ErrIDStore, err)
 	}
 	delete(s.pending, eventID)
+	s.cache.put(key, id, rev, rc)
 	return nil
 }
 

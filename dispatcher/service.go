@@ -100,8 +100,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		BeforeAck: s.recordParks(),
 		Lane:      func(c *lane.Config) { c.StepAside, c.ProbeEvery = cfg.StepAside.lane(), cfg.StepAside.ProbeEvery },
 		Retry:     cfg.retryPolicy(), Stats: func() any { return s.Stats() },
-		Prepare: func(ctx context.Context) error { _, err := s.ids.open(ctx); return err },
-		Stopped: func(context.Context) error { s.crm.close(); return nil },
+		Prepare: s.ids.startCache,
+		Stopped: func(context.Context) error { s.ids.stopCache(); s.crm.close(); return nil },
 		Started: func(e *zerolog.Event) *zerolog.Event { return e.Str("crm", s.crm.base) },
 	}, service.Deps{NC: deps.NC, JS: deps.JS, Names: deps.Names, Logger: deps.Logger, Ledger: deps.Ledger})
 	if err != nil {

@@ -95,14 +95,12 @@ func validObject(s string) bool {
 // key) and checks every field that ends up in a URL, a header or a KV key.
 // Errors wrap ErrUndecodable.
 func DecodeRequest(b []byte) (crmreq.Request, error) {
-	var r crmreq.Request
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		return r, fmt.Errorf("%w: %w", ErrUndecodable, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return r, fmt.Errorf("%w: trailing data after the JSON object", ErrUndecodable)
+	r, ok := decodeFast(b)
+	if !ok {
+		var err error
+		if r, err = decodeStd(b); err != nil {
+			return r, err
+		}
 	}
 	if r.Mode == "" {
 		r.Mode = catalog.ModeSend
@@ -121,6 +119,21 @@ func DecodeRequest(b []byte) (crmreq.Request, error) {
 	}
 	if err := checkRequest(r); err != nil {
 		return r, fmt.Errorf("%w: %w", ErrUndecodable, err)
+	}
+	return r, nil
+}
+
+// decodeStd is DecodeRequest's decoding with encoding/json, for what
+// decodeFast leaves to it.
+func decodeStd(b []byte) (crmreq.Request, error) {
+	var r crmreq.Request
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return r, fmt.Errorf("%w: %w", ErrUndecodable, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return r, fmt.Errorf("%w: trailing data after the JSON object", ErrUndecodable)
 	}
 	return r, nil
 }

@@ -103,14 +103,12 @@ func ValidType(t string) bool {
 // does not check required fields; call Check for that (after deriving the
 // key, if the type does).
 func Decode(b []byte) (*Envelope, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	var e Envelope
-	if err := dec.Decode(&e); err != nil {
-		return nil, &Invalid{Fields: []FieldError{decodeField(err)}}
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, &Invalid{Fields: []FieldError{{Field: "", Reason: "trailing data after the JSON object"}}}
+	e, ok := decodeFast(b)
+	if !ok {
+		var err error
+		if e, err = decodeStd(b); err != nil {
+			return nil, err
+		}
 	}
 	if path, dup := DuplicateName(b); dup {
 		return nil, &Invalid{Fields: []FieldError{{Field: path, Reason: "duplicate name: the object has this member more than once"}}}
@@ -119,6 +117,21 @@ func Decode(b []byte) (*Envelope, error) {
 		return nil, &Invalid{Fields: []FieldError{{Field: "key", Reason: "empty: send the entity's key, or leave the field out for the type to derive it"}}}
 	}
 	return &e, nil
+}
+
+// decodeStd is Decode's decoding with encoding/json, for what decodeFast
+// leaves to it.
+func decodeStd(b []byte) (Envelope, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var e Envelope
+	if err := dec.Decode(&e); err != nil {
+		return e, &Invalid{Fields: []FieldError{decodeField(err)}}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return e, &Invalid{Fields: []FieldError{{Field: "", Reason: "trailing data after the JSON object"}}}
+	}
+	return e, nil
 }
 
 // emptyKeySent reports whether b (a decoded envelope whose Key is empty)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/mesh/meshtest"
@@ -22,7 +23,7 @@ func TestIDCacheFollowsChangesMadeElsewhere(t *testing.T) {
 	b, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "ids_cache"})
 	require.NoError(t, err)
 	store := &idStore{js: js, bucket: "ids_cache"}
-	require.NoError(t, store.startCache(ctx))
+	require.NoError(t, store.startCache(ctx, zerolog.Nop()))
 	defer store.stopCache()
 	lookup := func() (string, bool) {
 		id, found, err := store.lookup(ctx, "contacts", "customer:1")

@@ -16,6 +16,7 @@ import (
 	"github.com/itchyny/gojq"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 )
 
 // maxCachedJQ bounds the compiled id_from cache; expressions come from the
@@ -142,8 +143,11 @@ func (s *idStore) open(ctx context.Context) (kv, error) {
 	return s.kv, nil
 }
 
-// startCache opens the bucket and turns the id cache on (idcache.go).
-func (s *idStore) startCache(ctx context.Context) error {
+// startCache opens the bucket (its error ends Start, as before the cache)
+// and turns the id cache on (idcache.go). A watch that cannot be created
+// is logged and the dispatcher reads the bucket for every update, as
+// without a cache.
+func (s *idStore) startCache(ctx context.Context, log zerolog.Logger) error {
 	if _, err := s.open(ctx); err != nil {
 		return err
 	}
@@ -154,7 +158,7 @@ func (s *idStore) startCache(ctx context.Context) error {
 		return nil
 	}
 	if err := s.cache.start(b, s.reconnects()); err != nil {
-		return fmt.Errorf("%w: watch %s: %w", ErrIDStore, b.Bucket(), err)
+		log.Warn().Err(err).Str("bucket", b.Bucket()).Msg("crm id cache off: cannot watch the bucket; reading it for every update")
 	}
 	return nil
 }

@@ -100,7 +100,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		BeforeAck: s.recordParks(),
 		Lane:      func(c *lane.Config) { c.StepAside, c.ProbeEvery = cfg.StepAside.lane(), cfg.StepAside.ProbeEvery },
 		Retry:     cfg.retryPolicy(), Stats: func() any { return s.Stats() },
-		Prepare: s.ids.startCache,
+		Prepare: func(ctx context.Context) error { return s.ids.startCache(ctx, s.log) },
 		Stopped: func(context.Context) error { s.ids.stopCache(); s.crm.close(); return nil },
 		Started: func(e *zerolog.Event) *zerolog.Event { return e.Str("crm", s.crm.base) },
 	}, service.Deps{NC: deps.NC, JS: deps.JS, Names: deps.Names, Logger: deps.Logger, Ledger: deps.Ledger})

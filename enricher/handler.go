@@ -2,7 +2,6 @@ package enricher
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -107,7 +106,7 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 		}
 		req.Find = f
 	}
-	b, err := json.Marshal(req)
+	b, err := encodeRequest(&req)
 	if err != nil { // the body is valid JSON from gojq.Marshal; cannot happen
 		return s.mappingFailed(ctx, "request", err)
 	}

@@ -215,7 +215,8 @@ func logBacklog(t *testing.T, js jetstream.JetStream, names topology.Names) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if ds, err := js.Stream(ctx, names.DispatchStream()); err == nil {
-		t.Logf("dispatch stream: %d messages", ds.CachedInfo().State.Msgs)
+		st := ds.CachedInfo().State
+		t.Logf("dispatch stream: %d messages, first seq %d", st.Msgs, st.FirstSeq)
 	}
 	for _, st := range []struct {
 		stream string

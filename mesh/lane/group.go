@@ -385,6 +385,9 @@ type Stats struct {
 	// lane's fence, already applied by another replica (or by this one
 	// before a lost ack). See fence.go.
 	Fenced uint64 `json:"fenced"`
+	// Swept counts acked messages a crash left in a work-queue stream,
+	// removed when the lane opened its consumer (sweep.go).
+	Swept uint64 `json:"swept,omitempty"`
 	// Fence is the lane's fence as this process last saw it.
 	Fence uint64 `json:"fence"`
 	// PinID is the pin id the last message came with: this process was

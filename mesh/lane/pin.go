@@ -56,6 +56,7 @@ func (l *lane) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	switch {
 	case err == nil:
 		info := cur.CachedInfo()
+		l.sweepAcked(ctx, s, info)
 		want = keepPosition(want, info.Config)
 		if sameLaneConfig(info.Config, want) {
 			if l.cons == nil {

@@ -264,6 +264,10 @@ func (p *Parked) replayMsg(stage topology.Stage, pm *jetstream.RawStreamMsg, rep
 		out.Header[k] = v
 	}
 	id := strings.TrimPrefix(pm.Header.Get(nats.MsgIdHdr), "park:"+string(stage)+":")
+	// A message replayed before carries the replay suffix of that round;
+	// the new one replaces it (a key held many times would otherwise grow
+	// its id by one suffix per round).
+	id, _, _ = strings.Cut(id, ":replay:")
 	if id == "" {
 		id = p.names.ParkedStream() + ":" + strconv.FormatUint(pm.Sequence, 10)
 	}

@@ -123,6 +123,7 @@ func (w *Watchdog) onLaneAlert(m jetstream.Msg) {
 	case "parked":
 		w.mu.Lock()
 		w.lastParked = fmt.Sprintf("last: %s %s: %s", a.Stage, a.Subject, a.Reason)
+		w.parkedNew++
 		w.mu.Unlock()
 	default:
 		w.alerts.event("lane_alert/"+a.Kind+"/"+a.Consumer, "lane_alert", fmt.Sprintf("%s lane %s: %s %s",

@@ -37,9 +37,10 @@ type Config struct {
 	// redelivery loop (a poison event or a lookup that never appears).
 	// Default 10.
 	RedeliveryLoop int `yaml:"redelivery_loop"`
-	// ParkedRising is the window of the parked-count condition: it opens
-	// when the parked stream grows and clears when it has not grown for
-	// this long. Default 5m.
+	// ParkedRising is the window of the parked-events condition: it opens
+	// when a lane parked an event for the operator since the last poll
+	// (keys held for a retry do not count) and clears when none was parked
+	// for this long. Default 5m.
 	ParkedRising time.Duration `yaml:"parked_rising"`
 	// ServiceSilentAfter: an expected service that has not answered
 	// $SRV.PING for this long is silent. Default 15s.

@@ -2,16 +2,19 @@ package watchdog_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/watchdog"
 )
@@ -322,6 +325,9 @@ func TestDeletedLaneConsumerIsRecreatedAfterFence(t *testing.T) {
 	require.Zero(t, w.Stats().Actions[watchdog.ActionRecreateConsumer+"_failed"])
 }
 
+// parked_rising follows the events the lanes park for the operator (their
+// "parked" alerts), not the parked stream's count: the copies of a key
+// held for a retry come and go in the same stream and raise nothing.
 func TestParkedRisingAlerts(t *testing.T) {
 	e := newEnv(t, 2, 5*time.Second)
 	ctx := context.Background()
@@ -329,12 +335,30 @@ func TestParkedRisingAlerts(t *testing.T) {
 	cfg.ParkedRising = 200 * time.Millisecond
 	w := e.start(t, cfg, watchdog.Deps{})
 	require.Eventually(t, func() bool { return w.Stats().Polls >= 2 }, 5*time.Second, 10*time.Millisecond)
-	_, err := e.js.Publish(ctx, e.names.ParkedSubject(topology.StageDispatcher, "t", "k"), []byte(`{}`))
+
+	// A held copy (a key stepped aside for a retry): no alert.
+	held := nats.NewMsg(e.names.ParkedSubject(topology.StageDispatcher, "t", "held"))
+	held.Header.Set(lane.HeaderHeld, "true")
+	held.Data = []byte(`{}`)
+	_, err := e.js.PublishMsg(ctx, held)
+	require.NoError(t, err)
+	polls := w.Stats().Polls
+	require.Eventually(t, func() bool { return w.Stats().Polls >= polls+3 }, 5*time.Second, 10*time.Millisecond)
+	require.Empty(t, e.slack.texts(t), "a held copy raised an alert")
+
+	// An event parked for the operator: its copy and the lane's alert.
+	_, err = e.js.Publish(ctx, e.names.ParkedSubject(topology.StageDispatcher, "t", "k"), []byte(`{}`))
+	require.NoError(t, err)
+	b, err := json.Marshal(lane.Alert{Kind: "parked", Stage: topology.StageDispatcher, Consumer: "c",
+		Subject: "sluice.dispatch.0.t.k", Reason: "crm rejected: 422"})
+	require.NoError(t, err)
+	_, err = e.js.Publish(ctx, e.names.AlertSubject("parked"), b)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return len(e.slack.texts(t)) == 2 }, 5*time.Second, 20*time.Millisecond)
 	texts := e.slack.texts(t)
 	require.Contains(t, texts[0], "parked_rising")
 	require.Contains(t, texts[0], "1 event(s) parked")
+	require.Contains(t, texts[0], "crm rejected: 422")
 	require.Contains(t, texts[1], "no new parked events")
 }
 

@@ -145,12 +145,19 @@ func (w *Watchdog) checkStreams(ctx context.Context, now time.Time, errs *[]erro
 	return present
 }
 
-// checkParked tracks the parked stream's message count.
+// checkParked raises parked_rising when the lanes parked events since the
+// last check (their "parked" alerts: an event parked for the operator, not
+// a key held for a retry, whose copies come and go in the same stream), and
+// clears it after ParkedRising without one. n is the parked stream's
+// message count, held copies included, for the text.
 func (w *Watchdog) checkParked(now time.Time, n uint64) {
 	w.mu.Lock()
-	prev, known, last := w.parkedCount, w.parkedKnown, w.lastParked
-	w.parkedCount, w.parkedKnown = n, true
-	grew := known && n > prev
+	parks, last := w.parkedNew, w.lastParked
+	w.parkedNew = 0
+	if !w.parkedKnown {
+		w.parkedKnown, w.parkedGrewAt = true, now
+	}
+	grew := parks > 0
 	if grew {
 		w.parkedGrewAt = now
 	}
@@ -159,12 +166,12 @@ func (w *Watchdog) checkParked(now time.Time, n uint64) {
 	key := CondParkedRising + "/" + w.names.ParkedStream()
 	switch {
 	case grew:
-		txt := fmt.Sprintf("%d event(s) parked since the last check, %d in %s", n-prev, n, w.names.ParkedStream())
+		txt := fmt.Sprintf("%d event(s) parked since the last check, %d message(s) in %s", parks, n, w.names.ParkedStream())
 		if last != "" {
 			txt += "; " + last
 		}
 		w.alerts.raise(key, CondParkedRising, txt)
-	case known && now.Sub(grewAt) >= w.cfg.ParkedRising:
+	case now.Sub(grewAt) >= w.cfg.ParkedRising:
 		w.alerts.clear(key, fmt.Sprintf("no new parked events for %s (%d parked)", w.cfg.ParkedRising, n))
 	}
 }

@@ -96,9 +96,9 @@ type Watchdog struct {
 	streamSeen    map[string]bool
 	svcSeen       map[string]time.Time
 	svcRestarted  map[string]time.Time
-	parkedCount   uint64
 	parkedGrewAt  time.Time
 	parkedKnown   bool
+	parkedNew     uint64 // lane "parked" alerts since the last check
 	pauseReason   map[string]string
 	lastParked    string
 	actions       map[string]uint64

@@ -43,6 +43,7 @@ type Sim struct {
 	errorRate   float64
 	outageUntil time.Time
 	reject      map[string]int
+	rejectLeft  map[string]int // RejectTimes: answers left before the rule goes
 	retryAfter  []string
 	st          *state
 	real        *realCRM // profile "real"; nil otherwise
@@ -221,6 +222,21 @@ func (s *Sim) Reject(id string, status int) {
 	} else {
 		delete(s.reject, id)
 	}
+	delete(s.rejectLeft, id)
+	s.mu.Unlock()
+}
+
+// RejectTimes makes the next n requests for event id answer status, as
+// Reject does, and then removes the rule (a request that fails n times and
+// then succeeds). In-process only.
+func (s *Sim) RejectTimes(id string, status, n int) {
+	s.Reject(id, status)
+	if n < 1 || status < 400 || status > 599 {
+		s.Reject(id, 0)
+		return
+	}
+	s.mu.Lock()
+	s.rejectLeft[id] = n
 	s.mu.Unlock()
 }
 
@@ -246,6 +262,7 @@ func (s *Sim) resetLocked(st *state) {
 	s.errorRate = c.ErrorRate
 	s.outageUntil = time.Time{}
 	s.reject = make(map[string]int, len(c.Reject))
+	s.rejectLeft = map[string]int{}
 	for id, st := range c.Reject {
 		s.reject[id] = st
 	}
@@ -386,6 +403,14 @@ func (s *Sim) decideLocked(rec *Record) {
 		return
 	case id != "" && s.reject[id] != 0:
 		rec.Status, rec.Fault = s.reject[id], FaultReject
+		if left, ok := s.rejectLeft[id]; ok {
+			if left <= 1 {
+				delete(s.reject, id)
+				delete(s.rejectLeft, id)
+			} else {
+				s.rejectLeft[id] = left - 1
+			}
+		}
 		return
 	case s.errorRate > 0 && s.rng.Float64() < s.errorRate:
 		rec.Status, rec.Fault = http.StatusServiceUnavailable, FaultError

@@ -95,6 +95,13 @@ func TestCRMBehaviour(t *testing.T) {
 			{method: "POST", path: "/api/contacts", hdr: ev("e3"), status: 201, body: `{"id":"contacts-2"}`,
 				before: func(s *crmsim.Sim) { s.Reject("e3", 0) }},
 		}},
+		{"reject a given number of times", crmsim.Config{}, []req{
+			{method: "POST", path: "/api/contacts", hdr: ev("e1"), status: 503, before: func(s *crmsim.Sim) { s.RejectTimes("e1", 503, 2) }},
+			{method: "POST", path: "/api/contacts", hdr: ev("e2"), status: 201, body: `{"id":"contacts-1"}`},
+			{method: "POST", path: "/api/contacts", hdr: ev("e1"), status: 503},
+			{method: "POST", path: "/api/contacts", hdr: ev("e1"), status: 201, body: `{"id":"contacts-2"}`},
+			{method: "POST", path: "/api/contacts", hdr: ev("e1"), status: 201, body: `{"id":"contacts-3"}`},
+		}},
 		{"reset forgets objects and restores config", crmsim.Config{}, []req{
 			{method: "POST", path: "/api/contacts", status: 201, body: `{"id":"contacts-1"}`},
 			{method: "POST", path: "/api/contacts", status: 503, before: func(s *crmsim.Sim) { s.SetErrorRate(1) }},

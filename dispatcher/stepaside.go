@@ -12,8 +12,9 @@ import (
 
 // StepAsideConfig is the retry hold of one key (lane.StepAside): a request
 // the CRM answers with a 5xx, 408, 429 or not at all, while the partition's
-// other requests succeed, steps aside — its key is held and retried after
-// Backoff, in order, and the partition's other keys go on. CircuitFailures
+// other requests succeed, is first retried in place (InPlace tries,
+// InPlaceDelay apart) and then steps aside — its key is held and retried
+// after Backoff, in order, and the partition's other keys go on. CircuitFailures
 // failures in a row within CircuitWindow of each other (a CRM that is down,
 // not flaky) open the partition's circuit: the lane holds its head again,
 // retry.tries tries (retry.delay apart) then a pause of pause with an alert,
@@ -35,6 +36,13 @@ type StepAsideConfig struct {
 	// ProbeEvery is how often a paused partition sends its failed request
 	// again; the first 2xx resumes it. Default 1s.
 	ProbeEvery time.Duration `yaml:"probe_every"`
+	// InPlace is how many failures of a request are retried in place,
+	// InPlaceDelay later, before it steps aside: one quick retry absorbs
+	// most of a flaky CRM's random errors without parking anything.
+	// DefaultConfig sets 1; 0 steps aside at the first failure.
+	InPlace int `yaml:"in_place"`
+	// InPlaceDelay is the wait before an in-place retry. Default 25ms.
+	InPlaceDelay time.Duration `yaml:"in_place_delay"`
 }
 
 // Step-aside defaults.
@@ -47,10 +55,14 @@ const (
 	DefaultCircuitFailures = 3
 	DefaultCircuitWindow   = 6 * time.Second
 	DefaultProbeEvery      = time.Second
+	DefaultInPlace         = 1
+	DefaultInPlaceDelay    = 25 * time.Millisecond
 )
 
 // DefaultConfig is the config before a file is read: step-aside on.
-func DefaultConfig() Config { return Config{StepAside: StepAsideConfig{Enabled: true}} }
+func DefaultConfig() Config {
+	return Config{StepAside: StepAsideConfig{Enabled: true, InPlace: DefaultInPlace}}
+}
 
 func (c StepAsideConfig) withDefaults() StepAsideConfig {
 	if len(c.Backoff) == 0 {
@@ -64,6 +76,9 @@ func (c StepAsideConfig) withDefaults() StepAsideConfig {
 	}
 	if c.ProbeEvery == 0 {
 		c.ProbeEvery = DefaultProbeEvery
+	}
+	if c.InPlaceDelay == 0 {
+		c.InPlaceDelay = DefaultInPlaceDelay
 	}
 	return c
 }
@@ -84,26 +99,36 @@ func (c StepAsideConfig) validate() error {
 	if c.ProbeEvery <= 0 {
 		errs = append(errs, errors.New("dispatcher.step_aside.probe_every: must be > 0"))
 	}
+	if c.InPlace < 0 {
+		errs = append(errs, errors.New("dispatcher.step_aside.in_place: must be >= 0"))
+	}
+	if c.InPlaceDelay <= 0 {
+		errs = append(errs, errors.New("dispatcher.step_aside.in_place_delay: must be > 0"))
+	}
 	return errors.Join(errs...)
 }
 
 // lane is the lane runner's form of c.
 func (c StepAsideConfig) lane() lane.StepAside {
 	return lane.StepAside{Enabled: c.Enabled, Backoff: c.Backoff, CircuitFailures: c.CircuitFailures,
-		CircuitWindow: c.CircuitWindow}
+		CircuitWindow: c.CircuitWindow, InPlace: c.InPlace}
 }
 
 // headDelay is the wait before a held head's next try after its
-// failures-th earlier failure: retry.delay, or with step-aside on the
+// failures-th earlier failure: retry.delay, or with step-aside on
+// step_aside.in_place_delay for the in-place tries (25ms) and then the
 // fast, backed-off schedule of step_aside.backoff (200ms, 1s, ...), so
 // that a CRM that is down still pauses the outlet after retry.tries tries
-// within a few seconds.
+// within a second or so.
 func (s *Service) headDelay(failures int) time.Duration {
 	b := s.cfg.StepAside.Backoff
 	if !s.cfg.StepAside.Enabled || len(b) == 0 {
 		return s.cfg.Retry.Delay
 	}
-	return b[min(failures, len(b)-1)]
+	if failures < s.cfg.StepAside.InPlace {
+		return s.cfg.StepAside.InPlaceDelay
+	}
+	return b[min(failures-s.cfg.StepAside.InPlace, len(b)-1)]
 }
 
 // probe is a paused lane's probe: the failed request again (the CRM

@@ -228,3 +228,71 @@ func alertConsumer(t *testing.T, h *harness.Harness) jetstream.Consumer {
 	require.NoError(t, err)
 	return c
 }
+
+// TestOneFailureIsRetriedInPlaceBeforeSteppingAside: with the shipped
+// step_aside.in_place (1), a request that fails once is tried again in
+// place 25ms later and nothing is parked; one that fails twice steps
+// aside. Either way every event arrives, in order per key.
+func TestOneFailureIsRetriedInPlaceBeforeSteppingAside(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		fails     int
+		wantAside bool
+	}{
+		{"fails once: retried in place", 1, false},
+		{"fails twice: steps aside", 2, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := stepAsideConfig()
+			cfg.StepAside.InPlace = dispatcher.DefaultConfig().StepAside.InPlace
+			h, err := harness.New(context.Background(), harness.Options{
+				Dir:            t.TempDir(),
+				Topology:       topology.Config{Partitions: 1, AckWait: 3 * time.Second},
+				Dispatcher:     cfg,
+				ExtraCustomers: 150,
+				Logger:         logger(t),
+			})
+			require.NoError(t, err)
+			t.Cleanup(h.Close)
+			require.NoError(t, h.StartDispatcher(context.Background()))
+			require.NoError(t, h.StartEnricher(context.Background()))
+
+			p := plan(t, 300, 30, 31)
+			victims := map[string]bool{}
+			seen := map[string]bool{}
+			for _, e := range p.Events {
+				if !seen[e.Key] && len(victims) < 5 {
+					victims[e.ID] = true
+					h.Sim.RejectTimes(e.ID, http.StatusServiceUnavailable, tc.fails)
+				}
+				seen[e.Key] = true
+			}
+			<-publishAsync(t, h, p)
+			rep := waitDelivered(t, h, p, 60*time.Second)
+			requireInOrder(t, rep)
+
+			tries := map[string][]int{}
+			for _, r := range h.Sim.Records() {
+				if victims[r.ID()] {
+					tries[r.ID()] = append(tries[r.ID()], r.Status/100)
+				}
+			}
+			require.Len(t, tries, len(victims))
+			for id, st := range tries {
+				require.GreaterOrEqual(t, len(st), tc.fails+1, "event %s: %v", id, st)
+				for i := range tc.fails {
+					require.Equal(t, 5, st[i], "event %s: %v", id, st)
+				}
+				require.Equal(t, 2, st[tc.fails], "event %s: %v", id, st)
+			}
+			st, err := h.JS.Stream(context.Background(), h.Names.ParkedStream())
+			require.NoError(t, err)
+			info, err := st.Info(context.Background())
+			require.NoError(t, err)
+			require.Equal(t, tc.wantAside, info.State.LastSeq > 0,
+				"messages ever parked aside: %d", info.State.LastSeq)
+			requireNoKeyHeld(t, h)
+			requireNothingParked(t, h)
+		})
+	}
+}

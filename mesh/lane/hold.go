@@ -20,7 +20,8 @@ import (
 // (one CRM request in twenty answered 503) then slows the whole stage to a
 // crawl. With StepAside on, a message whose handler reports a failure that
 // may be its own (Outcome.StepAside) while the partition's circuit is
-// closed steps aside instead:
+// closed steps aside instead (after StepAside.InPlace failures retried in
+// place, which absorb most random errors without parking anything):
 //
 //   - the runner parks it in the parked stream with Sluice-Held: true and
 //     records its key as held in the parked-keys bucket (state "held", its
@@ -75,6 +76,11 @@ type StepAside struct {
 	// AlertAfter is the failure count of a held key that raises a
 	// "key_held" alert (once per key and process). Default 5.
 	AlertAfter int
+	// InPlace is how many failures of a message are retried in place (the
+	// handler's delay, the partition waiting) before it steps aside: one
+	// quick retry absorbs most random errors of a flaky dependency without
+	// the parked-stream round trip. Default 0 (step aside at the first).
+	InPlace int
 }
 
 func (s StepAside) withDefaults() StepAside {
@@ -104,6 +110,9 @@ func (s StepAside) validate(isolate bool) error {
 		if d <= 0 {
 			return errors.New("lane: StepAside.Backoff entries must be > 0")
 		}
+	}
+	if s.InPlace < 0 {
+		return errors.New("lane: StepAside.InPlace must be >= 0")
 	}
 	if s.CircuitFailures < 1 || s.CircuitWindow <= 0 {
 		return errors.New("lane: StepAside.CircuitFailures must be >= 1 and CircuitWindow > 0")
@@ -154,7 +163,7 @@ func (l *lane) stepAside(m *Msg, o Outcome) Outcome {
 	l.mu.Lock()
 	l.stats.CircuitOpen = open
 	l.mu.Unlock()
-	if open || m.Failures > 0 || m.Type == "" || l.g.parked == nil {
+	if open || m.Failures != sa.InPlace || m.Type == "" || l.g.parked == nil {
 		return o
 	}
 	h := o

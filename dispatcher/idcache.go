@@ -11,7 +11,7 @@ import (
 // The CRM id cache.
 //
 // An update or upsert needs the entity's CRM id, and reading it from the
-// bucket's leader (leaderKV) was a JetStream API request per event: ~20 µs
+// bucket's leader (leaderkv) was a JetStream API request per event: ~20 µs
 // of CPU per event between the server and the client in a bench-quick
 // profile (issue 14). The cache keeps the ids this process read or stored,
 // and a watch of the bucket (updates only) brings every later change from

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"sluice.dev/mesh/leaderkv"
 	"sluice.dev/mesh/topology"
 )
 
@@ -31,7 +32,7 @@ type IDEntry struct {
 // reads and writes.
 type IDMap struct {
 	kv   jetstream.KeyValue
-	read leaderKV
+	read leaderkv.KV
 }
 
 // OpenIDMap opens the id map bucket (ErrBucketMissing when the topology
@@ -44,7 +45,7 @@ func OpenIDMap(ctx context.Context, js jetstream.JetStream, names topology.Names
 		}
 		return nil, fmt.Errorf("%w: open %s: %w", ErrIDStore, names.CRMIDBucket(), err)
 	}
-	return &IDMap{kv: b, read: newLeaderKV(b, js.Conn(), js.Options().APIPrefix)}, nil
+	return &IDMap{kv: b, read: leaderkv.New(b, js.Conn(), js.Options().APIPrefix)}, nil
 }
 
 // CheckIDEntry checks an entry an operator gives (crmID may be empty for

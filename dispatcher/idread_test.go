@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"sluice.dev/mesh/leaderkv"
 	"sluice.dev/mesh/meshtest"
 )
 
@@ -21,7 +22,7 @@ func TestLeaderKVReadsWhatWasPut(t *testing.T) {
 	store := &idStore{js: js, bucket: "ids_leader_read"}
 	kv, err := store.open(ctx)
 	require.NoError(t, err)
-	require.IsType(t, leaderKV{}, kv, "the id store must not read through direct gets")
+	require.IsType(t, leaderkv.KV{}, kv, "the id store must not read through direct gets")
 
 	key := kvKey("contacts", "customer:1")
 	_, found, err := store.lookup(ctx, "contacts", "customer:1")

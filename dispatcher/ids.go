@@ -17,6 +17,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"sluice.dev/mesh/leaderkv"
 )
 
 // maxCachedJQ bounds the compiled id_from cache; expressions come from the
@@ -138,7 +140,7 @@ func (s *idStore) open(ctx context.Context) (kv, error) {
 		}
 		return nil, fmt.Errorf("%w: open %s: %w", ErrIDStore, s.bucket, err)
 	}
-	s.kv = newLeaderKV(b, s.js.Conn(), s.js.Options().APIPrefix)
+	s.kv = leaderkv.New(b, s.js.Conn(), s.js.Options().APIPrefix)
 	s.watch = b
 	return s.kv, nil
 }

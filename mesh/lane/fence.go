@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"sluice.dev/mesh/leaderkv"
 	"sluice.dev/mesh/topology"
 )
 
@@ -95,7 +96,7 @@ func openFenceSet(ctx context.Context, js JetStream, names topology.Names, stage
 	if err != nil {
 		return nil, fmt.Errorf("lane: fence bucket: %w", err)
 	}
-	fs := &fenceSet{kv: kv, log: log,
+	fs := &fenceSet{kv: leaderkv.Wrap(kv, js), log: log,
 		seen: map[string]fenceEntry{}, want: map[string]topology.Fence{}, keyMu: map[string]*sync.Mutex{},
 		done: make(chan struct{}), stop: make(chan struct{})}
 	if fs.w, fs.cancel, err = watchKV(ctx, kv, string(stage)+".>", "fences", fs.observe); err != nil {

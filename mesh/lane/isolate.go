@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"sluice.dev/mesh/leaderkv"
 	"sluice.dev/mesh/topology"
 )
 
@@ -134,7 +135,9 @@ func openParkedSet(ctx context.Context, js JetStream, names topology.Names, stag
 	if err != nil {
 		return nil, fmt.Errorf("lane: parked-keys bucket: %w", err)
 	}
-	s := &parkedSet{kv: kv, stage: stage, keys: map[string]setEntry{}}
+	// Reads go to the stream leader: a follower's direct get can miss a
+	// hold or park this lane just wrote and let the key's next event by.
+	s := &parkedSet{kv: leaderkv.Wrap(kv, js), stage: stage, keys: map[string]setEntry{}}
 	if s.w, s.cancel, err = watchKV(ctx, kv, string(stage)+".>", "parked-keys", s.observe); err != nil {
 		return nil, err
 	}

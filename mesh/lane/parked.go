@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"sluice.dev/mesh/leaderkv"
 	"sluice.dev/mesh/topology"
 )
 
@@ -47,7 +48,7 @@ func OpenParked(ctx context.Context, js AdminJetStream, names topology.Names) (*
 	if err != nil {
 		return nil, fmt.Errorf("lane: parked-keys bucket: %w", err)
 	}
-	return &Parked{js: js, names: names, ps: &parkedSet{kv: kv, keys: map[string]setEntry{}}}, nil
+	return &Parked{js: js, names: names, ps: &parkedSet{kv: leaderkv.Wrap(kv, js), keys: map[string]setEntry{}}}, nil
 }
 
 // List returns every parked key, by stage then key.

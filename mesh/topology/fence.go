@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"sluice.dev/mesh/leaderkv"
 )
 
 // LanePriorityGroup is the priority group every lane consumer is pinned in
@@ -137,7 +139,7 @@ func (n Names) laneFence(ctx context.Context, js FenceSource, stage Stage, p int
 	if err != nil {
 		return 0, nil, fmt.Errorf("fence bucket: %w", err)
 	}
-	e, err := kv.Get(ctx, FenceKey(stage, p))
+	e, err := leaderkv.Wrap(kv, js).Get(ctx, FenceKey(stage, p))
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return 0, info, nil
 	}

@@ -392,6 +392,9 @@ func (h *holder) replay(kvKey string) time.Time {
 		}
 	}
 	inOrder(round)
+	if len(round) == 0 && cur.Upto == 0 && len(msgs) == 0 {
+		return h.emptyRound(ctx, kvKey, cur.ReplayID)
+	}
 	if len(round) == 0 {
 		// Nothing left to publish: the round is on its way through the
 		// lane, which frees the key (or holds it again) when its last
@@ -419,6 +422,39 @@ func (h *holder) replay(kvKey string) time.Time {
 	}
 	h.g.cfg.Logger.Debug().Str("key", cur.Key).Int("messages", len(round)).Int("failures", cur.Failures).
 		Msg("held key replayed")
+	return time.Time{}
+}
+
+// emptyRound ends a round that found nothing parked and published
+// nothing. A held key's count can promise a message the parked stream does
+// not hold: a message parked behind it, acked, and delivered again after a
+// kill is parked again with the same id, which the parked stream drops as a
+// duplicate (its first copy may already be replayed). With nothing parked
+// and nothing of the round in flight, no event of the key waits behind
+// anything: the key is free. If the lane parked one since the round began,
+// the key is held again and replayed at once.
+func (h *holder) emptyRound(ctx context.Context, kvKey, replayID string) time.Time {
+	again := false
+	err := h.g.parked.update(ctx, kvKey, func(c *ParkedKey) *ParkedKey {
+		again = false
+		if c == nil || c.State != StateReplaying || c.ReplayID != replayID || c.Upto != 0 {
+			return c
+		}
+		if c.Count == 0 {
+			return nil
+		}
+		n := *c
+		n.State, n.ReplayID, n.RetryAt = StateHeld, "", time.Now().UTC()
+		again = true
+		return &n
+	})
+	switch {
+	case err != nil:
+		h.g.cfg.Logger.Warn().Err(err).Str("held_key", kvKey).Msg("held key: could not end an empty round; trying again")
+		return time.Now().Add(time.Second)
+	case again:
+		return time.Now()
+	}
 	return time.Time{}
 }
 

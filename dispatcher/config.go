@@ -181,6 +181,11 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("dispatcher.pause: must be > 0"))
 	}
 	errs = append(errs, c.StepAside.validate())
+	if c.StepAside.Enabled && c.Retry.Tries >= 1 && c.StepAside.InPlace >= c.Retry.Tries {
+		// The retry.tries-th failure pauses the partition before the
+		// request could step aside: every flaky request would pause it.
+		errs = append(errs, fmt.Errorf("dispatcher.step_aside.in_place: must be < retry.tries (%d)", c.Retry.Tries))
+	}
 	for _, code := range sortedKeys(c.StatusPolicy) {
 		k := "dispatcher.status_policy." + code
 		if err := validPolicyKey(code); err != nil {

@@ -19,6 +19,17 @@ func TestConfigDefaults(t *testing.T) {
 	// "3 tries within 6s": the tries are (Tries-1)*Delay apart.
 	require.LessOrEqual(t, time.Duration(c.Retry.Tries-1)*c.Retry.Delay, 6*time.Second)
 	require.Equal(t, PolicyPark, c.policyFor(422), "4xx parks by default (keys are isolated)")
+
+	// The shipped step-aside: 3 tries of a request (2 in place) before its
+	// key steps aside, all within 6s; the circuit opens on 8 failures.
+	d := DefaultConfig()
+	d.CRM.URL = c.CRM.URL
+	d = d.WithDefaults()
+	require.NoError(t, d.Validate())
+	require.Equal(t, 2, d.StepAside.InPlace)
+	require.Less(t, d.StepAside.InPlace, d.Retry.Tries)
+	require.Equal(t, 5*time.Millisecond, d.StepAside.InPlaceDelay)
+	require.Equal(t, 8, d.StepAside.CircuitFailures)
 }
 
 func TestConfigYAML(t *testing.T) {
@@ -59,6 +70,8 @@ func TestConfigValidate(t *testing.T) {
 		{"tries", func(c *Config) { c.Retry.Tries = -1 }, "dispatcher.retry.tries: must be >= 1"},
 		{"delay", func(c *Config) { c.Retry.Delay = -time.Second }, "dispatcher.retry.delay: must be > 0"},
 		{"pause", func(c *Config) { c.Pause = -time.Second }, "dispatcher.pause: must be > 0"},
+		{"in place too many", func(c *Config) { c.StepAside.Enabled, c.StepAside.InPlace = true, 3 },
+			"dispatcher.step_aside.in_place: must be < retry.tries (3)"},
 		{"header name", func(c *Config) { c.CRM.Headers = map[string]string{"Bad Name": "v"} },
 			"dispatcher.crm.headers.Bad Name: not a valid header name"},
 		{"header reserved", func(c *Config) { c.CRM.Headers = map[string]string{"idempotency-key": "v"} },

@@ -230,9 +230,10 @@ func alertConsumer(t *testing.T, h *harness.Harness) jetstream.Consumer {
 }
 
 // TestOneFailureIsRetriedInPlaceBeforeSteppingAside: with the shipped
-// step_aside.in_place (1), a request that fails once is tried again in
-// place 25ms later and nothing is parked; one that fails twice steps
-// aside. Either way every event arrives, in order per key.
+// step_aside.in_place (2), a request that fails once or twice is tried
+// again in place 5ms later, with the message in the lane's hand, and
+// nothing is parked; one that fails three times steps aside. Either way
+// every event arrives, in order per key.
 func TestOneFailureIsRetriedInPlaceBeforeSteppingAside(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -240,7 +241,8 @@ func TestOneFailureIsRetriedInPlaceBeforeSteppingAside(t *testing.T) {
 		wantAside bool
 	}{
 		{"fails once: retried in place", 1, false},
-		{"fails twice: steps aside", 2, true},
+		{"fails twice: retried in place again", 2, false},
+		{"fails three times: steps aside", 3, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := stepAsideConfig()

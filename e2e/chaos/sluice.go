@@ -91,12 +91,10 @@ enricher:
   db: {driver: postgres, dsn: %q}
   retry_max: 1s
 dispatcher:
+  # Retry, step-aside and circuit: the shipped defaults (a request tried
+  # in place, then its key stepped aside; a CRM that is down opens the
+  # circuit and pauses the lane), which must carry 30%% random 5xx.
   crm: {url: %q, timeout: 5s}
-  # With 30%% of requests failing, the default 3 tries x 2 s would pause a
-  # lane for every 37th event; these keep a lane moving and still pause it
-  # during an outage.
-  retry: {tries: 10, delay: 10ms}
-  pause: 2s
 inbound:
   http_addr: "127.0.0.1:%d"
   sources:

@@ -292,6 +292,9 @@ func (l *lane) handle(jm jetstream.Msg) {
 			o = behindOutcome(iso.pk)
 		default:
 			o = l.stepAside(m, l.call(m))
+			for l.retryHere(m, o) { // a short retry keeps m in hand (inplace.go)
+				o = l.stepAside(m, l.call(m))
+			}
 			// Ask again before the runner's own side effects (outputs, a
 			// parked copy, a pause), and honour the handler's answer.
 			switch {

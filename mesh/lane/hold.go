@@ -331,7 +331,9 @@ func (h *holder) replay(kvKey string) time.Time {
 	case pk == nil || !pk.Held:
 		return time.Time{} // free, or parked for good: the operator's
 	case pk.State == StateHeld && pk.Draining != "":
-		return time.Time{} // the lane schedules it when the round has passed
+		// The lane schedules it when the round's last message has passed;
+		// the holder looks too, in case that message never comes.
+		return h.checkDraining(ctx, kvKey, pk)
 	case pk.State == StateHeld && time.Now().Before(pk.RetryAt):
 		return pk.RetryAt
 	case pk.State != StateHeld && pk.State != StateReplaying:

@@ -299,7 +299,9 @@ func (l *lane) recordPark(m *Msg, o Outcome, iso isolation) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	now := time.Now().UTC()
-	return l.g.parked.update(ctx, iso.kvKey, func(cur *ParkedKey) *ParkedKey {
+	reheld := false
+	err := l.g.parked.update(ctx, iso.kvKey, func(cur *ParkedKey) *ParkedKey {
+		reheld = false
 		first := func(pk *ParkedKey, state string) *ParkedKey {
 			key, err := topology.KeyFromToken(m.KeyToken)
 			if err != nil {
@@ -311,6 +313,17 @@ func (l *lane) recordPark(m *Msg, o Outcome, iso isolation) error {
 			return pk
 		}
 		switch {
+		case cur == nil && iso.behind && l.g.holder != nil:
+			// The key was freed between the gate and here (its held
+			// key's round ended empty): nothing of the key is parked or
+			// in flight before m, so m is the key's oldest event. It
+			// waits as a held key, replayed at once, not as a key parked
+			// for the operator.
+			pk := first(&ParkedKey{}, StateHeld)
+			pk.Reason = ReasonRetrying + ": its key was freed while it was parked behind"
+			pk.Held, pk.Count, pk.RetryAt = true, 1, now
+			reheld = true
+			return pk
 		case cur == nil:
 			pk := first(&ParkedKey{}, StateParked)
 			pk.Count = 1
@@ -341,6 +354,10 @@ func (l *lane) recordPark(m *Msg, o Outcome, iso isolation) error {
 			return &n
 		}
 	})
+	if err == nil && reheld {
+		l.g.holder.schedule(iso.kvKey, now)
+	}
+	return err
 }
 
 // finishReplay runs after the last replayed message of a round was acked:

@@ -1,0 +1,94 @@
+package lane
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"sluice.dev/mesh/topology"
+)
+
+// A held key whose replayed message failed again before the rest of its
+// round had passed the lane is "draining" (ParkedKey.Draining names the
+// round): its next round waits until the round's last message has been
+// parked behind it, which the lane notices and schedules. If that message
+// never comes — the holder that published the round failed before
+// publishing its last message (a lost stream leader, a kill) and, finding
+// the key held, did not go on — the key would stay held for ever with its
+// events parked. So the holder also looks for itself: once no message of
+// the round is left in the stage's input stream (a work queue: a message
+// leaves it when the lane acks it, after delivering or parking it), and
+// the hold is older than any holder's publish could still be running
+// (drainingGrace), the round is over and the key's next round begins.
+
+// drainingGrace is how long after a hold the holder waits before it looks
+// for the round's messages itself: longer than a holder's replay may run
+// (its context ends after 30s), so no holder still publishes the round.
+const drainingGrace = 35 * time.Second
+
+// drainingPoll is how often a draining key's round is looked for again.
+const drainingPoll = 5 * time.Second
+
+// checkDraining ends a draining key's wait when its round has left the
+// input stream, and returns when to look at the key again.
+func (h *holder) checkDraining(ctx context.Context, kvKey string, pk *ParkedKey) time.Time {
+	if wait := pk.ParkedAt.Add(drainingGrace); time.Now().Before(wait) {
+		return wait
+	}
+	inFlight, err := h.roundInFlight(ctx, pk)
+	switch {
+	case err != nil:
+		h.g.cfg.Logger.Warn().Err(err).Str("held_key", kvKey).Msg("held key: could not look for its last round; trying again")
+		return time.Now().Add(time.Second)
+	case inFlight:
+		return time.Now().Add(drainingPoll)
+	}
+	round := pk.Draining
+	err = h.g.parked.update(ctx, kvKey, func(c *ParkedKey) *ParkedKey {
+		if c == nil || c.State != StateHeld || c.Draining != round {
+			return c
+		}
+		n := *c
+		n.Draining = ""
+		return &n
+	})
+	if err != nil {
+		h.g.cfg.Logger.Warn().Err(err).Str("held_key", kvKey).Msg("held key: could not end its last round; trying again")
+		return time.Now().Add(time.Second)
+	}
+	h.g.cfg.Logger.Info().Str("held_key", kvKey).Str("round", round).
+		Msg("held key: its last replay round has left the stream without its last message; replaying the key again")
+	return time.Now()
+}
+
+// roundInFlight reports whether a message of pk's draining round is still
+// in the stage's input stream. A stage whose stream is not a work queue
+// keeps acked messages, so there it always reports true (the lane's own
+// notice is the only end of the wait).
+func (h *holder) roundInFlight(ctx context.Context, pk *ParkedKey) (bool, error) {
+	spec, ok := topology.SpecOf(pk.Stage)
+	if !ok || !spec.WorkQueue || spec.Replay == nil {
+		return true, nil
+	}
+	names := h.g.cfg.Names
+	s, err := h.g.js.Stream(ctx, spec.Stream(names))
+	if err != nil {
+		return false, err
+	}
+	filter := spec.Replay(names, "*", pk.KeyToken)
+	for seq := uint64(1); ; {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if m.Header.Get(HeaderReplay) == pk.Draining {
+			return true, nil
+		}
+		seq = m.Sequence + 1
+	}
+}

@@ -3,6 +3,7 @@ package lane
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,7 +38,7 @@ func (h *holder) checkDraining(ctx context.Context, kvKey string, pk *ParkedKey)
 	if wait := pk.ParkedAt.Add(drainingGrace); time.Now().Before(wait) {
 		return wait
 	}
-	inFlight, err := h.roundInFlight(ctx, pk)
+	inFlight, err := h.roundInFlight(ctx, pk.Stage, pk.KeyToken, pk.Draining)
 	switch {
 	case err != nil:
 		h.g.cfg.Logger.Warn().Err(err).Str("held_key", kvKey).Msg("held key: could not look for its last round; trying again")
@@ -63,12 +64,63 @@ func (h *holder) checkDraining(ctx context.Context, kvKey string, pk *ParkedKey)
 	return time.Now()
 }
 
-// roundInFlight reports whether a message of pk's draining round is still
-// in the stage's input stream. A stage whose stream is not a work queue
-// keeps acked messages, so there it always reports true (the lane's own
-// notice is the only end of the wait).
-func (h *holder) roundInFlight(ctx context.Context, pk *ParkedKey) (bool, error) {
-	spec, ok := topology.SpecOf(pk.Stage)
+// checkRoundOver finishes a held key's round that was published entirely
+// (nothing of it left in the parked stream) but never finished: the lane
+// frees the key (or holds it again) with the round's last message, and a
+// process killed in between, or a bucket write lost with its leader, left
+// the key "replaying" for ever. Once no message of the round is left in
+// the input stream and the round is older than drainingGrace, every one of
+// them was delivered (a failure would have held the key, a rejection
+// parked it): the holder does what the lane could not. It returns when to
+// look at the key again.
+func (h *holder) checkRoundOver(ctx context.Context, kvKey string, pk ParkedKey) time.Time {
+	began, err := strconv.ParseInt(pk.ReplayID, 36, 64)
+	if !pk.Held || err != nil {
+		return time.Time{} // an operator's replay: `sluice parked` follows it
+	}
+	if wait := time.Unix(0, began).Add(drainingGrace); time.Now().Before(wait) {
+		return wait
+	}
+	inFlight, err := h.roundInFlight(ctx, pk.Stage, pk.KeyToken, pk.ReplayID)
+	switch {
+	case err != nil:
+		h.g.cfg.Logger.Warn().Err(err).Str("held_key", kvKey).Msg("held key: could not look for its round; trying again")
+		return time.Now().Add(time.Second)
+	case inFlight:
+		return time.Now().Add(drainingPoll)
+	}
+	again := false
+	err = h.g.parked.update(ctx, kvKey, func(c *ParkedKey) *ParkedKey {
+		again = false
+		if c == nil || c.State != StateReplaying || c.ReplayID != pk.ReplayID {
+			return c
+		}
+		if c.Count == 0 {
+			return nil
+		}
+		n := *c
+		n.State, n.ReplayID, n.Upto, n.RetryAt = StateHeld, "", 0, time.Now().UTC()
+		again = true
+		return &n
+	})
+	if err != nil {
+		h.g.cfg.Logger.Warn().Err(err).Str("held_key", kvKey).Msg("held key: could not finish its round; trying again")
+		return time.Now().Add(time.Second)
+	}
+	h.g.cfg.Logger.Info().Str("held_key", kvKey).Str("round", pk.ReplayID).Bool("again", again).
+		Msg("held key: its retry round was delivered but not finished; finished it")
+	if again {
+		return time.Now()
+	}
+	return time.Time{}
+}
+
+// roundInFlight reports whether a message of the key's replay round is
+// still in the stage's input stream. A stage whose stream is not a work
+// queue keeps acked messages, so there it always reports true (the lane's
+// own notice is the only end of the wait).
+func (h *holder) roundInFlight(ctx context.Context, stage topology.Stage, keyToken, round string) (bool, error) {
+	spec, ok := topology.SpecOf(stage)
 	if !ok || !spec.WorkQueue || spec.Replay == nil {
 		return true, nil
 	}
@@ -77,7 +129,7 @@ func (h *holder) roundInFlight(ctx context.Context, pk *ParkedKey) (bool, error)
 	if err != nil {
 		return false, err
 	}
-	filter := spec.Replay(names, "*", pk.KeyToken)
+	filter := spec.Replay(names, "*", keyToken)
 	for seq := uint64(1); ; {
 		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -86,7 +138,7 @@ func (h *holder) roundInFlight(ctx context.Context, pk *ParkedKey) (bool, error)
 		if err != nil {
 			return false, err
 		}
-		if m.Header.Get(HeaderReplay) == pk.Draining {
+		if m.Header.Get(HeaderReplay) == round {
 			return true, nil
 		}
 		seq = m.Sequence + 1

@@ -3,10 +3,13 @@ package lane_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -135,4 +138,55 @@ func TestKeyFreedWhileParkingBehindIsHeldNotParked(t *testing.T) {
 		keys, err = adm.List(ctx)
 		return err == nil && len(keys) == 0
 	}, 15*time.Second, 20*time.Millisecond, "key not freed: %+v", &keys)
+}
+
+// TestHeldRoundDeliveredButNotFinishedIsFinished: a held key's round was
+// published and delivered, but the lane's write that ends it failed (its
+// bucket lost its leader; seen in the chaos suite: "context deadline
+// exceeded", the key "replaying" for ever with its later events parked).
+// The holder finds the round gone from the dispatch stream and holds the
+// key again, so the event parked behind it is delivered and the key freed.
+func TestHeldRoundDeliveredButNotFinishedIsFinished(t *testing.T) {
+	names, js := setup(t, 1)
+	ctx := context.Background()
+	seen := make(chan string, 10)
+	g, err := lane.NewGroup(js, lane.Config{Stage: topology.StageDispatcher, Names: names, Logger: zerolog.Nop(),
+		IsolateKeys: true, StepAside: lane.StepAside{Enabled: true},
+		Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
+			seen <- string(m.Data)
+			return lane.Done()
+		}})
+	require.NoError(t, err)
+
+	// Parked seq 1: another key's; seq 2: k-1, parked behind k's round.
+	for _, pm := range []struct{ key, body string }{{"other", "other-0"}, {"k", "k-1"}} {
+		m := nats.NewMsg(names.ParkedSubject(topology.StageDispatcher, "t1", pm.key))
+		m.Data = []byte(pm.body)
+		m.Header.Set(nats.MsgIdHdr, "park:dispatcher:"+pm.body)
+		_, err := js.PublishMsg(ctx, m)
+		require.NoError(t, err)
+	}
+	kv, err := js.KeyValue(ctx, names.ParkedKeysBucket())
+	require.NoError(t, err)
+	began := time.Now().Add(-time.Minute)
+	b, err := json.Marshal(lane.ParkedKey{Stage: topology.StageDispatcher, Type: "t1", Key: "k", KeyToken: "k",
+		FirstSeq: 2, FirstID: "k-1", Reason: lane.ReasonRetrying + ": 503", ParkedAt: began.UTC(),
+		Count: 1, State: lane.StateReplaying, ReplayID: strconv.FormatInt(began.UnixNano(), 36), Upto: 1,
+		Held: true, Failures: 1, RetryAt: began.UTC()})
+	require.NoError(t, err)
+	_, err = kv.Create(ctx, topology.ParkedKeyName(topology.StageDispatcher, "k"), b)
+	require.NoError(t, err)
+
+	require.NoError(t, g.Start(ctx))
+	t.Cleanup(func() { _ = g.Stop(context.Background()) })
+	select {
+	case got := <-seen:
+		require.Equal(t, "k-1", got)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the key's round was never finished: its parked event was not delivered")
+	}
+	require.Eventually(t, func() bool {
+		_, err := kv.Get(ctx, topology.ParkedKeyName(topology.StageDispatcher, "k"))
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	}, 15*time.Second, 20*time.Millisecond, "key not freed")
 }

@@ -401,8 +401,9 @@ func (h *holder) replay(kvKey string) time.Time {
 		// Nothing left to publish: the round is on its way through the
 		// lane, which frees the key (or holds it again) when its last
 		// message is settled. Freeing it here could let an event of the
-		// key that waits in the stream ahead of the round overtake it.
-		return time.Time{}
+		// key that waits in the stream ahead of the round overtake it;
+		// once the round has left the stream the holder may (draining.go).
+		return h.checkRoundOver(ctx, kvKey, cur)
 	}
 	s, err := h.g.js.Stream(ctx, h.g.cfg.Names.ParkedStream())
 	if err != nil {

@@ -360,9 +360,11 @@ func (l *lane) recordPark(m *Msg, o Outcome, iso isolation) error {
 	return err
 }
 
-// finishReplay runs after the last replayed message of a round was acked:
-// K is unblocked, or parked again when events arrived during the replay.
-func (l *lane) finishReplay(m *Msg, iso isolation) {
+// finishReplay runs after the last replayed message of a round was acked
+// (a held key's: just before the ack, which waits for it): K is unblocked,
+// or parked again when events arrived during the replay. It reports
+// whether the bucket took the change.
+func (l *lane) finishReplay(m *Msg, iso isolation) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	reheld := false
@@ -389,12 +391,17 @@ func (l *lane) finishReplay(m *Msg, iso isolation) {
 		l.g.holder.schedule(iso.kvKey, time.Now())
 	}
 	if err != nil {
-		l.event(l.log.Warn(), m).Err(err).Msg("could not finish the replay of a parked key; it stays blocked")
-		return
+		if iso.pk.Held {
+			l.event(l.log.Warn(), m).Err(err).Msg("could not finish the retry of a held key; sending its last event again")
+		} else {
+			l.event(l.log.Warn(), m).Err(err).Msg("could not finish the replay of a parked key; it stays blocked")
+		}
+		return false
 	}
 	if iso.pk.Held {
 		l.event(l.log.Debug(), m).Str("replay", iso.pk.ReplayID).Msg("retry of a held key finished")
-		return
+		return true
 	}
 	l.event(l.log.Info(), m).Str("replay", iso.pk.ReplayID).Msg("replay of a parked key finished")
+	return true
 }

@@ -421,11 +421,13 @@ func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome, iso isolation, pre fu
 		if !l.durable(ctx, m, jm, o.Durable, pre) {
 			return false
 		}
-		if iso.replay && iso.pk.Held && m.Header.Get(HeaderReplayLast) != "" {
+		if iso.replay && iso.pk.Held && m.Header.Get(HeaderReplayLast) != "" && !l.finishReplay(m, iso) {
 			// A held key is freed before the ack of its round's last
-			// message: after a crash in between, that message comes back
-			// and is simply sent again (hold.go).
-			l.finishReplay(m, iso)
+			// message: after a crash in between, or when the bucket did
+			// not take the change (a lost KV leader), that message comes
+			// back and is simply sent again (hold.go).
+			l.failed(jm, l.g.cfg.PublishRetry, errors.New("held key: its retry could not be finished"))
+			return false
 		}
 		l.acked(jm, m)
 		return true

@@ -37,7 +37,7 @@ test-race: ## the tests under the race detector
 stress: ## lane (-count=6), e2e audit/replica/cluster tests (-count=3), 2 concurrent copies each (~5-6 min; not in CI): hunts flaky tests
 	GO=$(GO) .ci/stress
 
-chaos: ## chaos suite (root, ip netns, PostgreSQL): 3 NATS processes in network namespaces, every service kill -9'ed, partition, outages; CHAOS_EVENTS=20000 (~6-8 min; not in CI)
+chaos: ## chaos suite (root, ip netns, PostgreSQL): 3 NATS processes in network namespaces, every service kill -9'ed, partition, outages; 100,000 events (~9 min; not in CI; CHAOS_EVENTS=20000 for a quick run)
 	GO=$(GO) .ci/chaos
 
 bench: build ## throughput/latency matrix (not a test): 1/16/64 partitions, 2 dispatchers, ledger on/off (~6 min)

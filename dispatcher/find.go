@@ -92,9 +92,10 @@ func uncertainOutcome(res response) bool {
 
 // redelivered reports whether m was delivered before this process's own
 // attempts: another process (or this one before a crash or a lane
-// restart) had it and may have sent it.
+// restart) had it and may have sent it. Retries in hand (m.InHand) are
+// attempts without a delivery.
 func redelivered(m *lane.Msg) bool {
-	return m.NumDelivered > uint64(m.Failures)+1
+	return m.NumDelivered > uint64(m.Failures-m.InHand)+1
 }
 
 // findFirst runs the type's crm.find before a create when the create is

@@ -39,7 +39,8 @@ func (l *lane) retryHere(m *Msg, o Outcome) bool {
 	}
 	l.mu.Lock()
 	l.headFailures++
-	m.Failures = l.headFailures
+	l.headInHand++
+	m.Failures, m.InHand = l.headFailures, l.headInHand
 	l.stats.Retries++
 	if o.Err != nil {
 		l.stats.LastError, l.stats.LastErrorAt = o.Err.Error(), time.Now()

@@ -71,6 +71,7 @@ type lane struct {
 
 	headSeq      uint64
 	headFailures int
+	headInHand   int // of headFailures, retried in hand (inplace.go)
 	headFirst    time.Time
 	circ         circuit // StepAside (hold.go); run goroutine only
 
@@ -268,9 +269,9 @@ func (l *lane) handle(jm jetstream.Msg) {
 		return
 	}
 	if m.StreamSeq == l.headSeq && l.headSeq != 0 {
-		m.Failures, m.FirstSeen = l.headFailures, l.headFirst
+		m.Failures, m.InHand, m.FirstSeen = l.headFailures, l.headInHand, l.headFirst
 	} else {
-		l.headSeq, l.headFailures, l.headFirst = m.StreamSeq, 0, start
+		l.headSeq, l.headFailures, l.headInHand, l.headFirst = m.StreamSeq, 0, 0, start
 		m.FirstSeen = start
 	}
 
@@ -501,7 +502,7 @@ func (l *lane) acked(jm jetstream.Msg, m *Msg) {
 	l.stats.Acked++
 	l.stats.LastAck = time.Now()
 	l.stats.LastSeq = m.StreamSeq
-	l.headFailures = 0
+	l.headFailures, l.headInHand = 0, 0
 }
 
 func (l *lane) failed(jm jetstream.Msg, delay time.Duration, err error) {

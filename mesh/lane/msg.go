@@ -27,6 +27,11 @@ type Msg struct {
 	// Failures counts this process's earlier unsuccessful attempts (retry or
 	// pause) at this message; 0 on the first attempt.
 	Failures int
+	// InHand counts those of Failures the runner retried with the message
+	// in hand (a short retry, inplace.go): attempts that were no new
+	// delivery of the message. Failures+1-InHand is how many deliveries
+	// of it this process ran.
+	InHand int
 	// FirstSeen is when this process first saw this message.
 	FirstSeen time.Time
 

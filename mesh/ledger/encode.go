@@ -30,6 +30,10 @@ func (r *Record) appendJSON(b []byte) []byte {
 		b = append(b, `,"attempts":`...)
 		b = strconv.AppendInt(b, int64(r.Attempts), 10)
 	}
+	if r.InHand != 0 {
+		b = append(b, `,"in_hand":`...)
+		b = strconv.AppendInt(b, int64(r.InHand), 10)
+	}
 	if !r.AcceptedAt.IsZero() {
 		b = append(b, `,"accepted_at":`...)
 		b = appendTime(b, r.AcceptedAt)

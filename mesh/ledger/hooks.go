@@ -16,7 +16,7 @@ const maxErrorLen = 512
 func FromMsg(step Step, stage topology.Stage, m *lane.Msg, eventID string) Record {
 	return Record{Step: step, Stage: stage, EventID: eventID, Type: m.Type, KeyToken: m.KeyToken,
 		Partition: m.Partition, At: time.Now().UTC(), Seq: m.StreamSeq, Deliveries: m.NumDelivered,
-		Attempts: m.Failures + 1, Replay: m.Header.Get(lane.HeaderReplay)}
+		Attempts: m.Failures + 1, InHand: m.InHand, Replay: m.Header.Get(lane.HeaderReplay)}
 }
 
 // RecordParks is a lane.Config.BeforeAck hook that writes the record of

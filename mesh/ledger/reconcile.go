@@ -471,7 +471,7 @@ func (k *keyAcc) duplicates(l *life, t *Totals) {
 // answer held no id).
 func possibleDuplicate(l *life) bool {
 	d := l.delivered[0]
-	if d.Attempts > 0 && d.Deliveries > uint64(d.Attempts) {
+	if d.Attempts > 0 && d.Deliveries > uint64(d.Attempts-d.InHand) {
 		return true
 	}
 	p := l.parkedRec

@@ -209,6 +209,23 @@ func TestReconcile(t *testing.T) {
 			possibleDuplicates: []string{"a1", "a3"},
 		},
 		{
+			// Retries in hand (lane inplace.go) are attempts without a new
+			// delivery: 3 attempts here of which 2 in hand ran 1 delivery,
+			// so the other delivery was another process's.
+			name: "a delivery retried in hand after another process had the request is a possible duplicate",
+			in: Inputs{Events: []Event{ev("a1", "a", 1), ev("a2", "a", 2)},
+				Records: func() []Stored {
+					d := delivered("a1", "a", 1)
+					d.Deliveries, d.Attempts, d.InHand = 2, 3, 2
+					own := delivered("a2", "a", 2)
+					own.Deliveries, own.Attempts, own.InHand = 2, 3, 1 // 2 deliveries, both here
+					return []Stored{d, own}
+				}(), Floors: floors},
+			ok:                 true,
+			totals:             Totals{Keys: 1, Accepted: 2, Delivered: 2, PossibleDuplicates: 1},
+			possibleDuplicates: []string{"a1"},
+		},
+		{
 			name: "an id accepted twice (no replay header) counts once",
 			in: Inputs{Events: []Event{ev("a1", "a", 1), ev("a1", "a", 2)},
 				Records: []Stored{delivered("a1", "a", 1)}, Floors: floors},

@@ -83,11 +83,14 @@ type Record struct {
 	// enricher's output) for the dispatcher.
 	Seq uint64 `json:"seq"`
 	// Deliveries is how often the server delivered that message (1 the
-	// first time); Attempts how often this process ran it. More deliveries
-	// than attempts means another process had it before and may have sent
-	// it to the CRM already (a possible duplicate).
+	// first time); Attempts how often this process ran it, InHand how many
+	// of those were retries with the message in hand (no new delivery).
+	// More deliveries than this process's (Attempts-InHand) means another
+	// process had it before and may have sent it to the CRM already (a
+	// possible duplicate).
 	Deliveries uint64 `json:"deliveries,omitempty"`
 	Attempts   int    `json:"attempts,omitempty"`
+	InHand     int    `json:"in_hand,omitempty"`
 	// AcceptedAt is when the events stream stored the event.
 	AcceptedAt time.Time `json:"accepted_at,omitzero"`
 	// EnrichedAt is when the dispatch stream stored the enricher's CRM

@@ -1,0 +1,33 @@
+package dispatcher
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/mesh/lane"
+)
+
+// TestRedelivered: a delivery counts as "another process may have sent
+// it" when the server delivered the message more often than this process
+// ran deliveries of it; retries in hand are attempts without a delivery.
+func TestRedelivered(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		delivered        uint64
+		failures, inHand int
+		want             bool
+	}{
+		{"first delivery, first try", 1, 0, 0, false},
+		{"second delivery, first try here", 2, 0, 0, true},
+		{"naked retries here", 3, 2, 0, false},
+		{"retries in hand here, first delivery", 1, 2, 2, false},
+		{"retries in hand here after another process had it", 2, 2, 2, true},
+		{"one naked and one in hand here", 2, 2, 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &lane.Msg{NumDelivered: tc.delivered, Failures: tc.failures, InHand: tc.inHand}
+			require.Equal(t, tc.want, redelivered(m))
+		})
+	}
+}

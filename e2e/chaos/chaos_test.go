@@ -37,7 +37,7 @@ import (
 //	                            database on (default the local test server)
 func TestChaos(t *testing.T) {
 	if os.Getenv("SLUICE_CHAOS") != "1" {
-		t.Skip("chaos suite: set SLUICE_CHAOS=1 to run it (make chaos); it needs root, `ip netns` and ~6-10 min")
+		t.Skip("chaos suite: set SLUICE_CHAOS=1 to run it (make chaos); it needs root, `ip netns` and ~9 min")
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("chaos suite: needs root (it creates network namespaces, a bridge and veth pairs); run make chaos as root")

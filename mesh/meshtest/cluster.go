@@ -114,9 +114,13 @@ func (c *Cluster) start(i int) {
 	if err != nil {
 		c.t.Fatalf("nats-server %d: %v", i, err)
 	}
+	lg := &startLog{}
+	s.SetLogger(lg, false, false)
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
-		c.t.Fatalf("nats-server %d did not start", i)
+		s.Shutdown()
+		c.t.Fatalf("nats-server %d did not start within 10s (client port %d, route port %d); its log:\n%s",
+			i, o.Port, o.Cluster.Port, lg)
 	}
 	c.mu.Lock()
 	c.nodes[i] = s
@@ -254,3 +258,34 @@ func (c *Cluster) StreamLeader(ctx context.Context, js jetstream.JetStream, stre
 	}
 	return c.Index(info.Cluster.Leader), nil
 }
+
+// startLog keeps the last lines a node logged (notices, warnings, errors),
+// so that a node that does not start says why (a port in use, a slow store).
+type startLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+const startLogLines = 40
+
+func (l *startLog) add(level, format string, v ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, time.Now().Format("15:04:05.000")+" "+level+" "+fmt.Sprintf(format, v...))
+	if len(l.lines) > startLogLines {
+		l.lines = l.lines[len(l.lines)-startLogLines:]
+	}
+}
+
+func (l *startLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+func (l *startLog) Noticef(format string, v ...any) { l.add("INF", format, v...) }
+func (l *startLog) Warnf(format string, v ...any)   { l.add("WRN", format, v...) }
+func (l *startLog) Errorf(format string, v ...any)  { l.add("ERR", format, v...) }
+func (l *startLog) Fatalf(format string, v ...any)  { l.add("FTL", format, v...) }
+func (l *startLog) Debugf(string, ...any)           {}
+func (l *startLog) Tracef(string, ...any)           {}

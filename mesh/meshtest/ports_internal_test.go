@@ -2,9 +2,11 @@ package meshtest
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/require"
 )
 
@@ -29,4 +31,40 @@ func TestFreePortsAreBelowTheEphemeralRange(t *testing.T) {
 		require.GreaterOrEqual(t, p, lo)
 		require.Less(t, p, ephemeral, "port %d is in the ephemeral range %d-%d", p, ephemeral, top)
 	}
+}
+
+// fatalTB records a Fatalf and stops the caller with a panic the test
+// recovers.
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	panic(f)
+}
+
+// TestNodeThatDoesNotStartSaysWhy: a cluster node that cannot start fails
+// the test with its own log (here: its client port is taken), not only
+// "did not start".
+func TestNodeThatDoesNotStartSaysWhy(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
+	ft := &fatalTB{TB: t}
+	c := &Cluster{t: ft, nodes: make([]*server.Server, 1), opts: []*server.Options{{
+		ServerName: "busy-n0", Host: "127.0.0.1", Port: busy.Addr().(*net.TCPAddr).Port,
+		JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
+	}}}
+	func() {
+		defer func() {
+			if r := recover(); r != nil && r != ft {
+				panic(r)
+			}
+		}()
+		c.start(0)
+	}()
+	require.Contains(t, ft.msg, "did not start")
+	require.Contains(t, ft.msg, "address already in use")
 }

@@ -71,6 +71,14 @@ func (s *Source) read(ctx context.Context, o readOpts, fn func(jetstream.Msg, *j
 		return state.LastSeq, nil
 	}
 	end := state.LastSeq
+	// Where the read ends: the last matching message, asked of the stream
+	// leader. An ordered consumer may run on a replica that has not applied
+	// the newest messages yet and report nothing pending before it; its
+	// NumPending alone once ended a read 8 events short on a cluster.
+	stopAt, lastAt, known := lastMatching(ctx, st, o.filters, end)
+	if known && (stopAt == 0 || stopAt < o.startSeq || (!o.since.IsZero() && lastAt.Before(o.since))) {
+		return end, nil
+	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: o.filters, HeadersOnly: o.headersOnly,
 		InactiveThreshold: 30 * time.Second}
 	switch {
@@ -128,7 +136,7 @@ func (s *Source) read(ctx context.Context, o readOpts, fn func(jetstream.Msg, *j
 			if err != nil {
 				return 0, err
 			}
-			if !more || md.NumPending == 0 || seq >= end {
+			if !more || seq >= end || (known && seq >= stopAt) || (!known && md.NumPending == 0) {
 				return end, nil
 			}
 		}
@@ -145,7 +153,9 @@ func (s *Source) read(ctx context.Context, o readOpts, fn func(jetstream.Msg, *j
 			// consumer on a cluster can answer empty before it is ready, and
 			// stopping there would make the audit call delivered events lost.
 			if retries < notReadyRetries {
-				if ci, err := c.Info(ctx); err != nil || ci.NumPending > 0 {
+				// The last matching message may have been deleted since
+				// (a replayed parked one): wait for it a few times only.
+				if ci, err := c.Info(ctx); err != nil || ci.NumPending > 0 || (known && retries < 4) {
 					retries++
 					time.Sleep(notReadyPause)
 					continue
@@ -154,6 +164,27 @@ func (s *Source) read(ctx context.Context, o readOpts, fn func(jetstream.Msg, *j
 			return end, nil
 		}
 	}
+}
+
+// lastMatching returns the sequence and time of the last message matching
+// filters (0: none) and whether they are known: only when the leader answered for
+// every filter with a sequence not after end.
+func lastMatching(ctx context.Context, st jetstream.Stream, filters []string, end uint64) (uint64, time.Time, bool) {
+	var last uint64
+	var at time.Time
+	for _, f := range filters {
+		m, err := st.GetLastMsgForSubject(ctx, f)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			continue
+		case err != nil, m.Sequence > end:
+			return 0, time.Time{}, false
+		}
+		if m.Sequence > last {
+			last, at = m.Sequence, m.Time
+		}
+	}
+	return last, at, len(filters) > 0
 }
 
 // Events reads the events stream's messages stored in [since, until]

@@ -90,13 +90,9 @@ func uncertainOutcome(res response) bool {
 	return false
 }
 
-// redelivered reports whether m was delivered before this process's own
-// attempts: another process (or this one before a crash or a lane
-// restart) had it and may have sent it. Retries in hand (m.InHand) are
-// attempts without a delivery.
-func redelivered(m *lane.Msg) bool {
-	return m.NumDelivered > uint64(m.Failures-m.InHand)+1
-}
+// redelivered reports whether another process may have sent m already
+// (lane.Msg.Redelivered).
+func redelivered(m *lane.Msg) bool { return m.Redelivered() }
 
 // findFirst runs the type's crm.find before a create when the create is
 // uncertain (or always, with find.before_create). done is true when o

@@ -35,19 +35,11 @@ const drainingPoll = 5 * time.Second
 // checkDraining ends a draining key's wait when its round has left the
 // input stream, and returns when to look at the key again.
 func (h *holder) checkDraining(ctx context.Context, kvKey string, pk *ParkedKey) time.Time {
-	if wait := pk.ParkedAt.Add(drainingGrace); time.Now().Before(wait) {
-		return wait
-	}
-	inFlight, err := h.roundInFlight(ctx, pk.Stage, pk.KeyToken, pk.Draining)
-	switch {
-	case err != nil:
-		h.g.cfg.Logger.Warn().Err(err).Str("held_key", kvKey).Msg("held key: could not look for its last round; trying again")
-		return time.Now().Add(time.Second)
-	case inFlight:
-		return time.Now().Add(drainingPoll)
-	}
 	round := pk.Draining
-	err = h.g.parked.update(ctx, kvKey, func(c *ParkedKey) *ParkedKey {
+	if next, left := h.roundLeft(ctx, kvKey, pk, round, pk.ParkedAt); !left {
+		return next
+	}
+	err := h.g.parked.update(ctx, kvKey, func(c *ParkedKey) *ParkedKey {
 		if c == nil || c.State != StateHeld || c.Draining != round {
 			return c
 		}
@@ -71,37 +63,21 @@ func (h *holder) checkDraining(ctx context.Context, kvKey string, pk *ParkedKey)
 // the key "replaying" for ever. Once no message of the round is left in
 // the input stream and the round is older than drainingGrace, every one of
 // them was delivered (a failure would have held the key, a rejection
-// parked it): the holder does what the lane could not. It returns when to
-// look at the key again.
+// parked it): the holder does what the lane could not (endRound). It
+// returns when to look at the key again.
 func (h *holder) checkRoundOver(ctx context.Context, kvKey string, pk ParkedKey) time.Time {
 	began, err := strconv.ParseInt(pk.ReplayID, 36, 64)
 	if !pk.Held || err != nil {
 		return time.Time{} // an operator's replay: `sluice parked` follows it
 	}
-	if wait := time.Unix(0, began).Add(drainingGrace); time.Now().Before(wait) {
-		return wait
-	}
-	inFlight, err := h.roundInFlight(ctx, pk.Stage, pk.KeyToken, pk.ReplayID)
-	switch {
-	case err != nil:
-		h.g.cfg.Logger.Warn().Err(err).Str("held_key", kvKey).Msg("held key: could not look for its round; trying again")
-		return time.Now().Add(time.Second)
-	case inFlight:
-		return time.Now().Add(drainingPoll)
+	if next, left := h.roundLeft(ctx, kvKey, &pk, pk.ReplayID, time.Unix(0, began)); !left {
+		return next
 	}
 	again := false
 	err = h.g.parked.update(ctx, kvKey, func(c *ParkedKey) *ParkedKey {
-		again = false
-		if c == nil || c.State != StateReplaying || c.ReplayID != pk.ReplayID {
-			return c
-		}
-		if c.Count == 0 {
-			return nil
-		}
-		n := *c
-		n.State, n.ReplayID, n.Upto, n.RetryAt = StateHeld, "", 0, time.Now().UTC()
-		again = true
-		return &n
+		var n *ParkedKey
+		n, again = endRound(c, pk.ReplayID)
+		return n
 	})
 	if err != nil {
 		h.g.cfg.Logger.Warn().Err(err).Str("held_key", kvKey).Msg("held key: could not finish its round; trying again")
@@ -113,6 +89,24 @@ func (h *holder) checkRoundOver(ctx context.Context, kvKey string, pk ParkedKey)
 		return time.Now()
 	}
 	return time.Time{}
+}
+
+// roundLeft reports whether round of pk's key, begun at began, is over for
+// the holder: older than drainingGrace and with no message left in the
+// input stream. When it is not, next is when to look again.
+func (h *holder) roundLeft(ctx context.Context, kvKey string, pk *ParkedKey, round string, began time.Time) (next time.Time, left bool) {
+	if wait := began.Add(drainingGrace); time.Now().Before(wait) {
+		return wait, false
+	}
+	inFlight, err := h.roundInFlight(ctx, pk.Stage, pk.KeyToken, round)
+	switch {
+	case err != nil:
+		h.g.cfg.Logger.Warn().Err(err).Str("held_key", kvKey).Msg("held key: could not look for its round; trying again")
+		return time.Now().Add(time.Second), false
+	case inFlight:
+		return time.Now().Add(drainingPoll), false
+	}
+	return time.Time{}, true
 }
 
 // roundInFlight reports whether a message of the key's replay round is

@@ -439,17 +439,13 @@ func (h *holder) replay(kvKey string) time.Time {
 func (h *holder) emptyRound(ctx context.Context, kvKey, replayID string) time.Time {
 	again := false
 	err := h.g.parked.update(ctx, kvKey, func(c *ParkedKey) *ParkedKey {
-		again = false
-		if c == nil || c.State != StateReplaying || c.ReplayID != replayID || c.Upto != 0 {
-			return c
+		if c != nil && c.Upto != 0 {
+			again = false
+			return c // bounded meanwhile: a replica's round is under way
 		}
-		if c.Count == 0 {
-			return nil
-		}
-		n := *c
-		n.State, n.ReplayID, n.RetryAt = StateHeld, "", time.Now().UTC()
-		again = true
-		return &n
+		var n *ParkedKey
+		n, again = endRound(c, replayID)
+		return n
 	})
 	switch {
 	case err != nil:

@@ -38,13 +38,9 @@ func (l *lane) retryHere(m *Msg, o Outcome) bool {
 		return false
 	}
 	l.mu.Lock()
-	l.headFailures++
+	l.countRetry(o.Err)
 	l.headInHand++
 	m.Failures, m.InHand = l.headFailures, l.headInHand
-	l.stats.Retries++
-	if o.Err != nil {
-		l.stats.LastError, l.stats.LastErrorAt = o.Err.Error(), time.Now()
-	}
 	l.mu.Unlock()
 	l.event(l.log.Debug(), m).Err(o.Err).Dur("delay", o.Delay).Int("failures", m.Failures).Msg("retry in hand")
 	if obs := l.g.cfg.Observe; obs != nil {

@@ -360,6 +360,28 @@ func (l *lane) recordPark(m *Msg, o Outcome, iso isolation) error {
 	return err
 }
 
+// endRound is the bucket change that ends round replayID of a key (the
+// lane's, when the round's last message is settled, or the holder's, when
+// the lane could not): free when nothing was parked during the round; held
+// again, to be replayed at once (again), when events of a held key were;
+// parked for the operator when events of an operator's replay were. A key
+// no longer in that round is left as it is.
+func endRound(c *ParkedKey, replayID string) (next *ParkedKey, again bool) {
+	if c == nil || c.State != StateReplaying || c.ReplayID != replayID {
+		return c, false
+	}
+	if c.Count == 0 {
+		return nil, false
+	}
+	n := *c
+	if n.Held {
+		n.State, n.ReplayID, n.Upto, n.RetryAt = StateHeld, "", 0, time.Now().UTC()
+		return &n, true
+	}
+	n.State, n.ReplayID, n.Reason = StateParked, "", ReasonArrivedDuringReplay
+	return &n, false
+}
+
 // finishReplay runs after the last replayed message of a round was acked
 // (a held key's: just before the ack, which waits for it): K is unblocked,
 // or parked again when events arrived during the replay. It reports
@@ -369,23 +391,9 @@ func (l *lane) finishReplay(m *Msg, iso isolation) bool {
 	defer cancel()
 	reheld := false
 	err := l.g.parked.update(ctx, iso.kvKey, func(cur *ParkedKey) *ParkedKey {
-		reheld = false
-		if cur == nil || cur.State != StateReplaying || cur.ReplayID != iso.pk.ReplayID {
-			return cur
-		}
-		if cur.Count == 0 {
-			return nil
-		}
-		n := *cur
-		if n.Held {
-			reheld = true
-			// Events of a held key arrived during its replay: replay them
-			// now, behind it.
-			n.State, n.ReplayID, n.Upto, n.RetryAt = StateHeld, "", 0, time.Now().UTC()
-			return &n
-		}
-		n.State, n.ReplayID, n.Reason = StateParked, "", ReasonArrivedDuringReplay
-		return &n
+		var n *ParkedKey
+		n, reheld = endRound(cur, iso.pk.ReplayID)
+		return n
 	})
 	if reheld && err == nil && l.g.holder != nil {
 		l.g.holder.schedule(iso.kvKey, time.Now())

@@ -517,8 +517,14 @@ func (l *lane) failed(jm jetstream.Msg, delay time.Duration, err error) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.headFailures++
 	l.stats.Settled++
+	l.countRetry(err)
+}
+
+// countRetry counts one failed attempt at the head (a nak, or a retry in
+// hand); under mu.
+func (l *lane) countRetry(err error) {
+	l.headFailures++
 	l.stats.Retries++
 	if err != nil {
 		l.stats.LastError, l.stats.LastErrorAt = err.Error(), time.Now()

@@ -30,7 +30,7 @@ type Msg struct {
 	// InHand counts those of Failures the runner retried with the message
 	// in hand (a short retry, inplace.go): attempts that were no new
 	// delivery of the message. Failures+1-InHand is how many deliveries
-	// of it this process ran.
+	// of it this process ran (Redelivered).
 	InHand int
 	// FirstSeen is when this process first saw this message.
 	FirstSeen time.Time
@@ -64,3 +64,11 @@ func (m *Msg) Fenced(ctx context.Context) (bool, error) {
 
 // Raw is the underlying JetStream message (for tests and diagnostics).
 func (m *Msg) Raw() jetstream.Msg { return m.raw }
+
+// Redelivered reports whether the server delivered m before this process's
+// own deliveries of it: another process (or this one before a crash or a
+// lane restart) had it and may have applied it. Retries in hand are
+// attempts without a delivery.
+func (m *Msg) Redelivered() bool {
+	return m.NumDelivered > uint64(m.Failures-m.InHand)+1
+}

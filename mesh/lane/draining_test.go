@@ -27,14 +27,7 @@ import (
 func TestDrainingKeyWhoseRoundNeverEndsIsReplayed(t *testing.T) {
 	names, js := setup(t, 1)
 	ctx := context.Background()
-	seen := make(chan string, 10)
-	g, err := lane.NewGroup(js, lane.Config{Stage: topology.StageDispatcher, Names: names, Logger: zerolog.Nop(),
-		IsolateKeys: true, StepAside: lane.StepAside{Enabled: true},
-		Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
-			seen <- string(m.Data)
-			return lane.Done()
-		}})
-	require.NoError(t, err)
+	g, seen := heldKeyGroup(t, js, names, nil)
 
 	// Two events of k parked (held), in order; the key held and draining
 	// round "r1", of which nothing is in the dispatch stream any more.
@@ -47,16 +40,10 @@ func TestDrainingKeyWhoseRoundNeverEndsIsReplayed(t *testing.T) {
 		_, err := js.PublishMsg(ctx, pm)
 		require.NoError(t, err)
 	}
-	kv, err := js.KeyValue(ctx, names.ParkedKeysBucket())
-	require.NoError(t, err)
-	kvKey := topology.ParkedKeyName(topology.StageDispatcher, "k")
 	held := time.Now().Add(-time.Minute).UTC() // longer ago than any holder's publish runs
-	b, err := json.Marshal(lane.ParkedKey{Stage: topology.StageDispatcher, Type: "t1", Key: "k", KeyToken: "k",
+	putParkedKey(t, js, names, lane.ParkedKey{Stage: topology.StageDispatcher, Type: "t1", Key: "k", KeyToken: "k",
 		FirstSeq: 1, FirstID: "k-0", Reason: lane.ReasonRetrying + ": 503", ParkedAt: held,
 		Count: 2, State: lane.StateHeld, Held: true, Failures: 1, RetryAt: held.Add(time.Second), Draining: "r1"})
-	require.NoError(t, err)
-	_, err = kv.Create(ctx, kvKey, b)
-	require.NoError(t, err)
 
 	require.NoError(t, g.Start(ctx))
 	t.Cleanup(func() { _ = g.Stop(context.Background()) })
@@ -88,30 +75,19 @@ func TestKeyFreedWhileParkingBehindIsHeldNotParked(t *testing.T) {
 	kv, err := js.KeyValue(ctx, names.ParkedKeysBucket())
 	require.NoError(t, err)
 	kvKey := topology.ParkedKeyName(topology.StageDispatcher, "k")
-	seen := make(chan string, 10)
 	freed := false
-	g, err := lane.NewGroup(js, lane.Config{Stage: topology.StageDispatcher, Names: names, Logger: zerolog.Nop(),
-		IsolateKeys: true, StepAside: lane.StepAside{Enabled: true},
-		Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
-			seen <- string(m.Data)
-			return lane.Done()
-		},
-		BeforeAck: func(o lane.Observation) func(context.Context) error {
-			if o.Kind != lane.KindPark || freed {
-				return nil
-			}
-			freed = true
-			return func(ctx context.Context) error { return kv.Delete(ctx, kvKey) }
-		}})
-	require.NoError(t, err)
+	g, seen := heldKeyGroup(t, js, names, func(o lane.Observation) func(context.Context) error {
+		if o.Kind != lane.KindPark || freed {
+			return nil
+		}
+		freed = true
+		return func(ctx context.Context) error { return kv.Delete(ctx, kvKey) }
+	})
 
 	held := time.Now().UTC()
-	b, err := json.Marshal(lane.ParkedKey{Stage: topology.StageDispatcher, Type: "t1", Key: "k", KeyToken: "k",
+	putParkedKey(t, js, names, lane.ParkedKey{Stage: topology.StageDispatcher, Type: "t1", Key: "k", KeyToken: "k",
 		FirstSeq: 1, FirstID: "k-x", Reason: lane.ReasonRetrying + ": 503", ParkedAt: held,
 		State: lane.StateHeld, Held: true, Failures: 1, RetryAt: held.Add(time.Hour)})
-	require.NoError(t, err)
-	_, err = kv.Create(ctx, kvKey, b)
-	require.NoError(t, err)
 	require.NoError(t, g.Start(ctx))
 	t.Cleanup(func() { _ = g.Stop(context.Background()) })
 
@@ -149,14 +125,7 @@ func TestKeyFreedWhileParkingBehindIsHeldNotParked(t *testing.T) {
 func TestHeldRoundDeliveredButNotFinishedIsFinished(t *testing.T) {
 	names, js := setup(t, 1)
 	ctx := context.Background()
-	seen := make(chan string, 10)
-	g, err := lane.NewGroup(js, lane.Config{Stage: topology.StageDispatcher, Names: names, Logger: zerolog.Nop(),
-		IsolateKeys: true, StepAside: lane.StepAside{Enabled: true},
-		Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
-			seen <- string(m.Data)
-			return lane.Done()
-		}})
-	require.NoError(t, err)
+	g, seen := heldKeyGroup(t, js, names, nil)
 
 	// Parked seq 1: another key's; seq 2: k-1, parked behind k's round.
 	for _, pm := range []struct{ key, body string }{{"other", "other-0"}, {"k", "k-1"}} {
@@ -169,13 +138,10 @@ func TestHeldRoundDeliveredButNotFinishedIsFinished(t *testing.T) {
 	kv, err := js.KeyValue(ctx, names.ParkedKeysBucket())
 	require.NoError(t, err)
 	began := time.Now().Add(-time.Minute)
-	b, err := json.Marshal(lane.ParkedKey{Stage: topology.StageDispatcher, Type: "t1", Key: "k", KeyToken: "k",
+	putParkedKey(t, js, names, lane.ParkedKey{Stage: topology.StageDispatcher, Type: "t1", Key: "k", KeyToken: "k",
 		FirstSeq: 2, FirstID: "k-1", Reason: lane.ReasonRetrying + ": 503", ParkedAt: began.UTC(),
 		Count: 1, State: lane.StateReplaying, ReplayID: strconv.FormatInt(began.UnixNano(), 36), Upto: 1,
 		Held: true, Failures: 1, RetryAt: began.UTC()})
-	require.NoError(t, err)
-	_, err = kv.Create(ctx, topology.ParkedKeyName(topology.StageDispatcher, "k"), b)
-	require.NoError(t, err)
 
 	require.NoError(t, g.Start(ctx))
 	t.Cleanup(func() { _ = g.Stop(context.Background()) })
@@ -189,4 +155,32 @@ func TestHeldRoundDeliveredButNotFinishedIsFinished(t *testing.T) {
 		_, err := kv.Get(ctx, topology.ParkedKeyName(topology.StageDispatcher, "k"))
 		return errors.Is(err, jetstream.ErrKeyNotFound)
 	}, 15*time.Second, 20*time.Millisecond, "key not freed")
+}
+
+// heldKeyGroup is a dispatcher-stage group with step-aside (not started)
+// whose handler delivers every message and reports its body on seen.
+func heldKeyGroup(t *testing.T, js jetstream.JetStream, names topology.Names,
+	beforeAck func(lane.Observation) func(context.Context) error) (*lane.Group, <-chan string) {
+	t.Helper()
+	seen := make(chan string, 10)
+	g, err := lane.NewGroup(js, lane.Config{Stage: topology.StageDispatcher, Names: names, Logger: zerolog.Nop(),
+		IsolateKeys: true, StepAside: lane.StepAside{Enabled: true}, BeforeAck: beforeAck,
+		Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
+			seen <- string(m.Data)
+			return lane.Done()
+		}})
+	require.NoError(t, err)
+	return g, seen
+}
+
+// putParkedKey stores pk in the parked-keys bucket under its stage and key.
+func putParkedKey(t *testing.T, js jetstream.JetStream, names topology.Names, pk lane.ParkedKey) {
+	t.Helper()
+	ctx := context.Background()
+	kv, err := js.KeyValue(ctx, names.ParkedKeysBucket())
+	require.NoError(t, err)
+	b, err := json.Marshal(pk)
+	require.NoError(t, err)
+	_, err = kv.Create(ctx, topology.ParkedKeyName(pk.Stage, pk.KeyToken), b)
+	require.NoError(t, err)
 }

@@ -2,7 +2,6 @@ package lane_test
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 	"time"
 
@@ -29,15 +28,9 @@ func TestHeldKeyWithNothingParkedIsFreed(t *testing.T) {
 		}})
 	require.NoError(t, err)
 
-	kv, err := js.KeyValue(ctx, names.ParkedKeysBucket())
-	require.NoError(t, err)
-	kvKey := topology.ParkedKeyName(topology.StageEnricher, "k")
-	b, err := json.Marshal(lane.ParkedKey{Stage: topology.StageEnricher, Type: "t1", Key: "k", KeyToken: "k",
+	putParkedKey(t, js, names, lane.ParkedKey{Stage: topology.StageEnricher, Type: "t1", Key: "k", KeyToken: "k",
 		FirstSeq: 1, FirstID: "k-0", Reason: lane.ReasonRetrying + ": 503", ParkedAt: time.Now().UTC(),
 		Count: 1, State: lane.StateHeld, Held: true, Failures: 1, RetryAt: time.Now().UTC()})
-	require.NoError(t, err)
-	_, err = kv.Create(ctx, kvKey, b)
-	require.NoError(t, err)
 
 	require.NoError(t, g.Start(ctx))
 	t.Cleanup(func() { _ = g.Stop(context.Background()) })

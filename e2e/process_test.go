@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,14 +17,14 @@ import (
 
 	"sluice.dev/crmsim"
 	"sluice.dev/loadgen"
+	"sluice.dev/mesh/meshtest"
 	"sluice.dev/mesh/topology"
 )
 
+// freePort is a port reserved until the end of the test: the processes
+// these tests kill and restart bind it again (meshtest.ReservePort).
 func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return meshtest.FreePorts(t, 1)[0]
 }
 
 // buildSluice builds the single binary the way `make build` does.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"sluice.dev/mesh/meshtest"
 )
 
 // proc is one child process of the suite (a NATS node, a Sluice service,
@@ -108,14 +109,12 @@ func (p *proc) kill9() bool { return p.signal(syscall.SIGKILL, 10*time.Second) }
 // stop ends the process with SIGTERM (SIGKILL after 20 s).
 func (p *proc) stop() { p.signal(syscall.SIGTERM, 20*time.Second) }
 
-// freePort is a free TCP port on loopback.
+// freePort is a free TCP port on loopback, reserved for the rest of the
+// run: a killed service restarts on it (meshtest.ReservePort says why a
+// port the kernel picked is not safe to bind again later).
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	p, _, err := meshtest.ReservePort()
+	return p, err
 }
 
 // waitHTTP polls url until it answers 200 or timeout (a process that exits

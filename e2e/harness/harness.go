@@ -28,6 +28,7 @@ import (
 	"sluice.dev/enricher"
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/ledger"
+	"sluice.dev/mesh/meshtest"
 	"sluice.dev/mesh/productdb"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/schemas"
@@ -90,13 +91,15 @@ type Harness struct {
 	// LedgerCounters add up every ledger writer's counts (Options.Ledger).
 	LedgerCounters ledger.Counters
 
-	mu         sync.Mutex
-	srv        *server.Server
-	port       int
-	admin      *nats.Conn
-	enricher   *running
-	dispatcher *running
-	disp       *dispatcher.Service
+	mu   sync.Mutex
+	srv  *server.Server
+	port int
+	// releasePort frees the embedded server's reserved port (Close).
+	releasePort func()
+	admin       *nats.Conn
+	enricher    *running
+	dispatcher  *running
+	disp        *dispatcher.Service
 	// replicas are the extra dispatchers of StartDispatcherReplica.
 	replicas []*running
 }
@@ -115,7 +118,16 @@ func New(ctx context.Context, opts Options) (*Harness, error) {
 	}
 	h := &Harness{opts: opts, Names: topology.New(opts.Topology), port: -1}
 	if opts.URLs == "" {
+		// A reserved port, not one the kernel picks: RestartNATS binds it
+		// again, and a released ephemeral port can meanwhile become a
+		// client connection's local port (see meshtest.ReservePort).
+		port, release, err := meshtest.ReservePort()
+		if err != nil {
+			return nil, err
+		}
+		h.port, h.releasePort = port, release
 		if err := h.startServer(); err != nil {
+			release()
 			return nil, err
 		}
 	}
@@ -402,6 +414,10 @@ func (h *Harness) Close() {
 	if h.srv != nil {
 		h.srv.Shutdown()
 		h.srv.WaitForShutdown()
+	}
+	if h.releasePort != nil {
+		h.releasePort()
+		h.releasePort = nil
 	}
 }
 

@@ -3,9 +3,6 @@ package meshtest
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"net"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -36,7 +33,7 @@ func RunCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	if n < 1 {
 		t.Fatalf("RunCluster: n must be >= 1")
 	}
-	clientPorts, routePorts := freePorts(t, n), freePorts(t, n)
+	clientPorts, routePorts := FreePorts(t, n), FreePorts(t, n) // held until the end: a killed node restarts on them
 	name := fmt.Sprintf("C%d", seq.Add(1))
 	routes := make([]string, n)
 	for i, p := range routePorts {
@@ -59,51 +56,6 @@ func RunCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	}
 	c.WaitReady()
 	return c
-}
-
-// freePorts reserves n distinct free loopback ports (the listeners are
-// closed before the servers bind them). They come from below the kernel's
-// ephemeral range (ip_local_port_range): a port from inside it, released
-// before the server bound it, was now and then taken as the local port of
-// one of the many client connections the tests open ("nats-server 2 did
-// not start" in CI). Below that range the kernel hands out no port on its
-// own; only another test's explicit choice could collide, and the listen
-// check skips ports in use.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	lo, hi := portsBelowEphemeral()
-	ports := make([]int, 0, n)
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for tries := 0; len(ports) < n; tries++ {
-		if tries > 1000 {
-			t.Fatalf("free port: none free in %d-%d", lo, hi)
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", lo+rand.IntN(hi-lo)))
-		if err != nil {
-			continue // in use
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
-}
-
-// portsBelowEphemeral is the range freePorts picks from: the 16,384 ports
-// below the ephemeral range (Linux default 32768-60999).
-func portsBelowEphemeral() (lo, hi int) {
-	hi = 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		var a, z int
-		if _, err := fmt.Sscanf(string(b), "%d %d", &a, &z); err == nil && a > 2048 {
-			hi = a
-		}
-	}
-	return max(1024, hi-16384), hi
 }
 
 func (c *Cluster) start(i int) {

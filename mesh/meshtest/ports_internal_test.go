@@ -2,8 +2,10 @@ package meshtest
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -23,7 +25,7 @@ func TestFreePortsAreBelowTheEphemeralRange(t *testing.T) {
 	_, err = fmt.Sscanf(string(b), "%d %d", &ephemeral, &top)
 	require.NoError(t, err)
 	lo, _ := portsBelowEphemeral()
-	ports := freePorts(t, 6)
+	ports := FreePorts(t, 6)
 	seen := map[int]bool{}
 	for _, p := range ports {
 		require.False(t, seen[p], "port %d twice", p)
@@ -31,6 +33,68 @@ func TestFreePortsAreBelowTheEphemeralRange(t *testing.T) {
 		require.GreaterOrEqual(t, p, lo)
 		require.Less(t, p, ephemeral, "port %d is in the ephemeral range %d-%d", p, ephemeral, top)
 	}
+}
+
+// TestAHeldPortIsNotHandedOutAgain: a port stays reserved while nothing
+// listens on it (a killed node waiting for its restart), for this process
+// and for any other test binary (the lock is on a shared file), until it is
+// released. The old check (is anything listening?) handed it out again.
+func TestAHeldPortIsNotHandedOutAgain(t *testing.T) {
+	lo, hi := portsBelowEphemeral()
+	found := false
+	for p := lo + rand.IntN(hi-lo-3); !found && p < hi-3; p += 3 {
+		found = threeFree(p) // and unlocked; released again right away
+		if found {
+			old := portRange
+			portRange = func() (int, int) { return p, p + 3 }
+			t.Cleanup(func() { portRange = old })
+		}
+	}
+	require.True(t, found, "no three free ports in a row")
+	held := map[int]func(){}
+	for range 3 {
+		p, release, err := ReservePort()
+		require.NoError(t, err)
+		require.NotContains(t, held, p, "port %d handed out twice", p)
+		held[p] = release
+	}
+	_, _, err := ReservePort()
+	require.ErrorIs(t, err, ErrNoFreePort, "a held port, unbound, was handed out again")
+
+	// Another process's lock (a separate open file) conflicts the same way.
+	for p := range held {
+		_, ok := lockPort(filepath.Join(portLockDir(), fmt.Sprintf("%d.lock", p)))
+		require.False(t, ok, "port %d's lock taken twice", p)
+	}
+	for p, release := range held {
+		release()
+		got, again, err := ReservePort()
+		require.NoError(t, err)
+		require.Equal(t, p, got)
+		again()
+		break
+	}
+	for _, release := range held {
+		release()
+	}
+}
+
+// threeFree reports whether ports p, p+1 and p+2 are neither locked by a
+// test nor listened on.
+func threeFree(p int) bool {
+	for q := p; q < p+3; q++ {
+		unlock, ok := lockPort(filepath.Join(portLockDir(), fmt.Sprintf("%d.lock", q)))
+		if !ok {
+			return false
+		}
+		defer unlock()
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", q))
+		if err != nil {
+			return false
+		}
+		ln.Close()
+	}
+	return true
 }
 
 // fatalTB records a Fatalf and stops the caller with a panic the test

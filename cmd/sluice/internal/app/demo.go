@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"sluice.dev/inbound"
+	"sluice.dev/ingest"
 	"sluice.dev/ingest/client"
 	"sluice.dev/loadgen"
 	"sluice.dev/mesh/topology"
@@ -33,16 +34,57 @@ type demo struct {
 	js            jetstream.JetStream
 	names         topology.Names
 	httpURL       func() string
-	log           zerolog.Logger
-	cancel        context.CancelFunc
-	wg            sync.WaitGroup
+	// tokens are ingest's producer tokens by name. When ingest requires
+	// tokens, a demo sender without one of its own name ("demo",
+	// "demo-import") publishes to JetStream directly instead of being
+	// refused with 401 for ever.
+	tokens map[string]string
+	log    zerolog.Logger
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
-func newDemo(cfg DemoConfig, js jetstream.JetStream, names topology.Names, httpURL func() string, log zerolog.Logger) *demo {
-	return &demo{cfg: cfg, js: js, names: names, httpURL: httpURL, log: log}
+func newDemo(cfg DemoConfig, js jetstream.JetStream, names topology.Names, httpURL func() string, tokens []ingest.Token, log zerolog.Logger) *demo {
+	d := &demo{cfg: cfg, js: js, names: names, httpURL: httpURL, log: log}
+	if len(tokens) > 0 {
+		d.tokens = map[string]string{}
+		for _, t := range tokens {
+			d.tokens[t.Name] = t.Token
+		}
+	}
+	return d
 }
+
+// ingestFor returns ingest's URL and the bearer token for the demo sender
+// named source, or "" when that sender publishes to JetStream: ingest does
+// not run here, or it requires tokens and none is named source.
+func (d *demo) ingestFor(source string) (url, token string) {
+	url = d.httpURL()
+	if url == "" || d.tokens == nil {
+		return url, ""
+	}
+	token, ok := d.tokens[source]
+	if !ok {
+		return "", ""
+	}
+	return url, token
+}
+
+// The demo's event sources (and, when ingest requires tokens, the names
+// of the tokens it uses).
+const (
+	demoSource       = "demo"
+	demoImportSource = "demo-import"
+)
 
 func (d *demo) Start(context.Context) error {
+	if d.tokens != nil {
+		for _, s := range []string{demoSource, demoImportSource} {
+			if _, ok := d.tokens[s]; !ok {
+				d.log.Info().Str("token", s).Msg("demo: ingest requires tokens and none has this name; this demo sender publishes to JetStream directly")
+			}
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	d.wg.Add(3)
@@ -88,11 +130,14 @@ func (d *demo) loop(ctx context.Context) {
 		for _, ev := range plan.Events {
 			counters[ev.Key]++
 			ev.ID = fmt.Sprintf("%s:%s#%d", run, strings.ReplaceAll(ev.Key, " ", "_"), counters[ev.Key])
-			ev.Source = "demo"
+			ev.Source = demoSource
 		}
 		opts := loadgen.PublishOptions{Rate: d.cfg.Rate}
 		var res loadgen.Result
-		if u := d.httpURL(); u != "" {
+		if u, token := d.ingestFor(demoSource); u != "" {
+			if token != "" {
+				opts.Header = http.Header{"Authorization": {"Bearer " + token}}
+			}
 			res, err = loadgen.PublishHTTP(ctx, u, plan.Events, opts)
 		} else {
 			res, err = loadgen.PublishJetStream(ctx, d.js, d.names, plan.Events, opts)
@@ -114,8 +159,8 @@ func (d *demo) loop(ctx context.Context) {
 // duplicate window sends nothing twice).
 func (d *demo) importSpreadsheet(ctx context.Context) {
 	var tr client.Transport = client.NewJetStream(d.js, d.names)
-	if u := d.httpURL(); u != "" {
-		tr = client.NewHTTP(u, "", &http.Client{Timeout: 10 * time.Second})
+	if u, token := d.ingestFor(demoImportSource); u != "" {
+		tr = client.NewHTTP(u, token, &http.Client{Timeout: 10 * time.Second})
 	}
 	n, err := importSample(ctx, tr)
 	if err != nil {

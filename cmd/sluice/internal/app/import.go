@@ -553,7 +553,7 @@ func importSample(ctx context.Context, tr client.Transport) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	im.source, im.base = "demo-import", sampleSpreadsheetName
+	im.source, im.base = demoImportSource, sampleSpreadsheetName
 	tbl, err := readImportTable(sampleSpreadsheetName, bytes.NewReader(sampleSpreadsheet), "")
 	if err != nil {
 		return 0, err

@@ -194,7 +194,7 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			}
 			return ""
 		}
-		dm := newDemo(c.Demo, js, names, httpURL, log.With().Str("service", "demo").Logger())
+		dm := newDemo(c.Demo, js, names, httpURL, c.Ingest.Tokens, log.With().Str("service", "demo").Logger())
 		if !simHooks && st.inbound != nil && len(c.Inbound.Sources) > 0 && len(c.Inbound.Sources[0].Secrets) > 0 {
 			dm.webhookSecret = c.Inbound.Sources[0].Secrets[0]
 			dm.webhookURL = func() string { return "http://" + st.inbound.Addr() + c.Inbound.Path }

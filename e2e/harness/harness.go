@@ -244,7 +244,7 @@ func (h *Harness) StartEnricher(ctx context.Context) error {
 		return err
 	}
 	e, err := enricher.New(h.opts.Enricher, enricher.Deps{NC: nc, JS: js, Names: h.Names, Catalog: h.Catalog,
-		DB: h.DB, Logger: h.opts.Logger.With().Str("service", "enricher").Logger(), Ledger: h.ledgerWriter(nc)})
+		DB: h.DB, Logger: h.opts.Logger, Ledger: h.ledgerWriter(nc)})
 	if err != nil {
 		nc.Close()
 		return err
@@ -268,7 +268,7 @@ func (h *Harness) StartDispatcher(ctx context.Context) error {
 	cfg := h.opts.Dispatcher
 	cfg.CRM.URL = h.Sim.URL()
 	d, err := dispatcher.New(cfg, dispatcher.Deps{NC: nc, JS: js, Names: h.Names,
-		Logger: h.opts.Logger.With().Str("service", "dispatcher").Logger(), Ledger: h.ledgerWriter(nc)})
+		Logger: h.opts.Logger, Ledger: h.ledgerWriter(nc)})
 	if err != nil {
 		nc.Close()
 		return err
@@ -333,7 +333,7 @@ func (h *Harness) StartDispatcherReplica(ctx context.Context) (int, error) {
 	cfg := h.opts.Dispatcher
 	cfg.CRM.URL = h.Sim.URL()
 	d, err := dispatcher.New(cfg, dispatcher.Deps{NC: nc, JS: js, Names: h.Names,
-		Logger: h.opts.Logger.With().Str("service", "dispatcher-replica").Logger(), Ledger: h.ledgerWriter(nc)})
+		Logger: h.opts.Logger.With().Bool("replica", true).Logger(), Ledger: h.ledgerWriter(nc)})
 	if err == nil {
 		err = d.Start(ctx)
 	}

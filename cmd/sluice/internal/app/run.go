@@ -126,7 +126,7 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			func() (*nats.Conn, jetstream.JetStream, error) { return b.connect("ingest") },
 			func(nc *nats.Conn, js jetstream.JetStream) (*ingest.Service, error) {
 				return ingest.New(c.Ingest, ingest.Deps{NC: nc, JS: js, Names: names, Catalog: cat,
-					Logger: log.With().Str("service", "ingest").Logger()})
+					Logger: log})
 			})
 		if err != nil {
 			return err
@@ -154,7 +154,7 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 			}
 		}
 		wdeps := watchdog.Deps{NC: nc, JS: js, Names: names,
-			Logger: log.With().Str("service", "watchdog").Logger(), Redactor: redact.New(c.Ledger.SensitiveFields...)}
+			Logger: log, Redactor: redact.New(c.Ledger.SensitiveFields...)}
 		if len(sups) > 0 {
 			wdeps.RestartService = sups.RestartService
 		}

@@ -84,7 +84,7 @@ var stageWirings = map[topology.Stage]stageWiring{
 					return nil, err
 				}
 				return enricher.New(e.c.Enricher, enricher.Deps{NC: nc, JS: js, Names: e.names, Catalog: e.cat, DB: db,
-					Dialect: dialect, Logger: e.log.With().Str("service", "enricher").Logger(), Observe: e.m.ObserveFunc(),
+					Dialect: dialect, Logger: e.log, Observe: e.m.ObserveFunc(),
 					Ledger: lw})
 			}, nil
 		},
@@ -111,7 +111,7 @@ var stageWirings = map[topology.Stage]stageWiring{
 					return nil, err
 				}
 				return dispatcher.New(e.c.Dispatcher, dispatcher.Deps{NC: nc, JS: js, Names: e.names,
-					Logger:  e.log.With().Str("service", "dispatcher").Logger(),
+					Logger:  e.log,
 					Observe: e.m.ObserveFunc(), OnDelivered: e.m.ObserveProduceToCRM, Ledger: lw})
 			}, nil
 		},
@@ -149,7 +149,7 @@ var stageWirings = map[topology.Stage]stageWiring{
 			}
 			return func(nc *nats.Conn, js jetstream.JetStream) (laneService, error) {
 				return inbound.New(e.c.Inbound, inbound.Deps{NC: nc, JS: js, Names: e.names, DB: db,
-					Logger: e.log.With().Str("service", "inbound").Logger(), Observe: e.m.ObserveFunc()})
+					Logger: e.log, Observe: e.m.ObserveFunc()})
 			}, nil
 		},
 		collectors: func(get func() laneService) []prometheus.Collector {

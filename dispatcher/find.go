@@ -90,16 +90,12 @@ func uncertainOutcome(res response) bool {
 	return false
 }
 
-// redelivered reports whether another process may have sent m already
-// (lane.Msg.Redelivered).
-func redelivered(m *lane.Msg) bool { return m.Redelivered() }
-
 // findFirst runs the type's crm.find before a create when the create is
 // uncertain (or always, with find.before_create). done is true when o
 // settles the message (adopted, or the lookup failed); false: send the
 // create.
 func (s *Service) findFirst(ctx context.Context, m *lane.Msg, r crmreq.Request) (o lane.Outcome, done bool) {
-	again := redelivered(m)
+	again := m.Redelivered()
 	uncertain := again || s.uncertain.has(r.EventID)
 	if r.Find == nil {
 		if again {

@@ -12,7 +12,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"sync"
 	"time"
@@ -116,7 +115,7 @@ func New(ctx context.Context, opts Options) (*Harness, error) {
 	if opts.Topology.AckWait == 0 {
 		opts.Topology.AckWait = 3 * time.Second
 	}
-	h := &Harness{opts: opts, Names: topology.New(opts.Topology), port: -1}
+	h := &Harness{opts: opts, Names: topology.New(opts.Topology)}
 	if opts.URLs == "" {
 		// A reserved port, not one the kernel picks: RestartNATS binds it
 		// again, and a released ephemeral port can meanwhile become a
@@ -196,9 +195,6 @@ func (h *Harness) startServer() error {
 		return errors.New("harness: nats-server did not start")
 	}
 	h.srv = s
-	if h.port == -1 {
-		h.port = s.Addr().(*net.TCPAddr).Port
-	}
 	return nil
 }
 

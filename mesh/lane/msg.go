@@ -70,5 +70,13 @@ func (m *Msg) Raw() jetstream.Msg { return m.raw }
 // lane restart) had it and may have applied it. Retries in hand are
 // attempts without a delivery.
 func (m *Msg) Redelivered() bool {
-	return m.NumDelivered > uint64(m.Failures-m.InHand)+1
+	return DeliveredElsewhere(m.NumDelivered, m.Failures+1, m.InHand)
+}
+
+// DeliveredElsewhere reports whether a message the server delivered
+// deliveries times was delivered more often than this process's attempts
+// at it that were deliveries (attempts minus the retries in hand): the
+// rule of Msg.Redelivered, for the ledger's records of those counts too.
+func DeliveredElsewhere(deliveries uint64, attempts, inHand int) bool {
+	return deliveries > uint64(attempts-inHand)
 }

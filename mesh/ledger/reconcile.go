@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/topology"
 )
 
@@ -471,7 +472,7 @@ func (k *keyAcc) duplicates(l *life, t *Totals) {
 // answer held no id).
 func possibleDuplicate(l *life) bool {
 	d := l.delivered[0]
-	if d.Attempts > 0 && d.Deliveries > uint64(d.Attempts-d.InHand) {
+	if d.Attempts > 0 && lane.DeliveredElsewhere(d.Deliveries, d.Attempts, d.InHand) {
 		return true
 	}
 	p := l.parkedRec

@@ -38,19 +38,23 @@ func portLockDir() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("sluice-test-ports-%d", os.Getuid()))
 }
 
+// portLockPath is the lock file of port p.
+func portLockPath(p int) string {
+	return filepath.Join(portLockDir(), fmt.Sprintf("%d.lock", p))
+}
+
 // ReservePort returns a loopback port that no other test holds and no
 // listener uses now, and release, which frees it for other tests. Hold it
 // for as long as a server may bind the port again (FreePorts releases at
 // the end of the test).
 func ReservePort() (port int, release func(), err error) {
-	dir := portLockDir()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(portLockDir(), 0o700); err != nil {
 		return 0, nil, fmt.Errorf("meshtest: port lock directory: %w", err)
 	}
 	lo, hi := portRange()
 	for range 1000 {
 		p := lo + rand.IntN(hi-lo)
-		unlock, ok := lockPort(filepath.Join(dir, fmt.Sprintf("%d.lock", p)))
+		unlock, ok := lockPort(portLockPath(p))
 		if !ok {
 			continue // another test holds it
 		}

@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -63,11 +62,12 @@ func TestAHeldPortIsNotHandedOutAgain(t *testing.T) {
 
 	// Another process's lock (a separate open file) conflicts the same way.
 	for p := range held {
-		_, ok := lockPort(filepath.Join(portLockDir(), fmt.Sprintf("%d.lock", p)))
+		_, ok := lockPort(portLockPath(p))
 		require.False(t, ok, "port %d's lock taken twice", p)
 	}
-	for p, release := range held {
+	for p, release := range held { // once released, a port is handed out again
 		release()
+		delete(held, p)
 		got, again, err := ReservePort()
 		require.NoError(t, err)
 		require.Equal(t, p, got)
@@ -83,7 +83,7 @@ func TestAHeldPortIsNotHandedOutAgain(t *testing.T) {
 // test nor listened on.
 func threeFree(p int) bool {
 	for q := p; q < p+3; q++ {
-		unlock, ok := lockPort(filepath.Join(portLockDir(), fmt.Sprintf("%d.lock", q)))
+		unlock, ok := lockPort(portLockPath(q))
 		if !ok {
 			return false
 		}

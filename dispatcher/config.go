@@ -39,6 +39,15 @@ type Config struct {
 	// StepAside holds a failing key instead of its partition while the
 	// CRM is only flaky (stepaside.go).
 	StepAside StepAsideConfig `yaml:"step_aside"`
+	// Inline has the enricher's lanes send each request right after they
+	// mapped it (Outlet), instead of storing it in the dispatch stream for
+	// the dispatcher's lanes: one consumer hop per event instead of two
+	// (docs/scaling.md, measured). Retries, pauses, step-aside, parking
+	// and the ledger work as below, on the enricher's lanes; the
+	// dispatcher's own lanes only send what was in the dispatch stream
+	// before the switch. Every process of a deployment must agree.
+	// Default false.
+	Inline bool `yaml:"inline"`
 }
 
 // CRMConfig is the CRM endpoint.

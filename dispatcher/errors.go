@@ -37,6 +37,13 @@ var (
 	// ErrBucketMissing is returned by Start when the CRM id bucket does not
 	// exist. The caller runs topology.Names.Ensure first.
 	ErrBucketMissing = errors.New("dispatcher: crm id bucket missing")
+	// ErrDispatchBacklog means an inline outlet (Config.Inline) found
+	// requests of its partition still in the dispatch stream, or keys of
+	// it held or parked at the dispatcher, from before the switch. The
+	// enricher lane retries until the dispatcher has sent them (or an
+	// operator replayed or discarded the parked keys), so that no event
+	// overtakes an older one of its key.
+	ErrDispatchBacklog = errors.New("dispatcher: requests from before dispatcher.inline are still waiting")
 	// ErrNotStarted is returned by Restart on a service that is not
 	// running: the caller starts it first.
 	ErrNotStarted = service.ErrNotStarted

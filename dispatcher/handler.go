@@ -29,6 +29,12 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 	if err != nil {
 		return lane.Park("undecodable request", err, nil)
 	}
+	return s.deliver(ctx, m, r)
+}
+
+// deliver sends r, the request of m (a dispatch message, or with
+// dispatcher.inline the event an enricher lane has just mapped).
+func (s *Service) deliver(ctx context.Context, m *lane.Msg, r crmreq.Request) lane.Outcome {
 	switch r.Mode {
 	case catalog.ModeSend:
 		return s.send(ctx, m, r, r.Method, r.Path, kindSend)

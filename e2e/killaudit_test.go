@@ -33,19 +33,21 @@ func TestAuditAfterSIGKILLFindsNothingLost(t *testing.T) {
 	}
 	bin := buildSluice(t)
 	for _, tc := range []struct {
-		name     string
-		external bool
+		name             string
+		external, inline bool
 	}{
-		{"builtin-simulator", false},
-		{"external-simulator", true},
+		{"builtin-simulator", false, false},
+		{"external-simulator", true, false},
+		// dispatcher.inline: the enricher's lanes send; the same kills.
+		{"inline", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			killAndAudit(t, bin, tc.external)
+			killAndAudit(t, bin, tc.external, tc.inline)
 		})
 	}
 }
 
-func killAndAudit(t *testing.T, bin string, external bool) {
+func killAndAudit(t *testing.T, bin string, external, inline bool) {
 	dir := t.TempDir()
 	logf, err := os.Create(filepath.Join(dir, "sluice.log"))
 	require.NoError(t, err)
@@ -67,6 +69,9 @@ func killAndAudit(t *testing.T, bin string, external bool) {
 		require.NoError(t, sim.Start())
 		t.Cleanup(func() { _ = sim.Process.Kill(); _, _ = sim.Process.Wait() })
 		crm = fmt.Sprintf("dispatcher: {crm: {url: %q}}\n", "http://"+addr)
+	}
+	if inline {
+		crm = "dispatcher: {inline: true}\n"
 	}
 	port := freePort(t)
 	cfgPath := filepath.Join(dir, "sluice.yaml")
@@ -173,6 +178,11 @@ demo: {enabled: %q, rate: 1000, keys: 500}
 	require.Zero(t, rep.Totals.Lost, "lost events after kill -9")
 	require.Zero(t, rep.Totals.Reordered, "reordered events after kill -9")
 	require.Positive(t, rep.Totals.Delivered)
+	if inline {
+		ds, err := js.Stream(context.Background(), names.DispatchStream())
+		require.NoError(t, err)
+		require.Zero(t, ds.CachedInfo().State.LastSeq, "inline: nothing may go through the dispatch stream")
+	}
 	if !external {
 		// The built-in simulator keeps its records in the data dir: after
 		// the restarts the demo's updates still find their CRM records

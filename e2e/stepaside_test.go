@@ -36,20 +36,52 @@ func stepAsideConfig() dispatcher.Config {
 
 func newStepAsideHarness(t *testing.T, partitions int, sim crmsim.Config) *harness.Harness {
 	t.Helper()
+	return newOutletHarness(t, partitions, sim, false)
+}
+
+// newOutletHarness is newStepAsideHarness with dispatcher.inline on or
+// off. Inline, the dispatcher is not started: whatever reaches the CRM
+// was sent by the enricher's lanes.
+func newOutletHarness(t *testing.T, partitions int, sim crmsim.Config, inline bool) *harness.Harness {
+	t.Helper()
 	ctx := context.Background()
+	cfg := stepAsideConfig()
+	cfg.Inline = inline
 	h, err := harness.New(ctx, harness.Options{
 		Dir:            t.TempDir(),
 		Topology:       topology.Config{Partitions: partitions, AckWait: 3 * time.Second},
-		Dispatcher:     stepAsideConfig(),
+		Dispatcher:     cfg,
 		Sim:            sim,
 		ExtraCustomers: 150,
 		Logger:         logger(t),
 	})
 	require.NoError(t, err)
 	t.Cleanup(h.Close)
-	require.NoError(t, h.StartDispatcher(ctx))
+	if !inline {
+		require.NoError(t, h.StartDispatcher(ctx))
+	}
 	require.NoError(t, h.StartEnricher(ctx))
 	return h
+}
+
+// outlets are the two ways a request reaches the CRM: through the
+// dispatch stream and the dispatcher's lanes, or (dispatcher.inline) from
+// the enricher's lane that mapped it.
+var outlets = []struct {
+	name   string
+	inline bool
+	stage  topology.Stage // whose lanes send, pause and hold
+}{
+	{"dispatcher lanes", false, topology.StageDispatcher},
+	{"inline", true, topology.StageEnricher},
+}
+
+// outletLanes are the lane stats of the lanes that send to the CRM.
+func outletLanes(h *harness.Harness, inline bool) []lane.Stats {
+	if inline {
+		return h.Enricher().Stats().Lanes
+	}
+	return h.Dispatcher().Stats().Lanes
 }
 
 // TestTransientFailureStepsAsideWhileOthersFlow: one partition, so every
@@ -58,7 +90,13 @@ func newStepAsideHarness(t *testing.T, partitions int, sim crmsim.Config) *harne
 // the failing key's later events are, and once the CRM takes the event
 // the key's events arrive, all in order.
 func TestTransientFailureStepsAsideWhileOthersFlow(t *testing.T) {
-	h := newStepAsideHarness(t, 1, crmsim.Config{})
+	for _, o := range outlets {
+		t.Run(o.name, func(t *testing.T) { testTransientFailureStepsAside(t, o.inline) })
+	}
+}
+
+func testTransientFailureStepsAside(t *testing.T, inline bool) {
+	h := newOutletHarness(t, 1, crmsim.Config{}, inline)
 	p := plan(t, 600, 30, 14)
 	victim := p.Events[0]
 	want := p.Expected()
@@ -108,8 +146,14 @@ func TestTransientFailureStepsAsideWhileOthersFlow(t *testing.T) {
 // within 6 s), the rest waits in order, and when the CRM is back a probe
 // resumes each lane long before its 60 s pause would have ended.
 func TestCRMDownPausesOutletAlertsAndProbeResumes(t *testing.T) {
+	for _, o := range outlets {
+		t.Run(o.name, func(t *testing.T) { testCRMDownPausesOutlet(t, o.inline, o.stage) })
+	}
+}
+
+func testCRMDownPausesOutlet(t *testing.T, inline bool, stage topology.Stage) {
 	const partitions = 4
-	h := newStepAsideHarness(t, partitions, crmsim.Config{})
+	h := newOutletHarness(t, partitions, crmsim.Config{}, inline)
 	ctx := context.Background()
 	alerts := alertConsumer(t, h)
 
@@ -127,7 +171,7 @@ func TestCRMDownPausesOutletAlertsAndProbeResumes(t *testing.T) {
 		for m := range msgs.Messages() {
 			var a lane.Alert
 			require.NoError(t, json.Unmarshal(m.Data(), &a))
-			if a.Kind == "lane_paused" && a.Stage == topology.StageDispatcher {
+			if a.Kind == "lane_paused" && a.Stage == stage {
 				if _, ok := paused[a.Partition]; !ok {
 					paused[a.Partition] = a.At
 				}
@@ -135,7 +179,7 @@ func TestCRMDownPausesOutletAlertsAndProbeResumes(t *testing.T) {
 			_ = m.Ack()
 		}
 	}
-	require.Len(t, paused, partitions, "every dispatcher lane should pause (and alert) while the CRM is down")
+	require.Len(t, paused, partitions, "every %s lane should pause (and alert) while the CRM is down", stage)
 	for pt, at := range paused {
 		require.Less(t, at.Sub(down), 6*time.Second, "partition %d paused %s after the CRM went down", pt, at.Sub(down))
 	}
@@ -155,7 +199,7 @@ func TestCRMDownPausesOutletAlertsAndProbeResumes(t *testing.T) {
 	}
 	requireInOrder(t, rep)
 	var resumes uint64
-	for _, st := range h.Dispatcher().Stats().Lanes {
+	for _, st := range outletLanes(h, inline) {
 		resumes += st.ProbeResumes
 	}
 	require.Positive(t, resumes, "probes should have resumed the lanes")

@@ -106,6 +106,9 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 		}
 		req.Find = f
 	}
+	if s.deps.Outlet != nil {
+		return s.deliverInline(ctx, m, env.ID, env.Key, &req, body)
+	}
 	b, err := encodeRequest(&req)
 	if err != nil { // the body is valid JSON from gojq.Marshal; cannot happen
 		return s.mappingFailed(ctx, "request", err)

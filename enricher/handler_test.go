@@ -3,6 +3,7 @@ package enricher_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
@@ -118,4 +119,50 @@ func TestRetryBackoffGrows(t *testing.T) {
 	o := h.svc.Handler()(context.Background(), msg(10, time.Now().Add(-time.Hour+50*time.Millisecond)))
 	require.Equal(t, lane.KindRetry, o.Kind)
 	require.LessOrEqual(t, o.Delay, 60*time.Millisecond, "the last wait stops at the end of the grace")
+}
+
+// fakeOutlet records what an inline outlet is handed and answers with o.
+type fakeOutlet struct {
+	o    lane.Outcome
+	got  []crmreq.Request
+	open bool
+}
+
+func (f *fakeOutlet) Open(context.Context) error { f.open = true; return nil }
+func (f *fakeOutlet) Close()                     { f.open = false }
+func (f *fakeOutlet) Lane(*lane.Config)          {}
+func (f *fakeOutlet) BeforeAck() func(lane.Observation) func(context.Context) error {
+	return nil
+}
+func (f *fakeOutlet) Deliver(_ context.Context, _ *lane.Msg, r crmreq.Request) lane.Outcome {
+	f.got = append(f.got, r)
+	return f.o
+}
+
+// TestInlineOutletGetsTheMappedRequest: with an outlet (dispatcher.inline)
+// the handler hands it the request it mapped and returns the outlet's
+// Outcome, forwarding nothing; a mapping problem never reaches it.
+func TestInlineOutletGetsTheMappedRequest(t *testing.T) {
+	db, dbc := openSQLite(t, "")
+	h := newHarness(t, 2, fastConfig(dbc), db, loadCatalog(t, nil))
+	for _, want := range []lane.Outcome{lane.Done(), lane.Retry(time.Second, errors.New("503")).Transient(), lane.Park("crm rejected: 422", nil, nil)} {
+		out := &fakeOutlet{o: want}
+		svc, err := enricher.New(fastConfig(dbc), enricher.Deps{NC: h.nc, JS: h.js, Names: h.names,
+			Catalog: loadCatalog(t, nil), DB: db, Outlet: out})
+		require.NoError(t, err)
+		_, body := h.event("review", "r3", map[string]any{"customer_id": 5, "text": "great"})
+		m := &lane.Msg{Subject: "x", Data: body, Partition: h.names.PartitionOf("r3"), Type: "review", KeyToken: "r3", Stored: time.Now()}
+		o := svc.Handler()(context.Background(), m)
+		require.Equal(t, want.Kind, o.Kind)
+		require.Equal(t, want.Reason, o.Reason)
+		require.Empty(t, o.Out, "inline: nothing is forwarded")
+		require.Len(t, out.got, 1)
+		require.JSONEq(t, `{"text":"great","by":"Barbara Liskov"}`, string(out.got[0].Body))
+		require.Equal(t, "r3", out.got[0].Key)
+
+		_, bad := h.event("review", "r1", map[string]any{"customer_id": nil, "text": "t"})
+		o = svc.Handler()(context.Background(), &lane.Msg{Subject: "x", Data: bad, Type: "review", KeyToken: "r1", Stored: time.Now()})
+		require.Equal(t, lane.KindPark, o.Kind)
+		require.Len(t, out.got, 1, "a mapping problem is parked by the enricher, not sent")
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"sluice.dev/mesh/catalog"
+	"sluice.dev/mesh/crmreq"
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/ledger"
 	"sluice.dev/mesh/productdb"
@@ -49,6 +50,21 @@ type Deps struct {
 	// server before the ack; New refuses another. The lanes wait for each
 	// record before they ack its message. Stop flushes and closes it.
 	Ledger *ledger.Writer
+	// Outlet, if set (dispatcher.inline), sends each mapped request from
+	// the enricher's lane instead of forwarding it to the dispatch stream.
+	// It must be on NC/JS and Ledger's connection.
+	Outlet Outlet
+}
+
+// Outlet is what the enricher needs of an inline outlet
+// (dispatcher.Outlet): Open at Start, Close at Stop, the lanes configured
+// for delivery, its park records, and Deliver for each mapped request.
+type Outlet interface {
+	Open(ctx context.Context) error
+	Close()
+	Lane(c *lane.Config)
+	BeforeAck() func(lane.Observation) func(context.Context) error
+	Deliver(ctx context.Context, m *lane.Msg, r crmreq.Request) lane.Outcome
 }
 
 // Service is the enricher: its handler in the service shell (Start, Stop,
@@ -118,7 +134,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if cfg.Cache.Size > 0 {
 		s.cache = expirable.NewLRU[string, map[string]any](cfg.Cache.Size, nil, cfg.Cache.TTL)
 	}
-	s.Shell, err = service.New(s, service.Spec{
+	spec := service.Spec{
 		Name: ServiceName, Short: "enricher", Stage: topology.StageEnricher,
 		Description: "Sluice enricher: events -> SQL lookups + jq mapping -> CRM requests on the dispatch stream",
 		Partitions:  deps.Partitions, Observe: deps.Observe, BeforeAck: s.recordParks(), Retry: cfg.retryPolicy(),
@@ -126,9 +142,24 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		Prepare: s.Check,
 		Stopped: func(context.Context) error { return s.stmts.close() },
 		Started: func(e *zerolog.Event) *zerolog.Event {
-			return e.Str("driver", s.deps.Dialect.Driver()).Int("types", len(s.types))
+			return e.Str("driver", s.deps.Dialect.Driver()).Int("types", len(s.types)).Bool("inline", s.deps.Outlet != nil)
 		},
-	}, service.Deps{NC: deps.NC, JS: deps.JS, Names: deps.Names, Logger: deps.Logger, Ledger: deps.Ledger})
+	}
+	if out := deps.Outlet; out != nil {
+		spec.Description = "Sluice enricher: events -> SQL lookups + jq mapping -> CRM (dispatcher.inline)"
+		spec.Lane, spec.BeforeAck = out.Lane, out.BeforeAck()
+		spec.Prepare = func(ctx context.Context) error {
+			if err := s.Check(ctx); err != nil {
+				return err
+			}
+			return out.Open(ctx)
+		}
+		spec.Stopped = func(context.Context) error {
+			out.Close()
+			return s.stmts.close()
+		}
+	}
+	s.Shell, err = service.New(s, spec, service.Deps{NC: deps.NC, JS: deps.JS, Names: deps.Names, Logger: deps.Logger, Ledger: deps.Ledger})
 	if err != nil {
 		return nil, err
 	}

@@ -99,6 +99,9 @@ type Harness struct {
 	enricher    *running
 	dispatcher  *running
 	disp        *dispatcher.Service
+	// enr and outlet are the running enricher and its inline outlet.
+	enr    *enricher.Service
+	outlet *dispatcher.Outlet
 	// replicas are the extra dispatchers of StartDispatcherReplica.
 	replicas []*running
 }
@@ -239,8 +242,24 @@ func (h *Harness) StartEnricher(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	e, err := enricher.New(h.opts.Enricher, enricher.Deps{NC: nc, JS: js, Names: h.Names, Catalog: h.Catalog,
-		DB: h.DB, Logger: h.opts.Logger, Ledger: h.ledgerWriter(nc)})
+	deps := enricher.Deps{NC: nc, JS: js, Names: h.Names, Catalog: h.Catalog,
+		DB: h.DB, Logger: h.opts.Logger, Ledger: h.ledgerWriter(nc)}
+	var out *dispatcher.Outlet
+	h.mu.Lock()
+	cfg := h.opts.Dispatcher
+	h.mu.Unlock()
+	if cfg.Inline {
+		// dispatcher.inline: the enricher's lanes send to the CRM through
+		// an outlet on their own connection and ledger writer.
+		cfg.CRM.URL = h.Sim.URL()
+		if out, err = dispatcher.NewOutlet(cfg, dispatcher.Deps{NC: nc, JS: js, Names: h.Names,
+			Logger: h.opts.Logger, Ledger: deps.Ledger}); err != nil {
+			nc.Close()
+			return err
+		}
+		deps.Outlet = out
+	}
+	e, err := enricher.New(h.opts.Enricher, deps)
 	if err != nil {
 		nc.Close()
 		return err
@@ -251,6 +270,7 @@ func (h *Harness) StartEnricher(ctx context.Context) error {
 	}
 	h.mu.Lock()
 	h.enricher = &running{nc: nc, svc: e}
+	h.enr, h.outlet = e, out
 	h.mu.Unlock()
 	return nil
 }
@@ -302,6 +322,29 @@ func (h *Harness) Dispatcher() *dispatcher.Service {
 	return h.disp
 }
 
+// SetInline turns dispatcher.inline on or off for the next StartEnricher
+// (a deployment switching modes).
+func (h *Harness) SetInline(on bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.opts.Dispatcher.Inline = on
+}
+
+// Outlet returns the running enricher's inline outlet (nil when stopped
+// or without Dispatcher.Inline).
+func (h *Harness) Outlet() *dispatcher.Outlet {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.outlet
+}
+
+// Enricher returns the running enricher (nil when stopped).
+func (h *Harness) Enricher() *enricher.Service {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.enr
+}
+
 // DispatcherConn returns the running dispatcher's NATS connection (nil
 // when stopped), e.g. to find the server it is connected to.
 func (h *Harness) DispatcherConn() *nats.Conn {
@@ -315,7 +358,12 @@ func (h *Harness) DispatcherConn() *nats.Conn {
 
 // KillEnricher drops the enricher's connection with no goodbye — whatever
 // it held unacked comes back after AckWait — and then reaps its goroutines.
-func (h *Harness) KillEnricher() { h.kill(&h.enricher) }
+func (h *Harness) KillEnricher() {
+	h.kill(&h.enricher)
+	h.mu.Lock()
+	h.enr, h.outlet = nil, nil
+	h.mu.Unlock()
+}
 
 // StartDispatcherReplica starts one more dispatcher on its own connection
 // next to StartDispatcher's: the replicas share the lanes, each partition

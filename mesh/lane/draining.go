@@ -19,8 +19,8 @@ import (
 // publishing its last message (a lost stream leader, a kill) and, finding
 // the key held, did not go on — the key would stay held for ever with its
 // events parked. So the holder also looks for itself: once no message of
-// the round is left in the stage's input stream (a work queue: a message
-// leaves it when the lane acks it, after delivering or parking it), and
+// the round is left unacked in the stage's input stream (roundInFlight: a
+// message is acked after the lane delivered or parked it), and
 // the hold is older than any holder's publish could still be running
 // (drainingGrace), the round is over and the key's next round begins.
 
@@ -110,21 +110,32 @@ func (h *holder) roundLeft(ctx context.Context, kvKey string, pk *ParkedKey, rou
 }
 
 // roundInFlight reports whether a message of the key's replay round is
-// still in the stage's input stream. A stage whose stream is not a work
-// queue keeps acked messages, so there it always reports true (the lane's
-// own notice is the only end of the wait).
+// still in the stage's input stream, not yet acked by the key's lane. A
+// work queue (the dispatch stream) keeps only unacked messages; a stream
+// that keeps acked ones (the events stream, whose lanes hold keys with
+// dispatcher.inline) is read from the lane's ack floor on.
 func (h *holder) roundInFlight(ctx context.Context, stage topology.Stage, keyToken, round string) (bool, error) {
 	spec, ok := topology.SpecOf(stage)
-	if !ok || !spec.WorkQueue || spec.Replay == nil {
+	if !ok || spec.Subject == nil {
 		return true, nil
 	}
 	names := h.g.cfg.Names
-	s, err := h.g.js.Stream(ctx, spec.Stream(names))
+	p := topology.PartitionOfToken(keyToken, names.Partitions())
+	stream := spec.Stream(names)
+	s, err := h.g.js.Stream(ctx, stream)
 	if err != nil {
 		return false, err
 	}
-	filter := spec.Replay(names, "*", keyToken)
-	for seq := uint64(1); ; {
+	from := uint64(1)
+	if !spec.WorkQueue {
+		c, err := h.g.js.Consumer(ctx, stream, names.ConsumerName(stage, p))
+		if err != nil {
+			return false, err
+		}
+		from = c.CachedInfo().AckFloor.Stream + 1
+	}
+	filter := spec.Subject(names, p, "*", keyToken)
+	for seq := from; ; {
 		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return false, nil

@@ -25,23 +25,31 @@ import (
 // the dispatch stream and replays the key: its parked events are
 // delivered in order and the key is free.
 func TestDrainingKeyWhoseRoundNeverEndsIsReplayed(t *testing.T) {
+	// The dispatch stream is a work queue; the events stream keeps acked
+	// messages (its lanes hold keys with dispatcher.inline), so there the
+	// holder reads from the lane's ack floor on.
+	for _, stage := range []topology.Stage{topology.StageDispatcher, topology.StageEnricher} {
+		t.Run(string(stage), func(t *testing.T) { testDrainingRoundNeverEnds(t, stage) })
+	}
+}
+
+func testDrainingRoundNeverEnds(t *testing.T, stage topology.Stage) {
 	names, js := setup(t, 1)
 	ctx := context.Background()
-	g, seen := heldKeyGroup(t, js, names, nil)
-
+	g, seen := heldKeyGroupOf(t, js, names, stage, nil)
 	// Two events of k parked (held), in order; the key held and draining
-	// round "r1", of which nothing is in the dispatch stream any more.
+	// round "r1", of which nothing is in the input stream any more.
 	for i, body := range []string{"k-0", "k-1"} {
-		pm := nats.NewMsg(names.ParkedSubject(topology.StageDispatcher, "t1", "k"))
+		pm := nats.NewMsg(names.ParkedSubject(stage, "t1", "k"))
 		pm.Data = []byte(body)
-		pm.Header.Set(nats.MsgIdHdr, "park:dispatcher:"+body)
+		pm.Header.Set(nats.MsgIdHdr, "park:"+string(stage)+":"+body)
 		pm.Header.Set(lane.HeaderHeld, "true")
 		pm.Header.Set("Sluice-Order", []string{"10", "11"}[i])
 		_, err := js.PublishMsg(ctx, pm)
 		require.NoError(t, err)
 	}
 	held := time.Now().Add(-time.Minute).UTC() // longer ago than any holder's publish runs
-	putParkedKey(t, js, names, lane.ParkedKey{Stage: topology.StageDispatcher, Type: "t1", Key: "k", KeyToken: "k",
+	putParkedKey(t, js, names, lane.ParkedKey{Stage: stage, Type: "t1", Key: "k", KeyToken: "k",
 		FirstSeq: 1, FirstID: "k-0", Reason: lane.ReasonRetrying + ": 503", ParkedAt: held,
 		Count: 2, State: lane.StateHeld, Held: true, Failures: 1, RetryAt: held.Add(time.Second), Draining: "r1"})
 
@@ -162,8 +170,15 @@ func TestHeldRoundDeliveredButNotFinishedIsFinished(t *testing.T) {
 func heldKeyGroup(t *testing.T, js jetstream.JetStream, names topology.Names,
 	beforeAck func(lane.Observation) func(context.Context) error) (*lane.Group, <-chan string) {
 	t.Helper()
+	return heldKeyGroupOf(t, js, names, topology.StageDispatcher, beforeAck)
+}
+
+// heldKeyGroupOf is heldKeyGroup for stage.
+func heldKeyGroupOf(t *testing.T, js jetstream.JetStream, names topology.Names, stage topology.Stage,
+	beforeAck func(lane.Observation) func(context.Context) error) (*lane.Group, <-chan string) {
+	t.Helper()
 	seen := make(chan string, 10)
-	g, err := lane.NewGroup(js, lane.Config{Stage: topology.StageDispatcher, Names: names, Logger: zerolog.Nop(),
+	g, err := lane.NewGroup(js, lane.Config{Stage: stage, Names: names, Logger: zerolog.Nop(),
 		IsolateKeys: true, StepAside: lane.StepAside{Enabled: true}, BeforeAck: beforeAck,
 		Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
 			seen <- string(m.Data)

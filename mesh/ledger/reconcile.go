@@ -205,6 +205,11 @@ type life struct {
 	parkedRec *Stored
 	parkedNow *ParkedMsg
 	uncertain []*Stored
+	// elsewhere: a failed attempt of the event came after another process
+	// had its message (it may have sent it before it died); a later
+	// delivery of a replayed copy (a held key) is then a possible
+	// duplicate.
+	elsewhere bool
 	state     string
 	why       string
 }
@@ -263,6 +268,7 @@ func index(in Inputs) ([]*life, map[string]*life) {
 			if r.CRM != nil && r.CRM.Uncertain {
 				l.uncertain = append(l.uncertain, r)
 			}
+			l.elsewhere = l.elsewhere || lane.DeliveredElsewhere(r.Deliveries, r.Attempts, r.InHand)
 		}
 	}
 	for i := range in.Parked {
@@ -466,13 +472,14 @@ func (k *keyAcc) duplicates(l *life, t *Totals) {
 	}
 }
 
-// possibleDuplicate: the one recorded delivery came after another process
-// had the request (it died or handed it back, maybe after the CRM
-// answered), or after the dispatcher parked it on a 2xx (a create whose
-// answer held no id).
+// possibleDuplicate: the one recorded delivery, or a failed attempt
+// before it (whose key then stepped aside and was replayed as a new
+// message), came after another process had the request (it died or
+// handed it back, maybe after the CRM answered), or the dispatcher parked
+// it on a 2xx (a create whose answer held no id).
 func possibleDuplicate(l *life) bool {
 	d := l.delivered[0]
-	if d.Attempts > 0 && lane.DeliveredElsewhere(d.Deliveries, d.Attempts, d.InHand) {
+	if d.Attempts > 0 && lane.DeliveredElsewhere(d.Deliveries, d.Attempts, d.InHand) || l.elsewhere {
 		return true
 	}
 	p := l.parkedRec

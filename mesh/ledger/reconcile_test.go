@@ -226,6 +226,23 @@ func TestReconcile(t *testing.T) {
 			possibleDuplicates: []string{"a1"},
 		},
 		{
+			// The process that had a1 died (maybe after the CRM took it);
+			// here it failed, its key stepped aside, and a replayed copy
+			// (a new message, delivered once) was delivered.
+			name: "a delivery after a failed attempt that followed another process is a possible duplicate",
+			in: Inputs{Events: []Event{ev("a1", "a", 1), ev("a2", "a", 2)},
+				Records: func() []Stored {
+					a := rec(StepAttempt, "a1", "a", 1)
+					a.Deliveries, a.Attempts = 2, 1
+					own := rec(StepAttempt, "a2", "a", 2)
+					own.Deliveries, own.Attempts = 2, 2 // naked and tried again here
+					return []Stored{a, own, delivered("a1", "a", 3), delivered("a2", "a", 4)}
+				}(), Floors: floors},
+			ok:                 true,
+			totals:             Totals{Keys: 1, Accepted: 2, Delivered: 2, PossibleDuplicates: 1},
+			possibleDuplicates: []string{"a1"},
+		},
+		{
 			name: "an id accepted twice (no replay header) counts once",
 			in: Inputs{Events: []Event{ev("a1", "a", 1), ev("a1", "a", 2)},
 				Records: []Stored{delivered("a1", "a", 1)}, Floors: floors},

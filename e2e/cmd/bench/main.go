@@ -67,8 +67,8 @@ func main() {
 	var o options
 	flag.StringVar(&o.bin, "sluice", "bin/sluice", "the sluice binary (make build)")
 	flag.IntVar(&o.events, "events", 60000, "events per throughput run")
-	flag.StringVar(&o.matrix, "matrix", "1,16,64,16x2,16+ledger",
-		"cells to measure, comma-separated: <partitions>[x<dispatcher processes>][+ledger] (+ledger: delivery ledger on, else off)")
+	flag.StringVar(&o.matrix, "matrix", "1,16,64,16x2,16+ledger,16+ledger+inline",
+		"cells to measure, comma-separated: <partitions>[x<dispatcher processes>][+ledger][+inline] (+ledger: delivery ledger on, else off; +inline: dispatcher.inline)")
 	flag.IntVar(&o.partitions, "partitions", 16, "partitions (-backlog)")
 	flag.IntVar(&o.keys, "keys", 2000, "distinct keys")
 	flag.Float64Var(&o.latencyRate, "latency-rate", targetRate, "events/s for the latency run (5600/s = 20M/hour)")

@@ -208,7 +208,7 @@ func printTable(o options, rows []cellResult) {
 	fmt.Printf("targets (2 cores): e2e ≥ %.0f/s, ratio ≥ %.1f, p99 ≤ %s at %.0f/s; %d-event backlog drained in ≤ %s (-backlog); "+
 		"with 1%% random 503 ≥ 0.8 × and with 5%% ≥ 0.5 × the healthy run of the same cell.\n",
 		targetE2E, targetRatio, targetP99, targetRate, targetBacklog, targetDrain)
-	fmt.Println("cell: partitions[xdispatcher processes][+ledger]; ceil µs/ev: CPU of the ceiling's nats-server and consumers per event; " +
+	fmt.Println("cell: partitions[xdispatcher processes][+ledger][+inline]; ceil µs/ev: CPU of the ceiling's nats-server and consumers per event; " +
 		"drain/s: events stored while the enricher was paused; CPU µs/ev: all sluice processes, sustained + drain runs; " +
 		"other load: cores used by other processes during the cell (noise).")
 }

@@ -22,6 +22,9 @@ type cell struct {
 	// ledger turns the delivery ledger (issue 7) on for the cell; see
 	// ledgerYAML.
 	ledger bool
+	// inline turns dispatcher.inline on: the enricher's lanes send to the
+	// CRM (one consumer hop per event).
+	inline bool
 }
 
 // String is the cell as written in -matrix: "16", "16x2", "16+ledger".
@@ -33,6 +36,9 @@ func (c cell) String() string {
 	if c.ledger {
 		s += "+ledger"
 	}
+	if c.inline {
+		s += "+inline"
+	}
 	return s
 }
 
@@ -40,7 +46,8 @@ func (c cell) String() string {
 // one-process 16-partition cells.
 func (c cell) flaky() bool { return c.partitions == 16 && c.dispatchers == 1 }
 
-// parseMatrix reads -matrix: comma-separated cells "<partitions>[x<dispatchers>][+ledger]".
+// parseMatrix reads -matrix: comma-separated cells
+// "<partitions>[x<dispatchers>][+ledger][+inline]".
 func parseMatrix(s string) ([]cell, error) {
 	var cells []cell
 	for _, f := range strings.Split(s, ",") {
@@ -49,7 +56,14 @@ func parseMatrix(s string) ([]cell, error) {
 			continue
 		}
 		c := cell{dispatchers: 1}
-		f, c.ledger = strings.CutSuffix(f, "+ledger")
+		for _, opt := range []struct {
+			suffix string
+			on     *bool
+		}{{"+inline", &c.inline}, {"+ledger", &c.ledger}, {"+inline", &c.inline}} {
+			if g, ok := strings.CutSuffix(f, opt.suffix); ok {
+				f, *opt.on = g, true
+			}
+		}
 		ps, ds, two := strings.Cut(f, "x")
 		var err error
 		if c.partitions, err = strconv.Atoi(ps); err != nil || c.partitions < 1 {
@@ -117,12 +131,12 @@ log: {level: warn, format: json}
 nats: {embedded: {listen: "127.0.0.1:%d"}}
 topology: {partitions: %d, balance_replicas: %t}
 ingest: {http_addr: ""}
-dispatcher: {crm: {url: %q}}
+dispatcher: {crm: {url: %q}, inline: %t}
 demo: {enabled: "false"}
 watchdog: {page: {audit_every: -1s}}  # its own ledger audits would read the whole backlog mid-measurement
 ops: {addr: "127.0.0.1:%d"%s}
 progress_interval: 1h
-%s`, r.dataDir, r.port, c.partitions, c.dispatchers > 1, sim.url, opsPort, pprof, ledger)
+%s`, r.dataDir, r.port, c.partitions, c.dispatchers > 1, sim.url, c.inline, opsPort, pprof, ledger)
 		} else {
 			dir := fmt.Sprintf("%s-dispatcher%d", r.dataDir, i)
 			cfg = fmt.Sprintf(`
@@ -130,10 +144,10 @@ data_dir: %s
 log: {level: warn, format: json}
 nats: {url: "nats://127.0.0.1:%d"}
 topology: {partitions: %d, balance_replicas: %t}
-dispatcher: {crm: {url: %q}}
+dispatcher: {crm: {url: %q}, inline: %t}
 ops: {addr: "127.0.0.1:%d"%s}
 progress_interval: 1h
-%s`, dir, r.port, c.partitions, c.dispatchers > 1, sim.url, opsPort, pprof, ledger)
+%s`, dir, r.port, c.partitions, c.dispatchers > 1, sim.url, c.inline, opsPort, pprof, ledger)
 			args = append(args, "--target", "dispatcher")
 		}
 		cfg += "\n" + o.configExtra + "\n"

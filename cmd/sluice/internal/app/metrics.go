@@ -19,6 +19,8 @@ type running struct {
 	ingest *ingest.Service
 	// stages are the lane stages this process runs, in pipeline order.
 	stages []runningStage
+	// st holds the inline outlet (dispatcher.inline), if any.
+	st *stats
 }
 
 // runningStage is a lane stage this process runs.
@@ -59,7 +61,7 @@ func serviceCollectors(r running) []prometheus.Collector {
 	}
 	for _, rs := range r.stages {
 		if rs.w.collectors != nil {
-			cs = append(cs, rs.w.collectors(rs.get)...)
+			cs = append(cs, rs.w.collectors(rs.get, r.st)...)
 		}
 	}
 	return cs

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,8 +26,10 @@ type stats struct {
 	target     string
 	ingest     *ingest.Service
 	dispatcher *dispatcher.Service
-	sim        *crmsim.Sim
-	inbound    *inbound.Service
+	// outlet is the enricher's inline outlet (dispatcher.inline).
+	outlet  atomic.Pointer[dispatcher.Outlet]
+	sim     *crmsim.Sim
+	inbound *inbound.Service
 }
 
 // laneLag is one lane's backlog as the server sees it.
@@ -78,8 +81,8 @@ func (s *stats) line(ctx context.Context, lastDelivered *uint64, since time.Dura
 	if s.ingest != nil {
 		fmt.Fprintf(&b, " | accepted via ingest %d", s.ingest.Accepted())
 	}
-	if s.dispatcher != nil {
-		d := s.dispatcher.Delivered()
+	if out := s.outlet.Load(); s.dispatcher != nil || out != nil {
+		d := delivered(s.dispatcher, out)
 		rate := float64(d-*lastDelivered) / since.Seconds()
 		*lastDelivered = d
 		fmt.Fprintf(&b, " | delivered %d (%.0f/s)", d, rate)

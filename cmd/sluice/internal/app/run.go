@@ -109,7 +109,7 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 		ledger: &ledgerCounts, start: start, st: &st, onClose: func(f func()) { closers = append(closers, f) }}
 	specs := topology.StageSpecs()
 	slices.Reverse(specs)
-	var svcs running
+	svcs := running{st: &st}
 	for _, spec := range specs {
 		w, ok := stageWirings[spec.Name]
 		if !ok || !w.runs(c, target) {

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 
@@ -62,17 +63,25 @@ type stageWiring struct {
 	// the CRM simulator) and returns the builder of one instance.
 	open func(e *stageEnv) (build func(nc *nats.Conn, js jetstream.JetStream) (laneService, error), err error)
 	// collectors are the stage's own /metrics counters, read from the
-	// current instance.
-	collectors func(get func() laneService) []prometheus.Collector
+	// current instance (and st's inline outlet).
+	collectors func(get func() laneService, st *stats) []prometheus.Collector
 	// attach hands the first instance to the progress line and the demo.
 	attach func(st *stats, s laneService)
 }
+
+// errInlineNeedsCRM: with dispatcher.inline the enricher sends to the CRM
+// itself, so it needs the CRM's address (the built-in simulator runs with
+// the dispatcher stage of the same process).
+var errInlineNeedsCRM = errors.New("dispatcher.inline: the enricher sends to the CRM: set dispatcher.crm.url, or run the dispatcher in the same process for the built-in simulator")
 
 // stageWirings holds the wiring of every stage in topology.StageSpecs.
 var stageWirings = map[topology.Stage]stageWiring{
 	topology.StageEnricher: {
 		runs: func(_ Config, target string) bool { return wants(target, "enricher") },
 		open: func(e *stageEnv) (func(*nats.Conn, jetstream.JetStream) (laneService, error), error) {
+			if e.c.Dispatcher.Inline && e.c.Dispatcher.CRM.URL == "" {
+				return nil, errInlineNeedsCRM
+			}
 			db, dialect, err := openProductDB(e.ctx, *e.c, e.log)
 			if err != nil {
 				return nil, err
@@ -83,12 +92,23 @@ var stageWirings = map[topology.Stage]stageWiring{
 				if err != nil {
 					return nil, err
 				}
-				return enricher.New(e.c.Enricher, enricher.Deps{NC: nc, JS: js, Names: e.names, Catalog: e.cat, DB: db,
-					Dialect: dialect, Logger: e.log, Observe: e.m.ObserveFunc(),
-					Ledger: lw})
+				deps := enricher.Deps{NC: nc, JS: js, Names: e.names, Catalog: e.cat, DB: db,
+					Dialect: dialect, Logger: e.log, Observe: e.m.ObserveFunc(), Ledger: lw}
+				if e.c.Dispatcher.Inline {
+					// The outlet shares the enricher's connection and ledger
+					// writer: its records reach the server before the ack.
+					out, err := dispatcher.NewOutlet(e.c.Dispatcher, dispatcher.Deps{NC: nc, JS: js, Names: e.names,
+						Logger: e.log, OnDelivered: e.m.ObserveProduceToCRM, Ledger: lw})
+					if err != nil {
+						return nil, err
+					}
+					deps.Outlet = out
+					e.st.outlet.Store(out)
+				}
+				return enricher.New(e.c.Enricher, deps)
 			}, nil
 		},
-		collectors: func(get func() laneService) []prometheus.Collector {
+		collectors: func(get func() laneService, _ *stats) []prometheus.Collector {
 			return []prometheus.Collector{counter("sluice_enricher_lookup_cache_total",
 				"Enricher lookups by cache result (hit, miss: a database query).", []string{"result"},
 				func() []metrics.Sample {
@@ -115,19 +135,26 @@ var stageWirings = map[topology.Stage]stageWiring{
 					Observe: e.m.ObserveFunc(), OnDelivered: e.m.ObserveProduceToCRM, Ledger: lw})
 			}, nil
 		},
-		collectors: func(get func() laneService) []prometheus.Collector {
+		collectors: func(get func() laneService, st *stats) []prometheus.Collector {
 			d := func() *dispatcher.Service { return get().(*dispatcher.Service) }
+			outlet := st.outlet.Load
 			return []prometheus.Collector{
 				counter("sluice_crm_responses_total", "CRM answers by status code, plus \"timeout\" and \"error\" for requests without an answer.",
 					[]string{"code"}, func() []metrics.Sample {
+						codes := d().Stats().CRMStatuses
+						if out := outlet(); out != nil { // dispatcher.inline: the enricher's sends
+							for code, n := range out.Stats().CRMStatuses {
+								codes[code] += n
+							}
+						}
 						var out []metrics.Sample
-						for code, n := range d().Stats().CRMStatuses {
+						for code, n := range codes {
 							out = append(out, sample(n, code))
 						}
 						return out
 					}),
 				counter("sluice_dispatcher_delivered_total", "Requests the CRM accepted (2xx).", nil,
-					func() []metrics.Sample { return []metrics.Sample{sample(d().Delivered())} }),
+					func() []metrics.Sample { return []metrics.Sample{sample(delivered(d(), outlet()))} }),
 			}
 		},
 		attach: func(st *stats, s laneService) { st.dispatcher = s.(*dispatcher.Service) },
@@ -152,7 +179,7 @@ var stageWirings = map[topology.Stage]stageWiring{
 					Logger: e.log, Observe: e.m.ObserveFunc()})
 			}, nil
 		},
-		collectors: func(get func() laneService) []prometheus.Collector {
+		collectors: func(get func() laneService, _ *stats) []prometheus.Collector {
 			in := func() inbound.Stats { return get().(*inbound.Service).Stats() }
 			return []prometheus.Collector{
 				counter("sluice_inbound_webhooks_total", "Webhook items received and stored, or refused, by result.",
@@ -212,4 +239,18 @@ func counter(name, help string, labels []string, read func() []metrics.Sample) p
 
 func sample(v uint64, labels ...string) metrics.Sample {
 	return metrics.Sample{Labels: labels, Value: float64(v)}
+}
+
+// delivered is what the CRM accepted from the dispatcher's lanes (d nil:
+// not run here) and the enricher's inline outlet (nil without
+// dispatcher.inline).
+func delivered(d *dispatcher.Service, out *dispatcher.Outlet) uint64 {
+	var n uint64
+	if d != nil {
+		n = d.Delivered()
+	}
+	if out != nil {
+		n += out.Delivered()
+	}
+	return n
 }

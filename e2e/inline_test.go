@@ -1,0 +1,225 @@
+package e2e_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/crmsim"
+	"sluice.dev/e2e/harness"
+	"sluice.dev/mesh/lane"
+	"sluice.dev/mesh/ledger"
+	"sluice.dev/mesh/topology"
+)
+
+// Issue 14: with dispatcher.inline the enricher's lane sends each request
+// right after mapping it, one consumer hop per event instead of two. The
+// guarantees are the same: per-key order, nothing lost (the ledger audit
+// agrees), duplicates only where a process died after the CRM answered.
+
+// inlineHarness is ledgerHarness with dispatcher.inline and step-aside on;
+// only the enricher runs.
+func inlineHarness(t *testing.T, sim crmsim.Config) *harness.Harness {
+	t.Helper()
+	cfg := stepAsideConfig()
+	cfg.Inline = true
+	cfg.Pause = 300 * time.Millisecond
+	h, err := harness.New(context.Background(), harness.Options{
+		Dir:            t.TempDir(),
+		Topology:       topology.Config{Partitions: 16, AckWait: 2 * time.Second},
+		Dispatcher:     cfg,
+		Sim:            sim,
+		ExtraCustomers: 150,
+		Logger:         logger(t),
+		Ledger:         ledger.Config{Enabled: true},
+	})
+	require.NoError(t, err)
+	t.Cleanup(h.Close)
+	require.NoError(t, h.StartEnricher(context.Background()))
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		// Why: the keys held or parked, the lanes, the parked messages.
+		adm, err := lane.OpenParked(context.Background(), h.JS, h.Names)
+		if err == nil {
+			keys, _ := adm.List(context.Background())
+			for _, k := range keys {
+				t.Logf("key %+v", k)
+			}
+		}
+		if e := h.Enricher(); e != nil {
+			for _, l := range e.Stats().Lanes {
+				if l.LastError != "" || l.Retries > 0 {
+					t.Logf("lane %+v", l)
+				}
+			}
+		}
+		logParked(t, h)
+	})
+	return h
+}
+
+// logTrace logs the ledger's steps of one event.
+func logTrace(t *testing.T, h *harness.Harness, id string) {
+	t.Helper()
+	tr, err := ledger.TraceEvent(context.Background(), h.JS, h.Names, id, ledger.TraceOptions{})
+	if err != nil {
+		t.Logf("trace %s: %v", id, err)
+		return
+	}
+	for _, s := range tr.Steps {
+		t.Logf("trace %s: %+v", id, s)
+	}
+}
+
+// A flaky CRM (10 % 503), the enricher killed twice and the NATS server
+// restarted once, inline: every event reaches the CRM in order, nothing
+// went through the dispatch stream, and the audit finds nothing lost or
+// reordered and accounts for every duplicate the CRM saw.
+func TestInlineOutletLosesNothingAcrossKillsAndRestartedNATS(t *testing.T) {
+	h := inlineHarness(t, crmsim.Config{ErrorRate: 0.1, Seed: 9, Latency: 200 * time.Microsecond})
+	ctx := context.Background()
+	p := plan(t, 3000, 120, 9)
+	done := publishAsync(t, h, p)
+	for i, at := range []int{500, 1200, 2000} {
+		require.Eventually(t, func() bool { return h.Sim.Delivered() >= at }, 60*time.Second, 2*time.Millisecond)
+		if i == 1 {
+			require.NoError(t, h.RestartNATS())
+			continue
+		}
+		h.KillEnricher()
+		require.NoError(t, h.StartEnricher(ctx))
+	}
+	require.Equal(t, 3000, (<-done).Published)
+	rep := waitDelivered(t, h, p, 120*time.Second)
+	requireInOrder(t, rep)
+	requireNoKeyHeld(t, h)
+	requireOnlyStaleHeldCopies(t, h)
+	ds, err := h.JS.Stream(ctx, h.Names.DispatchStream())
+	require.NoError(t, err)
+	require.Zero(t, ds.CachedInfo().State.LastSeq, "inline: nothing may go through the dispatch stream")
+
+	var res ledger.Result
+	require.Eventually(t, func() bool {
+		res = audit(t, h, ledger.AuditOptions{})
+		return res.Totals.Delivered == 3000
+	}, 30*time.Second, 500*time.Millisecond, "the audit does not see every delivery")
+	require.True(t, res.OK(), "audit: %s", res.Totals)
+	require.Equal(t, 3000, res.Totals.Accepted)
+	certain, possible := map[string]bool{}, map[string]bool{}
+	for _, k := range res.Keys {
+		for _, d := range k.Duplicates {
+			certain[d.ID] = true
+		}
+		for _, id := range k.PossibleDuplicates {
+			possible[id] = true
+		}
+	}
+	for _, k := range rep.Keys {
+		for id := range k.Duplicates {
+			if !certain[id] && !possible[id] {
+				logTrace(t, h, id)
+			}
+			require.True(t, certain[id] || possible[id], "the CRM saw %s twice but the audit does not count it even as possible", id)
+		}
+	}
+	t.Logf("duplicates: simulator %d ids; audit %d certain, %d possible", rep.Totals.DuplicateIDs,
+		res.Totals.Duplicates, res.Totals.PossibleDuplicates)
+}
+
+// Switching to inline while requests of the old mode still wait in the
+// dispatch stream: the inline lanes hold their partitions until the
+// dispatcher has sent them, so no key's new event overtakes its older,
+// queued ones.
+func TestInlineSwitchWaitsForRequestsLeftInTheDispatchStream(t *testing.T) {
+	h, err := harness.New(context.Background(), harness.Options{
+		Dir:            t.TempDir(),
+		Topology:       topology.Config{Partitions: 4, AckWait: 2 * time.Second},
+		Dispatcher:     fastRetry(),
+		ExtraCustomers: 150,
+		Logger:         logger(t),
+	})
+	require.NoError(t, err)
+	t.Cleanup(h.Close)
+	ctx := context.Background()
+
+	// Two hops, dispatcher not running: the requests queue up.
+	require.NoError(t, h.StartEnricher(ctx))
+	first, second := plan(t, 600, 40, 31), plan(t, 600, 40, 31)
+	for _, e := range second.Events {
+		e.ID += "-after-switch"
+	}
+	<-publishAsync(t, h, first)
+	ds, err := h.JS.Stream(ctx, h.Names.DispatchStream())
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := ds.Info(ctx)
+		return err == nil && info.State.Msgs == 600
+	}, 30*time.Second, 20*time.Millisecond, "the enricher did not queue the first events")
+
+	// Switch: the same keys' next events must wait behind the queue.
+	h.KillEnricher()
+	h.SetInline(true)
+	require.NoError(t, h.StartEnricher(ctx))
+	<-publishAsync(t, h, second)
+	require.Eventually(t, func() bool { return h.Outlet().BacklogWaits() > 0 },
+		30*time.Second, 20*time.Millisecond, "the inline lanes did not wait for the dispatch stream")
+	assert.Zero(t, h.Sim.Delivered(), "nothing may be sent inline while older requests wait")
+
+	require.NoError(t, h.StartDispatcher(ctx))
+	want := map[string][]string{}
+	for _, e := range append(first.Events, second.Events...) {
+		want[e.Key] = append(want[e.Key], e.ID)
+	}
+	var rep crmsim.Report
+	require.Eventually(t, func() bool {
+		rep = h.Sim.Check(want)
+		return rep.Totals.Missing == 0
+	}, 60*time.Second, 50*time.Millisecond, "not everything was delivered: %s", &rep)
+	requireInOrder(t, rep)
+	require.Equal(t, 1200, rep.Totals.Delivered)
+}
+
+// logParked logs every parked message's headers (a failing test's why).
+func logParked(t *testing.T, h *harness.Harness) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := h.JS.Stream(ctx, h.Names.ParkedStream())
+	require.NoError(t, err)
+	last := st.CachedInfo().State.LastSeq
+	for seq := uint64(1); seq <= last; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		t.Logf("parked %d %s: %v", seq, m.Subject, m.Header)
+	}
+}
+
+// requireOnlyStaleHeldCopies: nothing is parked but, at most, stale copies
+// of held events. Every event was delivered (the caller checked), so such
+// a copy is not an event waiting. Seen after the NATS restart, about
+// once in ten runs; the likely cause (not proven) is a lane that lost its
+// connection after the parked stream stored the copy but before the key
+// was recorded, and delivered the event on its redelivery (docs/runbook.md,
+// "Something was parked").
+func requireOnlyStaleHeldCopies(t *testing.T, h *harness.Harness) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := h.JS.Stream(ctx, h.Names.ParkedStream())
+	require.NoError(t, err)
+	info, err := st.Info(ctx)
+	require.NoError(t, err)
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		t.Logf("left in the parked stream: %d %s: %v", seq, m.Subject, m.Header)
+		require.Equal(t, "true", m.Header.Get(lane.HeaderHeld), "a parked event that is not a stale held copy")
+	}
+}

@@ -123,13 +123,12 @@ func TestRetryBackoffGrows(t *testing.T) {
 
 // fakeOutlet records what an inline outlet is handed and answers with o.
 type fakeOutlet struct {
-	o    lane.Outcome
-	got  []crmreq.Request
-	open bool
+	o   lane.Outcome
+	got []crmreq.Request
 }
 
-func (f *fakeOutlet) Open(context.Context) error { f.open = true; return nil }
-func (f *fakeOutlet) Close()                     { f.open = false }
+func (f *fakeOutlet) Open(context.Context) error { return nil }
+func (f *fakeOutlet) Close()                     {}
 func (f *fakeOutlet) Lane(*lane.Config)          {}
 func (f *fakeOutlet) BeforeAck() func(lane.Observation) func(context.Context) error {
 	return nil

@@ -27,17 +27,7 @@ func inlineHarness(t *testing.T, sim crmsim.Config) *harness.Harness {
 	cfg := stepAsideConfig()
 	cfg.Inline = true
 	cfg.Pause = 300 * time.Millisecond
-	h, err := harness.New(context.Background(), harness.Options{
-		Dir:            t.TempDir(),
-		Topology:       topology.Config{Partitions: 16, AckWait: 2 * time.Second},
-		Dispatcher:     cfg,
-		Sim:            sim,
-		ExtraCustomers: 150,
-		Logger:         logger(t),
-		Ledger:         ledger.Config{Enabled: true},
-	})
-	require.NoError(t, err)
-	t.Cleanup(h.Close)
+	h := ledgerHarnessWith(t, sim, ledger.Config{}, cfg)
 	require.NoError(t, h.StartEnricher(context.Background()))
 	t.Cleanup(func() {
 		if !t.Failed() {
@@ -110,25 +100,7 @@ func TestInlineOutletLosesNothingAcrossKillsAndRestartedNATS(t *testing.T) {
 	}, 30*time.Second, 500*time.Millisecond, "the audit does not see every delivery")
 	require.True(t, res.OK(), "audit: %s", res.Totals)
 	require.Equal(t, 3000, res.Totals.Accepted)
-	certain, possible := map[string]bool{}, map[string]bool{}
-	for _, k := range res.Keys {
-		for _, d := range k.Duplicates {
-			certain[d.ID] = true
-		}
-		for _, id := range k.PossibleDuplicates {
-			possible[id] = true
-		}
-	}
-	for _, k := range rep.Keys {
-		for id := range k.Duplicates {
-			if !certain[id] && !possible[id] {
-				logTrace(t, h, id)
-			}
-			require.True(t, certain[id] || possible[id], "the CRM saw %s twice but the audit does not count it even as possible", id)
-		}
-	}
-	t.Logf("duplicates: simulator %d ids; audit %d certain, %d possible", rep.Totals.DuplicateIDs,
-		res.Totals.Duplicates, res.Totals.PossibleDuplicates)
+	requireDuplicatesAccounted(t, h, rep, res)
 }
 
 // Switching to inline while requests of the old mode still wait in the

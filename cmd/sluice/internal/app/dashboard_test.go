@@ -82,14 +82,31 @@ inbound:
   http_addr: "127.0.0.1:0"
   sources: [{name: crm, secrets: ["`+DemoWebhookSecret+`"]}]
 `), 0o600))
+	runMesh(t, cfgPath)
+	text := deliverOne(t, ingestAddr, ops, "dash-1")
+	for _, n := range names {
+		require.Regexp(t, `(?m)^`+n+`(_bucket)?[{ ]`, string(text), "%s is not in a live /metrics", n)
+	}
+}
+
+// runMesh runs `sluice run` (target all) with the config at cfgPath until
+// the test ends, and returns the loaded config.
+func runMesh(t *testing.T, cfgPath string) Config {
+	t.Helper()
 	c, err := LoadConfig(cfgPath, "all")
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, c, "all", zerolog.Nop()) }()
 	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	return c
+}
 
-	ev := `{"id":"dash-1","type":"customer_signed_up","source":"test","occurred_at":"2026-11-25T10:00:00Z",
+// deliverOne POSTs one event with id to ingest until it is accepted, waits
+// until /metrics on ops counts it delivered, and returns that /metrics.
+func deliverOne(t *testing.T, ingestAddr, ops, id string) []byte {
+	t.Helper()
+	ev := `{"id":"` + id + `","type":"customer_signed_up","source":"test","occurred_at":"2026-11-25T10:00:00Z",
 	  "data":{"customer_id":7,"name":"Asha Rao","email":"asha@example.com","phone":"+91 98450 00007","city":"Bengaluru"}}`
 	require.Eventually(t, func() bool {
 		resp, err := http.Post("http://"+ingestAddr+"/v1/events", "application/json", strings.NewReader(ev))
@@ -109,7 +126,5 @@ inbound:
 		text, _ = io.ReadAll(resp.Body)
 		return bytes.Contains(text, []byte("\nsluice_dispatcher_delivered_total 1"))
 	}, 60*time.Second, 200*time.Millisecond, "the event is delivered")
-	for _, n := range names {
-		require.Regexp(t, `(?m)^`+n+`(_bucket)?[{ ]`, string(text), "%s is not in a live /metrics", n)
-	}
+	return text
 }

@@ -1,20 +1,14 @@
 package app
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/mesh/meshtest"
@@ -42,33 +36,9 @@ ingest: {http_addr: "`+ingestAddr+`"}
 simulator: {error_rate: 0}
 dispatcher: {inline: true}
 `), 0o600))
-	c, err := LoadConfig(cfgPath, "all")
-	require.NoError(t, err)
+	c := runMesh(t, cfgPath)
 	require.True(t, c.Dispatcher.Inline)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, c, "all", zerolog.Nop()) }()
-	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
-
-	ev := `{"id":"inline-1","type":"customer_signed_up","source":"test","occurred_at":"2026-11-25T10:00:00Z",
-	  "data":{"customer_id":7,"name":"Asha Rao","email":"asha@example.com","phone":"+91 98450 00007","city":"Bengaluru"}}`
-	require.Eventually(t, func() bool {
-		resp, err := http.Post("http://"+ingestAddr+"/v1/events", "application/json", strings.NewReader(ev))
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusAccepted
-	}, 60*time.Second, 200*time.Millisecond)
-	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + ops + "/metrics")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		text, _ := io.ReadAll(resp.Body)
-		return bytes.Contains(text, []byte("\nsluice_dispatcher_delivered_total 1"))
-	}, 60*time.Second, 200*time.Millisecond, "the event is delivered")
+	deliverOne(t, ingestAddr, ops, "inline-1")
 
 	nc, err := nats.Connect("nats://127.0.0.1:" + strconv.Itoa(natsPort))
 	require.NoError(t, err)

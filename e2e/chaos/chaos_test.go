@@ -33,6 +33,8 @@ import (
 //	                            last fault (default 7m)
 //	SLUICE_CHAOS_DIR            keep configs, logs and stores here (default: a
 //	                            temporary directory, removed on success)
+//	SLUICE_CHAOS_INLINE=1       dispatcher.inline: the enricher processes send
+//	                            to the CRM
 //	SLUICE_TEST_POSTGRES_DSN    the PostgreSQL server to create the product
 //	                            database on (default the local test server)
 func TestChaos(t *testing.T) {
@@ -48,6 +50,7 @@ func TestChaos(t *testing.T) {
 	o := options{events: envInt(t, "SLUICE_CHAOS_EVENTS", 100000), keys: envInt(t, "SLUICE_CHAOS_KEYS", 1000),
 		partitions: envInt(t, "SLUICE_CHAOS_PARTITIONS", 32), nodes: 3,
 		publishFor: 180 * time.Second, drainTimeout: 7 * time.Minute}
+	o.inline = os.Getenv("SLUICE_CHAOS_INLINE") == "1"
 	if d := os.Getenv("SLUICE_CHAOS_DRAIN"); d != "" {
 		var err error
 		if o.drainTimeout, err = time.ParseDuration(d); err != nil || o.drainTimeout <= 0 {

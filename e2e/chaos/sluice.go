@@ -95,6 +95,7 @@ dispatcher:
   # in place, then its key stepped aside; a CRM that is down opens the
   # circuit and pauses the lane), which must carry 30%% random 5xx.
   crm: {url: %q, timeout: 5s}
+  inline: %t
 inbound:
   http_addr: "127.0.0.1:%d"
   sources:
@@ -104,7 +105,7 @@ inbound:
   db: {driver: postgres, dsn: %q}
 demo: {enabled: "false"}
 progress_interval: 10s
-`, clientURLs(o.nodes), o.partitions, ingestPort, dsn, crmURL, inboundPort,
+`, clientURLs(o.nodes), o.partitions, ingestPort, dsn, crmURL, o.inline, inboundPort,
 		base64.StdEncoding.EncodeToString(secret), dsn), nil
 }
 

@@ -31,6 +31,8 @@ type options struct {
 	// drainTimeout bounds the wait for the last deliveries after the last
 	// fault.
 	drainTimeout time.Duration
+	// inline runs with dispatcher.inline (SLUICE_CHAOS_INLINE=1).
+	inline bool
 }
 
 // fault is one line of the fault log.

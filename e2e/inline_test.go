@@ -88,7 +88,7 @@ func TestInlineOutletLosesNothingAcrossKillsAndRestartedNATS(t *testing.T) {
 	rep := waitDelivered(t, h, p, 120*time.Second)
 	requireInOrder(t, rep)
 	requireNoKeyHeld(t, h)
-	requireNothingParked(t, h) // no stale held copy either (mesh/lane/stale.go)
+	requireNothingParked(t, h) // no stale parked copy either (mesh/lane/stale.go)
 	ds, err := h.JS.Stream(ctx, h.Names.DispatchStream())
 	require.NoError(t, err)
 	require.Zero(t, ds.CachedInfo().State.LastSeq, "inline: nothing may go through the dispatch stream")

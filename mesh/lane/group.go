@@ -388,9 +388,9 @@ type Stats struct {
 	// Swept counts acked messages a crash left in a work-queue stream,
 	// removed when the lane opened its consumer (sweep.go).
 	Swept uint64 `json:"swept,omitempty"`
-	// StaleHeld counts held copies of delivered messages removed from the
-	// parked stream (stale.go).
-	StaleHeld uint64 `json:"stale_held,omitempty"`
+	// StaleCopies counts parked copies of delivered messages removed from
+	// the parked stream (stale.go).
+	StaleCopies uint64 `json:"stale_copies,omitempty"`
 	// Fence is the lane's fence as this process last saw it.
 	Fence uint64 `json:"fence"`
 	// PinID is the pin id the last message came with: this process was

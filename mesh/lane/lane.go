@@ -431,7 +431,7 @@ func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome, iso isolation, pre fu
 			return false
 		}
 		l.acked(jm, m)
-		l.dropStaleHeldCopies(m)
+		l.dropStaleCopies(m)
 		return true
 	case KindRetry:
 		l.failed(jm, o.Delay, o.Err)

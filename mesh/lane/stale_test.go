@@ -3,6 +3,7 @@ package lane_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,25 +17,29 @@ import (
 	"sluice.dev/mesh/topology"
 )
 
-// TestRedeliveredMessageRemovesItsStaleHeldCopy: a held copy of a message
-// whose hold was never recorded (the lane lost its connection after the
-// parked stream stored the copy) is removed once the message, delivered
-// again, succeeds; otherwise the next hold of its key would replay it and
-// send an old event after newer ones. A held copy of another message of
-// the key stays.
-func TestRedeliveredMessageRemovesItsStaleHeldCopy(t *testing.T) {
+// TestRedeliveredMessageRemovesItsStaleCopies: parked copies of a message
+// whose park was never recorded (the lane lost its connection after the
+// parked stream stored the copy: a held copy, or one parked behind its
+// key) are removed once the message, delivered again, succeeds; otherwise
+// the next hold or park of its key would replay them and send an old
+// event after newer ones. A copy of another message of the key stays.
+func TestRedeliveredMessageRemovesItsStaleCopies(t *testing.T) {
 	names, js := setup(t, 1)
 	ctx := context.Background()
 	stage := topology.StageEnricher
 	publish(t, js, names, "t1", "k", 1) // stored at events sequence 1
 
-	// The copies a lost hold could leave: of sequence 1 (stale), and of
-	// another message (sequence 7, not this one's).
-	for _, origin := range []string{"1", "7"} {
+	// The copies a lost park could leave of sequence 1 (held, and parked
+	// behind its key), and a copy of another message (sequence 7).
+	for i, origin := range []string{"1", "1", "7"} {
 		pm := nats.NewMsg(names.ParkedSubject(stage, "t1", "k"))
 		pm.Data = []byte("k-0")
-		pm.Header.Set(nats.MsgIdHdr, "park:enricher:copy-of-"+origin)
-		pm.Header.Set(lane.HeaderHeld, "true")
+		pm.Header.Set(nats.MsgIdHdr, "park:enricher:copy-"+strconv.Itoa(i))
+		if i == 0 {
+			pm.Header.Set(lane.HeaderHeld, "true")
+		} else {
+			pm.Header.Set(lane.HeaderParkedBehind, "k-older")
+		}
 		pm.Header.Set(lane.HeaderOriginStream, names.EventsStream())
 		pm.Header.Set(lane.HeaderOriginSeq, origin)
 		_, err := js.PublishMsg(ctx, pm)
@@ -77,7 +82,7 @@ func TestRedeliveredMessageRemovesItsStaleHeldCopy(t *testing.T) {
 			seq = m.Sequence + 1
 		}
 		return len(left) == 1
-	}, 10*time.Second, 20*time.Millisecond, "held copies left: %v", &left)
+	}, 10*time.Second, 20*time.Millisecond, "copies left: %v", &left)
 	require.Equal(t, []string{"7"}, left, "only the other message's copy may stay")
-	require.Equal(t, uint64(1), g.Stats()[0].StaleHeld)
+	require.Equal(t, uint64(2), g.Stats()[0].StaleCopies)
 }

@@ -2,7 +2,6 @@ package lane
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"time"
 
@@ -134,18 +133,10 @@ func (h *holder) roundInFlight(ctx context.Context, stage topology.Stage, keyTok
 		}
 		from = c.CachedInfo().AckFloor.Stream + 1
 	}
-	filter := spec.Subject(names, p, "*", keyToken)
-	for seq := from; ; {
-		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		if m.Header.Get(HeaderReplay) == round {
-			return true, nil
-		}
-		seq = m.Sequence + 1
-	}
+	inFlight := false
+	err = eachBySubject(ctx, s, from, spec.Subject(names, p, "*", keyToken), func(m *jetstream.RawStreamMsg) (bool, error) {
+		inFlight = m.Header.Get(HeaderReplay) == round
+		return !inFlight, nil
+	})
+	return inFlight, err
 }

@@ -97,17 +97,14 @@ func (p *Parked) Messages(ctx context.Context, stage topology.Stage, key string)
 	}
 	filter := p.names.ParkedKeyFilter(stage, topology.KeyToken(key))
 	var out []*jetstream.RawStreamMsg
-	for seq := uint64(1); ; {
-		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
+	err = eachBySubject(ctx, s, 1, filter, func(m *jetstream.RawStreamMsg) (bool, error) {
 		out = append(out, m)
-		seq = m.Sequence + 1
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
 // inOrder sorts a key's parked messages into the order of its events

@@ -40,22 +40,13 @@ func (l *lane) dropStaleCopies(m *Msg) {
 	}
 	subject := l.g.cfg.Names.ParkedSubject(l.g.cfg.Stage, m.Type, m.KeyToken)
 	seq := strconv.FormatUint(m.StreamSeq, 10)
-	for next := uint64(1); ; {
-		pm, err := s.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subject))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return
-		}
-		if err != nil {
-			l.log.Warn().Err(err).Msg("could not look for a stale parked copy")
-			return
-		}
-		next = pm.Sequence + 1
+	err = eachBySubject(ctx, s, 1, subject, func(pm *jetstream.RawStreamMsg) (bool, error) {
 		if pm.Header.Get(HeaderOriginSeq) != seq || pm.Header.Get(HeaderOriginStream) != l.stream {
-			continue
+			return true, nil
 		}
 		if err := s.DeleteMsg(ctx, pm.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 			l.log.Warn().Err(err).Uint64("parked_seq", pm.Sequence).Msg("could not remove a stale parked copy")
-			return
+			return false, nil
 		}
 		l.event(l.log.Info(), m).Uint64("parked_seq", pm.Sequence).
 			Str("reason", pm.Header.Get(HeaderParkReason)).
@@ -63,5 +54,9 @@ func (l *lane) dropStaleCopies(m *Msg) {
 		l.mu.Lock()
 		l.stats.StaleCopies++
 		l.mu.Unlock()
+		return true, nil
+	})
+	if err != nil {
+		l.log.Warn().Err(err).Msg("could not look for a stale parked copy")
 	}
 }

@@ -49,25 +49,25 @@ func (l *lane) sweepAcked(ctx context.Context, s jetstream.Stream, ci *jetstream
 			Msg("lane consumer's ack floor is beyond its stream's last message; not removing acked messages")
 		return
 	}
-	removed := 0
-	for seq := si.State.FirstSeq; seq <= floor; {
-		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(l.filter))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
-		}
-		if err != nil {
-			l.log.Warn().Err(err).Msg("could not look for acked messages left in the work queue")
-			return
-		}
+	removed, failed := 0, false
+	err := eachBySubject(ctx, s, si.State.FirstSeq, l.filter, func(m *jetstream.RawStreamMsg) (bool, error) {
 		if m.Sequence > floor {
-			break
+			return false, nil
 		}
 		if err := s.DeleteMsg(ctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 			l.log.Warn().Err(err).Uint64("seq", m.Sequence).Msg("could not remove an acked message left in the work queue")
-			return
+			failed = true
+			return false, nil
 		}
 		removed++
-		seq = m.Sequence + 1
+		return true, nil
+	})
+	if err != nil {
+		l.log.Warn().Err(err).Msg("could not look for acked messages left in the work queue")
+		return
+	}
+	if failed {
+		return
 	}
 	if removed > 0 {
 		l.log.Warn().Int("removed", removed).Uint64("ack_floor", floor).
@@ -75,5 +75,25 @@ func (l *lane) sweepAcked(ctx context.Context, s jetstream.Stream, ci *jetstream
 		l.mu.Lock()
 		l.stats.Swept += uint64(removed)
 		l.mu.Unlock()
+	}
+}
+
+// eachBySubject calls visit with every message of stream s on subject
+// (wildcards allowed) from sequence from on, in order, until visit says
+// stop or the stream has no more; one GetMsg per message.
+func eachBySubject(ctx context.Context, s jetstream.Stream, from uint64, subject string,
+	visit func(m *jetstream.RawStreamMsg) (more bool, err error)) error {
+	for seq := from; ; {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if more, err := visit(m); err != nil || !more {
+			return err
+		}
+		seq = m.Sequence + 1
 	}
 }

@@ -391,6 +391,10 @@ type Stats struct {
 	// StaleCopies counts parked copies of delivered messages removed from
 	// the parked stream (stale.go).
 	StaleCopies uint64 `json:"stale_copies,omitempty"`
+	// StaleChecks counts the looks for such copies (each reads the key's
+	// parked messages): redeliveries this process did not see all of, or
+	// that it parked once.
+	StaleChecks uint64 `json:"stale_checks,omitempty"`
 	// Fence is the lane's fence as this process last saw it.
 	Fence uint64 `json:"fence"`
 	// PinID is the pin id the last message came with: this process was

@@ -73,7 +73,13 @@ type lane struct {
 	headFailures int
 	headInHand   int // of headFailures, retried in hand (inplace.go)
 	headFirst    time.Time
-	circ         circuit // StepAside (hold.go); run goroutine only
+	// headSeen counts the deliveries of headSeq this lane received, and
+	// headParked says one of them was parked or held (a copy published,
+	// or tried): with every delivery seen here and none parked, a
+	// redelivered message has no parked copy to remove (stale.go).
+	headSeen   uint64
+	headParked bool
+	circ       circuit // StepAside (hold.go); run goroutine only
 
 	hbMu  sync.Mutex
 	hb    *time.Timer   // InProgress heartbeat, reused for every message
@@ -270,8 +276,10 @@ func (l *lane) handle(jm jetstream.Msg) {
 	}
 	if m.StreamSeq == l.headSeq && l.headSeq != 0 {
 		m.Failures, m.InHand, m.FirstSeen = l.headFailures, l.headInHand, l.headFirst
+		l.headSeen++
 	} else {
 		l.headSeq, l.headFailures, l.headInHand, l.headFirst = m.StreamSeq, 0, 0, start
+		l.headSeen, l.headParked = 1, false
 		m.FirstSeen = start
 	}
 
@@ -533,6 +541,9 @@ func (l *lane) countRetry(err error) {
 }
 
 func (l *lane) parkMsg(m *Msg, o Outcome) *nats.Msg {
+	if m.StreamSeq == l.headSeq {
+		l.headParked = true
+	}
 	t, tok := m.Type, m.KeyToken
 	if t == "" {
 		t, tok = "_", "_"

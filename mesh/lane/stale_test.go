@@ -17,72 +17,110 @@ import (
 	"sluice.dev/mesh/topology"
 )
 
+// lossyPark stores the first parked copy it is given and reports the
+// publish as failed, as when the connection drops before the ack arrives.
+type lossyPark struct {
+	jetstream.JetStream
+	names topology.Names
+	lost  atomic.Bool
+}
+
+func (j *lossyPark) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	ack, err := j.JetStream.PublishMsg(ctx, m, opts...)
+	if err == nil && m.Subject == j.names.ParkedSubject(topology.StageEnricher, "t1", "k") && j.lost.CompareAndSwap(false, true) {
+		return nil, errors.New("connection lost before the ack")
+	}
+	return ack, err
+}
+
 // TestRedeliveredMessageRemovesItsStaleCopies: parked copies of a message
-// whose park was never recorded (the lane lost its connection after the
-// parked stream stored the copy: a held copy, or one parked behind its
-// key) are removed once the message, delivered again, succeeds; otherwise
-// the next hold or park of its key would replay them and send an old
-// event after newer ones. A copy of another message of the key stays.
+// whose park was never recorded (the parked stream stored the copy, and
+// the lane lost its connection before the ack) are removed once the
+// message, delivered again, succeeds; otherwise the next hold or park of
+// its key would replay them and send an old event after newer ones. A
+// copy of another message of the key stays. The look costs a read of the
+// key's parked messages, so a message this lane only naked (a flaky CRM's
+// retry) is not looked for.
 func TestRedeliveredMessageRemovesItsStaleCopies(t *testing.T) {
-	names, js := setup(t, 1)
-	ctx := context.Background()
-	stage := topology.StageEnricher
-	publish(t, js, names, "t1", "k", 1) // stored at events sequence 1
+	for _, tc := range []struct {
+		name      string
+		first     lane.Outcome // of the first delivery
+		wantLeft  []string     // origin sequences of the copies left
+		wantCopy  uint64       // stale copies removed
+		wantCheck uint64       // looks for them
+	}{
+		{"parked, publish lost", lane.Park("poison", errors.New("rejected"), nil), []string{"7"}, 3, 1},
+		// > 100ms: naked, not retried in hand. The planted copies of
+		// sequence 1 cannot exist then (nothing parked it); they stay
+		// because nothing looked.
+		{"naked here", lane.Retry(150*time.Millisecond, errors.New("crm answered 503")), []string{"1", "1", "7"}, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			names, js := setup(t, 1)
+			ctx := context.Background()
+			stage := topology.StageEnricher
+			publish(t, js, names, "t1", "k", 1) // stored at events sequence 1
 
-	// The copies a lost park could leave of sequence 1 (held, and parked
-	// behind its key), and a copy of another message (sequence 7).
-	for i, origin := range []string{"1", "1", "7"} {
-		pm := nats.NewMsg(names.ParkedSubject(stage, "t1", "k"))
-		pm.Data = []byte("k-0")
-		pm.Header.Set(nats.MsgIdHdr, "park:enricher:copy-"+strconv.Itoa(i))
-		if i == 0 {
-			pm.Header.Set(lane.HeaderHeld, "true")
-		} else {
-			pm.Header.Set(lane.HeaderParkedBehind, "k-older")
-		}
-		pm.Header.Set(lane.HeaderOriginStream, names.EventsStream())
-		pm.Header.Set(lane.HeaderOriginSeq, origin)
-		_, err := js.PublishMsg(ctx, pm)
-		require.NoError(t, err)
-	}
-
-	var calls atomic.Int32
-	done := make(chan uint64, 1)
-	g, err := lane.NewGroup(js, lane.Config{Stage: stage, Names: names, Logger: zerolog.Nop(),
-		IsolateKeys: true, StepAside: lane.StepAside{Enabled: true},
-		Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
-			if calls.Add(1) == 1 {
-				// Handed back once, as after a lost connection.
-				return lane.Retry(150*time.Millisecond, errors.New("connection lost")) // > 100ms: naked, not retried in hand
+			// Copies a lost park could leave of sequence 1 (held, and
+			// parked behind its key), and a copy of another message
+			// (sequence 7).
+			for i, origin := range []string{"1", "1", "7"} {
+				pm := nats.NewMsg(names.ParkedSubject(stage, "t1", "k"))
+				pm.Data = []byte("k-0")
+				pm.Header.Set(nats.MsgIdHdr, "park:enricher:copy-"+strconv.Itoa(i))
+				if i == 0 {
+					pm.Header.Set(lane.HeaderHeld, "true")
+				} else {
+					pm.Header.Set(lane.HeaderParkedBehind, "k-older")
+				}
+				pm.Header.Set(lane.HeaderOriginStream, names.EventsStream())
+				pm.Header.Set(lane.HeaderOriginSeq, origin)
+				_, err := js.PublishMsg(ctx, pm)
+				require.NoError(t, err)
 			}
-			done <- m.NumDelivered
-			return lane.Done()
-		}})
-	require.NoError(t, err)
-	require.NoError(t, g.Start(ctx))
-	t.Cleanup(func() { _ = g.Stop(context.Background()) })
-	select {
-	case n := <-done:
-		require.Equal(t, uint64(2), n, "the message should have been delivered a second time")
-	case <-time.After(20 * time.Second):
-		t.Fatal("the message was not delivered")
-	}
 
-	s, err := js.Stream(ctx, names.ParkedStream())
-	require.NoError(t, err)
-	var left []string
-	require.Eventually(t, func() bool {
-		left = left[:0]
-		for seq := uint64(1); ; {
-			m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(names.ParkedSubject(stage, "t1", "k")))
-			if err != nil {
-				break
+			var calls atomic.Int32
+			done := make(chan uint64, 1)
+			g, err := lane.NewGroup(&lossyPark{JetStream: js, names: names}, lane.Config{Stage: stage, Names: names,
+				Logger: zerolog.Nop(), IsolateKeys: true, StepAside: lane.StepAside{Enabled: true},
+				PublishRetry: 100 * time.Millisecond,
+				Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
+					if calls.Add(1) == 1 {
+						return tc.first
+					}
+					done <- m.NumDelivered
+					return lane.Done()
+				}})
+			require.NoError(t, err)
+			require.NoError(t, g.Start(ctx))
+			t.Cleanup(func() { _ = g.Stop(context.Background()) })
+			select {
+			case n := <-done:
+				require.Equal(t, uint64(2), n, "the message should have been delivered a second time")
+			case <-time.After(20 * time.Second):
+				t.Fatal("the message was not delivered")
 			}
-			left = append(left, m.Header.Get(lane.HeaderOriginSeq))
-			seq = m.Sequence + 1
-		}
-		return len(left) == 1
-	}, 10*time.Second, 20*time.Millisecond, "copies left: %v", &left)
-	require.Equal(t, []string{"7"}, left, "only the other message's copy may stay")
-	require.Equal(t, uint64(2), g.Stats()[0].StaleCopies)
+
+			s, err := js.Stream(ctx, names.ParkedStream())
+			require.NoError(t, err)
+			var left []string
+			require.Eventually(t, func() bool {
+				left = left[:0]
+				for seq := uint64(1); ; {
+					m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(names.ParkedSubject(stage, "t1", "k")))
+					if err != nil {
+						break
+					}
+					left = append(left, m.Header.Get(lane.HeaderOriginSeq))
+					seq = m.Sequence + 1
+				}
+				st := g.Stats()[0]
+				return len(left) == len(tc.wantLeft) && st.Acked == 1
+			}, 10*time.Second, 20*time.Millisecond, "copies left: %v", &left)
+			require.Equal(t, tc.wantLeft, left)
+			st := g.Stats()[0]
+			require.Equal(t, tc.wantCopy, st.StaleCopies, "stale copies removed")
+			require.Equal(t, tc.wantCheck, st.StaleChecks, "looks for stale copies")
+		})
+	}
 }

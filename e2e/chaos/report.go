@@ -36,9 +36,14 @@ func (s *suite) progress(ctx context.Context) (stop func()) {
 // waitDelivered waits until n distinct events got a 2xx from the CRM. It
 // gives up after timeout, or when nothing moved for a minute and a half.
 func (s *suite) waitDelivered(ctx context.Context, n int, timeout time.Duration) error {
-	const stall = 90 * time.Second
+	const stall, window = 90 * time.Second, 30 * time.Second
 	deadline := time.Now().Add(timeout)
 	last, lastAt := -1, time.Now()
+	type sample struct {
+		at  time.Time
+		got int
+	}
+	var recent []sample // the last window's counts: a slow drain and a stuck one read differently
 	for {
 		st, err := s.crm.Stats(ctx)
 		got := st.Delivered - st.Duplicates
@@ -46,11 +51,21 @@ func (s *suite) waitDelivered(ctx context.Context, n int, timeout time.Duration)
 			s.logf("all %d events delivered", n)
 			return nil
 		}
+		now := time.Now()
 		if got != last {
-			last, lastAt = got, time.Now()
+			last, lastAt = got, now
 		}
-		if now := time.Now(); now.After(deadline) || now.Sub(lastAt) > stall || ctx.Err() != nil {
-			return fmt.Errorf("only %d of %d events delivered (no progress for %s)", got, n, now.Sub(lastAt).Round(time.Second))
+		recent = append(recent, sample{now, got})
+		for len(recent) > 1 && now.Sub(recent[0].at) > window {
+			recent = recent[1:]
+		}
+		if now.After(deadline) || now.Sub(lastAt) > stall || ctx.Err() != nil {
+			if now.Sub(lastAt) > stall {
+				return fmt.Errorf("only %d of %d events delivered: stuck (no progress for %s)", got, n, now.Sub(lastAt).Round(time.Second))
+			}
+			rate := float64(got-recent[0].got) / max(now.Sub(recent[0].at).Seconds(), 1)
+			return fmt.Errorf("only %d of %d events delivered when the %s drain bound ended, still delivering %.0f/s "+
+				"(a slow drain, not a stuck one: CHAOS_DRAIN raises the bound)", got, n, timeout, rate)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}

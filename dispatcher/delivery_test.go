@@ -247,10 +247,10 @@ func TestRetryAfterHonoured(t *testing.T) {
 func TestConnectionRefusedHoldsThenRecovers(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 1)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
+	// Reserved below the ephemeral range: a port picked with :0 and closed
+	// could become the local port of the dispatcher's own dials to it (a
+	// TCP self-connect) or another test's before it is bound again below.
+	addr := fmt.Sprintf("127.0.0.1:%d", meshtest.FreePorts(t, 1)[0])
 
 	cfg := fast("http://" + addr)
 	cfg.Retry.Tries = 2
@@ -265,7 +265,7 @@ func TestConnectionRefusedHoldsThenRecovers(t *testing.T) {
 	require.Zero(t, svc.Delivered())
 	require.Contains(t, svc.Stats().Lanes[0].LastError, "crm unreachable")
 
-	ln, err = net.Listen("tcp", addr)
+	ln, err := net.Listen("tcp", addr)
 	require.NoError(t, err)
 	crm := &fakeCRM{tries: map[string]int{}, answer: ok200}
 	crm.srv = httptest.NewUnstartedServer(http.HandlerFunc(crm.serve))

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,15 +15,17 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"sluice.dev/mesh/meshtest"
 	"sluice.dev/watchdog"
 )
 
+// freeAddr is a loopback address for a server `sluice run` starts later:
+// a port reserved below the ephemeral range (meshtest.FreePorts), not one
+// picked with :0 and closed, which a client connection's local port or
+// another test binary could take before the server binds it.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", meshtest.FreePorts(t, 1)[0])
 }
 
 // From an empty directory to events of a new type delivered: sluice init,

@@ -25,14 +25,15 @@ import (
 // key's messages behind it instead of delivering them, and a replayed
 // message has a sequence (and copies) of its own.
 
-//
 // The look costs a read of the key's parked messages (one request per
 // message), so it runs only when a copy can exist: the lane saw fewer
 // deliveries of m than the server made (an earlier one went to a process
 // that was killed, or to a pull that was lost), or one of those it saw was
 // parked or held. A message retried after a nak by this lane (a flaky CRM:
-// most redeliveries) costs nothing; with 30 % 5xx the look ran for about a
-// third of the deliveries, each over a held key's hundred parked messages.
+// most redeliveries) costs nothing. Looking on every redelivery slowed the
+// chaos suite's drain under 30 % 5xx (docs/runbook.md, "Chaos suite"):
+// a held key's replayed messages fail and come back often, and each look
+// read the hundred-odd messages parked behind it.
 
 // dropStaleCopies deletes the parked copies of m (same origin stream and
 // sequence) from the parked stream. Best effort: a failure is logged.

@@ -74,9 +74,9 @@ type lane struct {
 	headInHand   int // of headFailures, retried in hand (inplace.go)
 	headFirst    time.Time
 	// headSeen counts the deliveries of headSeq this lane received, and
-	// headParked says one of them was parked or held (a copy published,
-	// or tried): with every delivery seen here and none parked, a
-	// redelivered message has no parked copy to remove (stale.go).
+	// headParked says a copy of it was published (or tried) to the
+	// parked stream (publishCopy): with every delivery seen here and no
+	// copy, a redelivered message has no parked copy to remove (stale.go).
 	headSeen   uint64
 	headParked bool
 	circ       circuit // StepAside (hold.go); run goroutine only
@@ -463,8 +463,7 @@ func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome, iso isolation, pre fu
 	case KindHold:
 		return l.hold(ctx, m, jm, o, iso)
 	case KindPark:
-		pm := l.parkMsg(m, o)
-		if _, err := l.g.js.PublishMsg(ctx, pm); err != nil {
+		if err := l.publishCopy(ctx, l.parkMsg(m, o)); err != nil {
 			l.failed(jm, l.g.cfg.PublishRetry, fmt.Errorf("publish parked: %w", err))
 			l.event(l.log.Warn(), m).Err(err).Msg("park publish failed; holding the lane")
 			return false
@@ -540,10 +539,16 @@ func (l *lane) countRetry(err error) {
 	}
 }
 
+// publishCopy stores pm, the parked or held copy of the message in hand.
+// The head counts as parked even when the publish fails: the stream may
+// have stored the copy before the connection dropped (stale.go).
+func (l *lane) publishCopy(ctx context.Context, pm *nats.Msg) error {
+	l.headParked = true
+	_, err := l.g.js.PublishMsg(ctx, pm)
+	return err
+}
+
 func (l *lane) parkMsg(m *Msg, o Outcome) *nats.Msg {
-	if m.StreamSeq == l.headSeq {
-		l.headParked = true
-	}
 	t, tok := m.Type, m.KeyToken
 	if t == "" {
 		t, tok = "_", "_"

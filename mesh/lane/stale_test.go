@@ -101,18 +101,17 @@ func TestRedeliveredMessageRemovesItsStaleCopies(t *testing.T) {
 				t.Fatal("the message was not delivered")
 			}
 
-			s, err := js.Stream(ctx, names.ParkedStream())
+			parked, err := lane.OpenParked(ctx, js, names)
 			require.NoError(t, err)
 			var left []string
 			require.Eventually(t, func() bool {
+				msgs, err := parked.Messages(ctx, stage, "k")
+				if err != nil {
+					return false
+				}
 				left = left[:0]
-				for seq := uint64(1); ; {
-					m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(names.ParkedSubject(stage, "t1", "k")))
-					if err != nil {
-						break
-					}
+				for _, m := range msgs {
 					left = append(left, m.Header.Get(lane.HeaderOriginSeq))
-					seq = m.Sequence + 1
 				}
 				st := g.Stats()[0]
 				return len(left) == len(tc.wantLeft) && st.Acked == 1

@@ -97,6 +97,20 @@ func (f *isoFixture) parkedBodies(key string) []string {
 	return out
 }
 
+// waitParked waits until n events of key are parked: their copies in the
+// parked stream and the key's record counting them. The lane records a
+// park after it stores the copy and before it acks, so a test that acts
+// on the key (a discard, a replay) when it sees the copies alone can race
+// the lane's last record: a discard then deletes the key, and the late
+// record creates it again with its events purged.
+func (f *isoFixture) waitParked(key string, n int) {
+	f.t.Helper()
+	require.Eventually(f.t, func() bool {
+		pk, err := f.admin.Get(context.Background(), topology.StageEnricher, key)
+		return err == nil && pk.Count == n && len(f.parkedBodies(key)) == n
+	}, 10*time.Second, 10*time.Millisecond)
+}
+
 func (f *isoFixture) setReject(body string, on bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -109,7 +123,7 @@ func TestIsolatedKeyParksBehindAndReplaysInOrder(t *testing.T) {
 	f.publish("k", 0, 3)
 	f.publish("o", 0, 3)
 	f.waitSeen("o", "o-0", "o-1", "o-2")
-	require.Eventually(t, func() bool { return len(f.parkedBodies("k")) == 3 }, 10*time.Second, 10*time.Millisecond)
+	f.waitParked("k", 3)
 	require.Equal(t, []string{"k-0", "k-1", "k-2"}, f.parkedBodies("k"))
 	require.Empty(t, f.seenOf("k"), "the handler must not see events behind a parked one")
 
@@ -163,7 +177,7 @@ func TestReplayKeepsNewEventsBehind(t *testing.T) {
 	f := newIsoFixture(t)
 	f.setReject("k-0", true)
 	f.publish("k", 0, 3)
-	require.Eventually(t, func() bool { return len(f.parkedBodies("k")) == 3 }, 10*time.Second, 10*time.Millisecond)
+	f.waitParked("k", 3)
 	f.setReject("k-0", false)
 	// Two new events of k arrive while the replay runs: in the input stream
 	// they stand between the replayed events (before the round's last one),
@@ -187,12 +201,12 @@ func TestReplayReparksWhenStillRejected(t *testing.T) {
 	f.setReject("k-1", true)
 	f.publish("k", 0, 3)
 	f.waitSeen("k", "k-0")
-	require.Eventually(t, func() bool { return len(f.parkedBodies("k")) == 2 }, 10*time.Second, 10*time.Millisecond)
+	f.waitParked("k", 2)
 	_, err := f.admin.Replay(context.Background(), topology.StageEnricher, "k", 10*time.Second, 3)
 	require.ErrorIs(t, err, lane.ErrReparked)
 	// Replay returns once k-1 is parked again; k-2 is parked behind it
 	// right after.
-	require.Eventually(t, func() bool { return len(f.parkedBodies("k")) == 2 }, 10*time.Second, 10*time.Millisecond)
+	f.waitParked("k", 2)
 	require.Equal(t, []string{"k-1", "k-2"}, f.parkedBodies("k"))
 	require.Equal(t, []string{"k-0"}, f.seenOf("k"))
 	f.setReject("k-1", false)
@@ -206,7 +220,7 @@ func TestDiscardPurgesAndUnblocks(t *testing.T) {
 	f := newIsoFixture(t)
 	f.setReject("k-0", true)
 	f.publish("k", 0, 2)
-	require.Eventually(t, func() bool { return len(f.parkedBodies("k")) == 2 }, 10*time.Second, 10*time.Millisecond)
+	f.waitParked("k", 2)
 	_, err := f.admin.Discard(context.Background(), topology.StageEnricher, "k", "", "test")
 	require.Error(t, err, "a discard needs a reason")
 	n, err := f.admin.Discard(context.Background(), topology.StageEnricher, "k", "bad record, fixed by hand", "test")

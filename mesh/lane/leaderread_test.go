@@ -35,7 +35,7 @@ func TestParkedKeyDecisionsReadTheLeader(t *testing.T) {
 
 	f.setReject("k-0", true)
 	f.publish("k", 0, 3)
-	require.Eventually(t, func() bool { return len(f.parkedBodies("k")) == 3 }, 10*time.Second, 10*time.Millisecond)
+	f.waitParked("k", 3)
 	f.setReject("k-0", false)
 	_, err = f.admin.Replay(context.Background(), topology.StageEnricher, "k", 10*time.Second, 3)
 	require.NoError(t, err)

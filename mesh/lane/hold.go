@@ -488,7 +488,7 @@ type resumer interface {
 func (l *lane) hold(ctx context.Context, m *Msg, jm jetstream.Msg, o Outcome, iso isolation) bool {
 	pm := l.parkMsg(m, o)
 	pm.Header.Set(HeaderHeld, "true")
-	if err := l.publishCopy(ctx, pm); err != nil {
+	if _, err := l.publishCopy(ctx, pm); err != nil {
 		l.failed(jm, l.g.cfg.PublishRetry, fmt.Errorf("publish held: %w", err))
 		l.event(l.log.Warn(), m).Err(err).Msg("held publish failed; holding the lane")
 		return false

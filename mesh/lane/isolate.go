@@ -294,14 +294,32 @@ func behindOutcome(pk *ParkedKey) Outcome {
 	return Park("behind parked event "+first, nil, nats.Header{HeaderParkedBehind: []string{first}})
 }
 
-// recordPark records that m was parked (before it is acked).
-func (l *lane) recordPark(m *Msg, o Outcome, iso isolation) error {
+// recordPark records that m was parked (before it is acked); copySeq is
+// the sequence of m's copy in the parked stream.
+func (l *lane) recordPark(m *Msg, o Outcome, iso isolation, copySeq uint64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	now := time.Now().UTC()
-	reheld := false
+	reheld, discarded := false, false
+	var lookErr error
 	err := l.g.parked.update(ctx, iso.kvKey, func(cur *ParkedKey) *ParkedKey {
-		reheld = false
+		reheld, discarded, lookErr = false, false, nil
+		if cur == nil && iso.behind {
+			// The key was freed between the gate and here. An operator's
+			// discard that read the key's parked events after m's copy was
+			// stored purged the copy with them: m is discarded, and the key
+			// stays free (recorded again, it would block the key's later
+			// events behind a copy that is gone, until a second discard).
+			gone, err := l.copyGone(ctx, copySeq)
+			if err != nil {
+				lookErr = err
+				return nil
+			}
+			if gone {
+				discarded = true
+				return nil
+			}
+		}
 		first := func(pk *ParkedKey, state string) *ParkedKey {
 			key, err := topology.KeyFromToken(m.KeyToken)
 			if err != nil {
@@ -354,10 +372,38 @@ func (l *lane) recordPark(m *Msg, o Outcome, iso isolation) error {
 			return &n
 		}
 	})
-	if err == nil && reheld {
+	switch {
+	case err != nil:
+		return err
+	case lookErr != nil:
+		return fmt.Errorf("look for the parked copy: %w", lookErr)
+	case discarded:
+		l.event(l.log.Info(), m).Uint64("parked_seq", copySeq).
+			Msg("the parked copy was discarded by an operator before its key was recorded; the key stays free")
+	case reheld:
 		l.g.holder.schedule(iso.kvKey, now)
 	}
-	return err
+	return nil
+}
+
+// copyGone reports whether the parked copy at seq is no longer stored.
+// A zero seq (not known) is reported as stored.
+func (l *lane) copyGone(ctx context.Context, seq uint64) (bool, error) {
+	if seq == 0 {
+		return false, nil
+	}
+	s, err := l.g.js.Stream(ctx, l.g.cfg.Names.ParkedStream())
+	if err != nil {
+		return false, err
+	}
+	_, err = s.GetMsg(ctx, seq)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return true, nil
+	case err != nil:
+		return false, err
+	}
+	return false, nil
 }
 
 // endRound is the bucket change that ends round replayID of a key (the

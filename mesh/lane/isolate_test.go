@@ -28,14 +28,25 @@ type isoFixture struct {
 	seen   []string
 	reject map[string]bool
 	// open: rejected messages are parked with lane.ParkOpen.
-	open bool
+	open  bool
+	group *lane.Group
 }
 
 func newIsoFixture(t *testing.T) *isoFixture {
+	return newIsoFixtureWith(t, nil, false)
+}
+
+// newIsoFixtureWith runs the group on wrap(js) when wrap is set, with
+// transient failures stepping aside when stepAside is.
+func newIsoFixtureWith(t *testing.T, wrap func(*isoFixture, jetstream.JetStream) jetstream.JetStream, stepAside bool) *isoFixture {
 	names, js := setup(t, 1)
 	f := &isoFixture{t: t, names: names, js: js, reject: map[string]bool{}}
-	g, err := lane.NewGroup(js, lane.Config{Stage: topology.StageEnricher, Names: names, Logger: zerolog.Nop(),
-		IsolateKeys: true,
+	var gjs jetstream.JetStream = js
+	if wrap != nil {
+		gjs = wrap(f, js)
+	}
+	g, err := lane.NewGroup(gjs, lane.Config{Stage: topology.StageEnricher, Names: names, Logger: zerolog.Nop(),
+		IsolateKeys: true, StepAside: lane.StepAside{Enabled: stepAside},
 		Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
 			f.mu.Lock()
 			body, rej, open := string(m.Data), f.reject[string(m.Data)], f.open
@@ -52,10 +63,11 @@ func newIsoFixture(t *testing.T) *isoFixture {
 			return lane.Done()
 		}})
 	require.NoError(t, err)
-	require.NoError(t, g.Start(context.Background()))
-	t.Cleanup(func() { _ = g.Stop(context.Background()) })
 	f.admin, err = lane.OpenParked(context.Background(), js, names)
 	require.NoError(t, err)
+	require.NoError(t, g.Start(context.Background()))
+	t.Cleanup(func() { _ = g.Stop(context.Background()) })
+	f.group = g
 	return f
 }
 
@@ -101,8 +113,8 @@ func (f *isoFixture) parkedBodies(key string) []string {
 // parked stream and the key's record counting them. The lane records a
 // park after it stores the copy and before it acks, so a test that acts
 // on the key (a discard, a replay) when it sees the copies alone can race
-// the lane's last record: a discard then deletes the key, and the late
-// record creates it again with its events purged.
+// the lane's last record (TestDiscardWhileParkingBehind runs that race on
+// purpose).
 func (f *isoFixture) waitParked(key string, n int) {
 	f.t.Helper()
 	require.Eventually(f.t, func() bool {

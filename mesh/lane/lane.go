@@ -463,7 +463,8 @@ func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome, iso isolation, pre fu
 	case KindHold:
 		return l.hold(ctx, m, jm, o, iso)
 	case KindPark:
-		if err := l.publishCopy(ctx, l.parkMsg(m, o)); err != nil {
+		copySeq, err := l.publishCopy(ctx, l.parkMsg(m, o))
+		if err != nil {
 			l.failed(jm, l.g.cfg.PublishRetry, fmt.Errorf("publish parked: %w", err))
 			l.event(l.log.Warn(), m).Err(err).Msg("park publish failed; holding the lane")
 			return false
@@ -472,7 +473,7 @@ func (l *lane) settle(m *Msg, jm jetstream.Msg, o Outcome, iso isolation, pre fu
 			return false
 		}
 		if l.g.parked != nil && iso.kvKey != "" && (!o.KeyOpen || iso.replay || iso.behind) {
-			if err := l.recordPark(m, o, iso); err != nil {
+			if err := l.recordPark(m, o, iso, copySeq); err != nil {
 				l.failed(jm, l.g.cfg.PublishRetry, fmt.Errorf("record parked key: %w", err))
 				l.event(l.log.Warn(), m).Err(err).Msg("parked-key record failed; holding the lane")
 				return false
@@ -539,13 +540,17 @@ func (l *lane) countRetry(err error) {
 	}
 }
 
-// publishCopy stores pm, the parked or held copy of the message in hand.
-// The head counts as parked even when the publish fails: the stream may
-// have stored the copy before the connection dropped (stale.go).
-func (l *lane) publishCopy(ctx context.Context, pm *nats.Msg) error {
+// publishCopy stores pm, the parked or held copy of the message in hand,
+// and returns its sequence in the parked stream. The head counts as parked
+// even when the publish fails: the stream may have stored the copy before
+// the connection dropped (stale.go).
+func (l *lane) publishCopy(ctx context.Context, pm *nats.Msg) (uint64, error) {
 	l.headParked = true
-	_, err := l.g.js.PublishMsg(ctx, pm)
-	return err
+	ack, err := l.g.js.PublishMsg(ctx, pm)
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
 }
 
 func (l *lane) parkMsg(m *Msg, o Outcome) *nats.Msg {

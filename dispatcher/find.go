@@ -12,10 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
-	"github.com/itchyny/gojq"
-
+	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/crmreq"
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/ledger"
@@ -236,16 +234,14 @@ func (s *Service) adopt(ctx context.Context, m *lane.Msg, r crmreq.Request, id, 
 
 // findID runs code over a lookup or conflict answer: the id, or "" when
 // it gives nothing, null, false or "" (not found).
-func findID(ctx context.Context, code *gojq.Code, body []byte) (string, error) {
+func findID(ctx context.Context, code *catalog.JQ, body []byte) (string, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
 		return "", fmt.Errorf("%w: answer is not JSON", ErrNoIDInResponse)
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	res, ok := code.RunWithContext(ctx, v).Next()
+	res, ok := firstOutput(ctx, code, v)
 	if !ok {
 		return "", nil
 	}

@@ -13,11 +13,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/itchyny/gojq"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/leaderkv"
 )
 
@@ -31,25 +31,21 @@ const (
 // jqCache compiles each distinct id_from expression once.
 type jqCache struct {
 	mu   sync.Mutex
-	code map[string]*gojq.Code
+	code map[string]*catalog.JQ
 }
 
-func (c *jqCache) get(expr string) (*gojq.Code, error) {
+func (c *jqCache) get(expr string) (*catalog.JQ, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if code, ok := c.code[expr]; ok {
 		return code, nil
 	}
-	q, err := gojq.Parse(expr)
-	if err != nil {
-		return nil, fmt.Errorf("%w: id_from %q: %w", ErrUndecodable, expr, err)
-	}
-	code, err := gojq.Compile(q)
+	code, err := catalog.CompileJQ(expr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: id_from %q: %w", ErrUndecodable, expr, err)
 	}
 	if c.code == nil {
-		c.code = map[string]*gojq.Code{}
+		c.code = map[string]*catalog.JQ{}
 	}
 	if len(c.code) < maxCachedJQ {
 		c.code[expr] = code
@@ -59,16 +55,14 @@ func (c *jqCache) get(expr string) (*gojq.Code, error) {
 
 // extractID runs code over a create response body and returns the CRM id:
 // the first result, a non-empty string or a number.
-func extractID(ctx context.Context, code *gojq.Code, body []byte) (string, error) {
+func extractID(ctx context.Context, code *catalog.JQ, body []byte) (string, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
 		return "", fmt.Errorf("%w: body is not JSON", ErrNoIDInResponse)
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	res, ok := code.RunWithContext(ctx, v).Next()
+	res, ok := firstOutput(ctx, code, v)
 	if !ok {
 		return "", fmt.Errorf("%w: id_from gave no result", ErrNoIDInResponse)
 	}
@@ -96,6 +90,18 @@ func extractID(ctx context.Context, code *gojq.Code, body []byte) (string, error
 		return "", fmt.Errorf("%w: id_from gave an empty or over-long id", ErrNoIDInResponse)
 	}
 	return id, nil
+}
+
+// firstOutput is code's first output over v (an error value when it
+// failed), in plain Go where catalog.JQ can, else in gojq within a second.
+// ok is false when there is no output.
+func firstOutput(ctx context.Context, code *catalog.JQ, v any) (any, bool) {
+	if res, ok := code.Fast(v); ok {
+		return res, true
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return code.Code().RunWithContext(ctx, v).Next()
 }
 
 // kv is the part of jetstream.KeyValue the id store uses.

@@ -130,12 +130,16 @@ func (s *Service) mappingFailed(ctx context.Context, what string, err error) lan
 	return lane.Park(ReasonMapping+": "+what+": "+err.Error(), fmt.Errorf("%w: %s: %w", ErrMapping, what, err), nil)
 }
 
-// jq runs code on in with query_timeout, so a runaway expression cannot
-// hold the lane forever.
-func (s *Service) jq(ctx context.Context, code *gojq.Code, in any) (any, error) {
+// jq runs code on in: in plain Go when the expression and the input allow
+// (see catalog.JQ; no loops, so no timeout), else in gojq with
+// query_timeout, so a runaway expression cannot hold the lane forever.
+func (s *Service) jq(ctx context.Context, code *catalog.JQ, in any) (any, error) {
+	if v, ok := code.Fast(in); ok {
+		return v, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
 	defer cancel()
-	return first(doneCtx{Context: ctx, done: ctx.Done()}, code, in)
+	return first(doneCtx{Context: ctx, done: ctx.Done()}, code.Code(), in)
 }
 
 // doneCtx answers Done from a field: gojq checks Done before every
@@ -150,11 +154,7 @@ func (c doneCtx) Done() <-chan struct{} { return c.done }
 
 // lookup resolves one lookup of the event; ok false means stop with o.
 func (s *Service) lookup(ctx context.Context, m *lane.Msg, lk *lookup, in any) (row any, o lane.Outcome, ok bool) {
-	v, ok := walk(in, lk.path)
-	var err error
-	if lk.path == nil || !ok {
-		v, err = s.jq(ctx, lk.from, in)
-	}
+	v, err := s.jq(ctx, lk.from, in)
 	if errors.Is(err, errNoOutput) {
 		v, err = nil, nil
 	}

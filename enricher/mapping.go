@@ -18,25 +18,24 @@ type mapping struct {
 	name    string
 	target  catalog.Target
 	lookups []*lookup
-	body    *gojq.Code // nil: the event's data as is
-	idKey   *gojq.Code // nil: the event's key
-	find    *findCode  // nil: no crm.find
+	body    *catalog.JQ // nil: the event's data as is
+	idKey   *catalog.JQ // nil: the event's key
+	find    *findCode   // nil: no crm.find
 }
 
 // findCode is a type's crm.find with its jq compiled.
 type findCode struct {
-	path, body *gojq.Code // body nil: no body
+	path, body *catalog.JQ // body nil: no body
 }
 
 // lookup is one compiled catalog lookup.
 type lookup struct {
 	def   catalog.Lookup
 	key   string // config key, e.g. catalog.types.order.lookups[0]
-	from  *gojq.Code
-	path  []string // from as object keys when it is a plain path (.a.b); nil otherwise
-	query string   // SELECT cols FROM table WHERE key_column = $1
-	check string   // the same query AND 1=0, run at start
-	cache string   // cache key prefix: table, key column and columns
+	from  *catalog.JQ
+	query string // SELECT cols FROM table WHERE key_column = $1
+	check string // the same query AND 1=0, run at start
+	cache string // cache key prefix: table, key column and columns
 }
 
 // compile compiles every jq expression of every type and builds the lookup
@@ -61,7 +60,6 @@ func compile(cat *catalog.Catalog, d productdb.Dialect) (map[string]*mapping, er
 				errs = append(errs, fmt.Errorf("%s.from: %w", lk.key, err))
 			}
 			lk.from = code
-			lk.path = plainPath(l.From)
 			lk.query = d.SelectByKey(l.Table, l.KeyColumn, l.Columns)
 			lk.check = lk.query + " AND 1=0"
 			lk.cache = l.Table + "\x00" + l.KeyColumn + "\x00" + strings.Join(l.Columns, ",") + "\x00"
@@ -142,50 +140,3 @@ func first(ctx context.Context, code *gojq.Code, in any) (any, error) {
 }
 
 var errNoOutput = errors.New("expression gave no value")
-
-// plainPath returns the keys of a jq expression that is only a chain of
-// object indexes (".data.customer_id"), or nil for anything else.
-func plainPath(expr string) []string {
-	expr = strings.TrimSpace(expr)
-	if !strings.HasPrefix(expr, ".") {
-		return nil
-	}
-	keys := strings.Split(expr[1:], ".")
-	for _, k := range keys {
-		if !plainIdent(k) {
-			return nil
-		}
-	}
-	return keys
-}
-
-func plainIdent(k string) bool {
-	if k == "" || '0' <= k[0] && k[0] <= '9' {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
-// walk follows keys through in as jq does (a missing key or a null gives
-// null). ok is false when jq would fail (indexing a non-object): run the
-// expression itself then, for its exact error.
-func walk(in any, keys []string) (v any, ok bool) {
-	v = in
-	for _, k := range keys {
-		switch x := v.(type) {
-		case nil:
-			return nil, true
-		case map[string]any:
-			v = x[k]
-		default:
-			return nil, false
-		}
-	}
-	return v, true
-}

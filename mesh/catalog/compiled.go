@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/itchyny/gojq"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"golang.org/x/text/language"
@@ -37,7 +36,7 @@ type CompiledType struct {
 	Name   string
 	Def    Type
 	schema *jsonschema.Schema
-	key    *gojq.Code
+	key    *JQ
 }
 
 // Compile loads and compiles every type's schema (from schemas) and key
@@ -116,15 +115,6 @@ func checkJQ(name string, def Type) error {
 		check(fmt.Sprintf("lookups[%d].from", i), l.From)
 	}
 	return errors.Join(errs...)
-}
-
-// CompileJQ parses and compiles a jq expression.
-func CompileJQ(expr string) (*gojq.Code, error) {
-	q, err := gojq.Parse(expr)
-	if err != nil {
-		return nil, err
-	}
-	return gojq.Compile(q)
 }
 
 // Type returns the compiled type name.
@@ -275,11 +265,13 @@ func (t *CompiledType) DeriveKey(e *envelope.Envelope) (string, error) {
 const KeyTimeout = 5 * time.Second
 
 func (t *CompiledType) deriveKey(ctx context.Context, in any) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, KeyTimeout)
-	defer cancel()
-	v, ok := t.key.RunWithContext(ctx, in).Next()
+	v, ok := t.key.Fast(in)
 	if !ok {
-		return "", errors.New("key expression gave no value")
+		ctx, cancel := context.WithTimeout(ctx, KeyTimeout)
+		defer cancel()
+		if v, ok = t.key.Code().RunWithContext(ctx, in).Next(); !ok {
+			return "", errors.New("key expression gave no value")
+		}
 	}
 	switch x := v.(type) {
 	case error:

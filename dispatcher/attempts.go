@@ -9,7 +9,6 @@ import (
 	"sluice.dev/mesh/crmreq"
 	"sluice.dev/mesh/lane"
 	"sluice.dev/mesh/ledger"
-	"sluice.dev/mesh/topology"
 )
 
 // recordAttempt writes the ledger record of one CRM attempt that did not
@@ -19,8 +18,7 @@ func (s *Service) recordAttempt(m *lane.Msg, r crmreq.Request, c *ledger.CRMCall
 	if s.deps.Ledger == nil {
 		return
 	}
-	rec := ledger.FromMsg(ledger.StepAttempt, topology.StageDispatcher, m, r.EventID)
-	rec.Key, rec.AcceptedAt, rec.EnrichedAt = r.Key, r.AcceptedAt, m.Stored
+	rec := s.record(ledger.StepAttempt, m, r)
 	rec.CRM = c
 	s.deps.Ledger.Write(rec)
 }

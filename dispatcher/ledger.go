@@ -18,11 +18,23 @@ func (s *Service) recordDelivered(m *lane.Msg, r crmreq.Request, c *ledger.CRMCa
 	if s.deps.Ledger == nil {
 		return ledger.Pending{}
 	}
-	rec := ledger.FromMsg(ledger.StepDelivered, topology.StageDispatcher, m, r.EventID)
-	rec.Key, rec.AcceptedAt, rec.EnrichedAt = r.Key, r.AcceptedAt, m.Stored
+	rec := s.record(ledger.StepDelivered, m, r)
 	c.Latency = latency
 	rec.CRM = c
 	return s.deps.Ledger.Write(rec)
+}
+
+// record starts a dispatcher record of m, carrying r. Inline (the
+// enricher's lane), m is the event itself: no dispatch stream stored it.
+func (s *Service) record(step ledger.Step, m *lane.Msg, r crmreq.Request) ledger.Record {
+	rec := ledger.FromMsg(step, topology.StageDispatcher, m, r.EventID)
+	rec.Key, rec.AcceptedAt = r.Key, r.AcceptedAt
+	if s.inline {
+		rec.Inline = true
+	} else {
+		rec.EnrichedAt = m.Stored
+	}
+	return rec
 }
 
 // recordParks is the lanes' BeforeAck hook: the ledger record of each

@@ -48,6 +48,7 @@ func NewOutlet(cfg Config, deps Deps) (*Outlet, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.inline = true
 	return &Outlet{s: s, clear: map[int]bool{}, warned: map[int]time.Time{}}, nil
 }
 

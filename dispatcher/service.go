@@ -71,6 +71,7 @@ type Service struct {
 	ids     *idStore
 	jq      jqCache
 	metrics metrics
+	inline  bool // an Outlet's: runs in the enricher's lanes
 
 	// crm.find and adoption (find.go)
 	uncertain                               uncertainSet

@@ -103,6 +103,38 @@ func TestInlineOutletLosesNothingAcrossKillsAndRestartedNATS(t *testing.T) {
 	requireDuplicatesAccounted(t, h, rep, res)
 }
 
+// `sluice trace` of an event delivered inline points at the events stream
+// (the dispatcher ran in the enricher's lane, on the event itself) and says
+// inline, never at a dispatch stream that stored nothing.
+func TestInlineTraceNamesTheEventsStream(t *testing.T) {
+	h := inlineHarness(t, crmsim.Config{})
+	p := plan(t, 40, 8, 5)
+	require.Equal(t, 40, (<-publishAsync(t, h, p)).Published)
+	waitDelivered(t, h, p, 30*time.Second)
+	e := p.Events[len(p.Events)-1]
+	var tr ledger.Trace
+	require.Eventually(t, func() bool {
+		var err error
+		tr, err = ledger.TraceEvent(context.Background(), h.JS, h.Names, e.ID, ledger.TraceOptions{Key: e.Key})
+		return err == nil && tr.State == ledger.StateDelivered
+	}, 30*time.Second, 50*time.Millisecond, "trace: %+v", tr)
+	var accepted, delivered *ledger.TraceStep
+	for i, s := range tr.Steps {
+		require.NotEqual(t, h.Names.DispatchStream(), s.Stream, "inline: no dispatch stream step: %+v", s)
+		switch s.Step {
+		case "accepted":
+			accepted = &tr.Steps[i]
+		case "delivered":
+			delivered = &tr.Steps[i]
+		}
+	}
+	require.NotNil(t, accepted, "%+v", tr.Steps)
+	require.NotNil(t, delivered, "%+v", tr.Steps)
+	require.Equal(t, h.Names.EventsStream(), delivered.Stream)
+	require.Equal(t, accepted.Seq, delivered.Seq, "the delivery's sequence is the event's")
+	require.Contains(t, delivered.Detail, "inline")
+}
+
 // Switching to inline while requests of the old mode still wait in the
 // dispatch stream: the inline lanes hold their partitions until the
 // dispatcher has sent them, so no key's new event overtakes its older,

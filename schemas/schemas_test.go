@@ -173,7 +173,7 @@ func runJQ(t *testing.T, expr string, in any) any {
 	t.Helper()
 	code, err := catalog.CompileJQ(expr)
 	require.NoError(t, err, expr)
-	v, ok := code.Run(in).Next()
+	v, ok := code.Code().Run(in).Next()
 	require.True(t, ok, "no output from %s", expr)
 	if err, isErr := v.(error); isErr {
 		require.NoError(t, err, expr)

@@ -42,6 +42,9 @@ func (r *Record) appendJSON(b []byte) []byte {
 		b = append(b, `,"enriched_at":`...)
 		b = appendTime(b, r.EnrichedAt)
 	}
+	if r.Inline {
+		b = append(b, `,"inline":true`...)
+	}
 	b = appendField(b, "replay", r.Replay)
 	b = appendField(b, "out", r.Out)
 	if len(r.Body) > 0 {

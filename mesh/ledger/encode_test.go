@@ -16,7 +16,7 @@ func TestAppendJSONIsEncodingJSON(t *testing.T) {
 	for _, r := range []Record{
 		{},
 		{Step: StepDelivered, EventID: "customer:42#7", Stage: topology.StageDispatcher, At: at, Seq: 99, Deliveries: 2, Attempts: 1,
-			AcceptedAt: at.Add(-time.Second), EnrichedAt: at.Add(-time.Millisecond), Replay: "r1", CRM: &CRMCall{Method: "PATCH", Path: "/api/leads/x", Status: 200,
+			AcceptedAt: at.Add(-time.Second), EnrichedAt: at.Add(-time.Millisecond), Inline: true, Replay: "r1", CRM: &CRMCall{Method: "PATCH", Path: "/api/leads/x", Status: 200,
 				Took: 1500, Latency: 2 * time.Second, CRMID: "leads-1", Note: "n"}},
 		{Step: StepEnriched, EventID: `odd "id" <&> ü`, Stage: topology.StageEnricher, At: at.In(time.FixedZone("x", 3600)),
 			Out: "sluice.dispatch.1.t.k", Body: json.RawMessage(` {"a": [1, 2], "e":"<b>"} `)},

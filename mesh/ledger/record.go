@@ -96,6 +96,10 @@ type Record struct {
 	// EnrichedAt is when the dispatch stream stored the enricher's CRM
 	// request (dispatcher records; Seq is its sequence).
 	EnrichedAt time.Time `json:"enriched_at,omitzero"`
+	// Inline marks a dispatcher record written in the enricher's lane
+	// (dispatcher.inline): no dispatch stream stored a request, and Seq is
+	// the event's sequence in the events stream.
+	Inline bool `json:"inline,omitempty"`
 	// Replay is the replay id when the message was an operator's replay.
 	Replay string `json:"replay,omitempty"`
 	// Out is the dispatch subject the enricher forwarded to (enriched).

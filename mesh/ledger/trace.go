@@ -244,6 +244,9 @@ func (tr *Trace) steps(names topology.Names, in Inputs, parked []ParkedMsg) {
 		if stream, _ := names.StageFilter(r.Stage, 0); stream != "" {
 			s.Stream = stream
 		}
+		if r.Inline { // the dispatcher ran in the enricher's lane, on the event
+			s.Stream = names.EventsStream()
+		}
 		switch r.Step {
 		case StepEnriched:
 			s.Detail = "CRM request forwarded to " + r.Out
@@ -265,6 +268,9 @@ func (tr *Trace) steps(names topology.Names, in Inputs, parked []ParkedMsg) {
 		}
 		if r.Replay != "" {
 			s.Detail += " (replay " + r.Replay + ")"
+		}
+		if r.Inline {
+			s.Detail += " (inline: sent from the enricher's lane)"
 		}
 		add(s)
 	}
@@ -358,7 +364,11 @@ func deliveredDetail(r Record) string {
 			b.WriteString("; produce→CRM " + c.Latency.Round(time.Millisecond).String())
 		}
 	}
-	fmt.Fprintf(&b, "; attempt %d, delivery %d of the dispatch message", r.Attempts, r.Deliveries)
+	msg := "dispatch message"
+	if r.Inline {
+		msg = "event"
+	}
+	fmt.Fprintf(&b, "; attempt %d, delivery %d of the %s", r.Attempts, r.Deliveries, msg)
 	return strings.TrimPrefix(b.String(), "; ")
 }
 

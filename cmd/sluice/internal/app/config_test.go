@@ -416,7 +416,7 @@ func runJQ(t *testing.T, expr string, in any) any {
 	if err != nil {
 		t.Fatalf("compile %q: %v", expr, err)
 	}
-	v, ok := code.Run(in).Next()
+	v, ok := code.Code().Run(in).Next()
 	if !ok {
 		t.Fatalf("%q gave no output", expr)
 	}

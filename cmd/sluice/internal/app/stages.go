@@ -109,13 +109,19 @@ var stageWirings = map[topology.Stage]stageWiring{
 				return enricher.New(e.c.Enricher, deps)
 			}, nil
 		},
-		collectors: func(get func() laneService, _ *stats) []prometheus.Collector {
-			return []prometheus.Collector{counter("sluice_enricher_lookup_cache_total",
+		collectors: func(get func() laneService, st *stats) []prometheus.Collector {
+			cs := []prometheus.Collector{counter("sluice_enricher_lookup_cache_total",
 				"Enricher lookups by cache result (hit, miss: a database query).", []string{"result"},
 				func() []metrics.Sample {
 					c := get().(*enricher.Service).Stats().Cache
 					return []metrics.Sample{sample(c.Hits, "hit"), sample(c.Misses, "miss")}
 				})}
+			if !wants(st.target, "dispatcher") {
+				// An enricher-only process sends inline (dispatcher.inline):
+				// its CRM counters are its own.
+				cs = append(cs, crmCounters(func() *dispatcher.Service { return nil }, st.outlet.Load)...)
+			}
+			return cs
 		},
 	},
 	topology.StageDispatcher: {
@@ -137,26 +143,7 @@ var stageWirings = map[topology.Stage]stageWiring{
 			}, nil
 		},
 		collectors: func(get func() laneService, st *stats) []prometheus.Collector {
-			d := func() *dispatcher.Service { return get().(*dispatcher.Service) }
-			outlet := st.outlet.Load
-			return []prometheus.Collector{
-				counter("sluice_crm_responses_total", "CRM answers by status code, plus \"timeout\" and \"error\" for requests without an answer.",
-					[]string{"code"}, func() []metrics.Sample {
-						codes := d().Stats().CRMStatuses
-						if out := outlet(); out != nil { // dispatcher.inline: the enricher's sends
-							for code, n := range out.Stats().CRMStatuses {
-								codes[code] += n
-							}
-						}
-						var out []metrics.Sample
-						for code, n := range codes {
-							out = append(out, sample(n, code))
-						}
-						return out
-					}),
-				counter("sluice_dispatcher_delivered_total", "Requests the CRM accepted (2xx).", nil,
-					func() []metrics.Sample { return []metrics.Sample{sample(delivered(d(), outlet()))} }),
-			}
+			return crmCounters(func() *dispatcher.Service { return get().(*dispatcher.Service) }, st.outlet.Load)
 		},
 		attach: func(st *stats, s laneService) { st.dispatcher = s.(*dispatcher.Service) },
 	},
@@ -245,6 +232,38 @@ func sample(v uint64, labels ...string) metrics.Sample {
 // delivered is what the CRM accepted from the dispatcher's lanes (d nil:
 // not run here) and the enricher's inline outlet (nil without
 // dispatcher.inline).
+// crmCounters are the CRM answers and deliveries of the dispatcher d and
+// of the enricher's inline outlet (either may be nil: no samples then).
+func crmCounters(d func() *dispatcher.Service, outlet func() *dispatcher.Outlet) []prometheus.Collector {
+	return []prometheus.Collector{
+		counter("sluice_crm_responses_total", "CRM answers by status code, plus \"timeout\" and \"error\" for requests without an answer.",
+			[]string{"code"}, func() []metrics.Sample {
+				codes := map[string]uint64{}
+				if d := d(); d != nil {
+					codes = d.Stats().CRMStatuses
+				}
+				if out := outlet(); out != nil { // dispatcher.inline: the enricher's sends
+					for code, n := range out.Stats().CRMStatuses {
+						codes[code] += n
+					}
+				}
+				var out []metrics.Sample
+				for code, n := range codes {
+					out = append(out, sample(n, code))
+				}
+				return out
+			}),
+		counter("sluice_dispatcher_delivered_total", "Requests the CRM accepted (2xx).", nil,
+			func() []metrics.Sample {
+				d, out := d(), outlet()
+				if d == nil && out == nil {
+					return nil
+				}
+				return []metrics.Sample{sample(delivered(d, out))}
+			}),
+	}
+}
+
 func delivered(d *dispatcher.Service, out *dispatcher.Outlet) uint64 {
 	var n uint64
 	if d != nil {

@@ -94,7 +94,7 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 		return nil
 	}
 
-	var st stats
+	st := stats{target: target} // the stages' collectors read target
 	// Every pipeline service runs under a supervisor that restarts it
 	// watchdog.restart_delay after it crashes (Done fires).
 	sups := watchdog.Supervisors{}
@@ -208,7 +208,7 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 		if err != nil {
 			return err
 		}
-		st.js, st.names, st.target = js, names, target
+		st.js, st.names = js, names
 		go st.report(ctx, c.ProgressInterval, log)
 	}
 	if c.Ops.Addr != "off" {

@@ -9,10 +9,10 @@ import (
 	"regexp"
 	"sort"
 
-	"github.com/itchyny/gojq"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"gopkg.in/yaml.v3"
 
+	"sluice.dev/mesh/catalog"
 	"sluice.dev/schemas"
 )
 
@@ -161,19 +161,19 @@ type compiledType struct {
 	name    string
 	def     Type
 	schema  *jsonschema.Schema
-	key     *gojq.Code
-	version *gojq.Code
-	origin  *gojq.Code
+	key     *catalog.JQ
+	version *catalog.JQ
+	origin  *catalog.JQ
 	checks  []compiledCheck
 	cols    []string // sorted
-	colCode map[string]*gojq.Code
+	colCode map[string]*catalog.JQ
 	// colPath is path(<column expression>) for write.skip_absent.
-	colPath map[string]*gojq.Code
+	colPath map[string]*catalog.JQ
 }
 
 type compiledCheck struct {
 	Check
-	value *gojq.Code
+	value *catalog.JQ
 	enum  map[string]bool
 }
 
@@ -223,13 +223,13 @@ func compileType(comp *jsonschema.Compiler, name string, def Type, reserved []st
 	if def.OnInvalid == "" {
 		def.OnInvalid = OnInvalidSkip
 	}
-	ct := &compiledType{name: name, def: def, colCode: map[string]*gojq.Code{}, colPath: map[string]*gojq.Code{}}
+	ct := &compiledType{name: name, def: def, colCode: map[string]*catalog.JQ{}, colPath: map[string]*catalog.JQ{}}
 	var errs []error
 	var err error
 	if ct.schema, err = comp.Compile("sluice:///" + def.Schema); err != nil {
 		errs = append(errs, fmt.Errorf("%s.schema: %w", key, err))
 	}
-	jq := func(field, expr string, required bool) *gojq.Code {
+	jq := func(field, expr string, required bool) *catalog.JQ {
 		if expr == "" {
 			if required {
 				errs = append(errs, fmt.Errorf("%s.%s: required", key, field))
@@ -320,13 +320,9 @@ func compileType(comp *jsonschema.Compiler, name string, def Type, reserved []st
 	return ct, nil
 }
 
-func compileJQ(expr string) (*gojq.Code, error) {
-	q, err := gojq.Parse(expr)
-	if err != nil {
-		return nil, err
-	}
-	return gojq.Compile(q)
-}
+// compileJQ compiles a webhook mapping expression: in plain Go where it is
+// within catalog.JQ's subset, else in gojq.
+func compileJQ(expr string) (*catalog.JQ, error) { return catalog.CompileJQ(expr) }
 
 // addSchemas adds every *.json file at the top of fsys, and every file a
 // type names, as the resource sluice:///<name>, so schemas can $ref each

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/itchyny/gojq"
 	"github.com/nats-io/nats.go"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
@@ -311,8 +310,11 @@ func (t *compiledType) work(ctx context.Context, doc any, envVersion []string) (
 
 // evalOne runs code on doc within ctx and returns its first output (null
 // when none).
-func evalOne(ctx context.Context, code *gojq.Code, doc any) (any, error) {
-	it := code.RunWithContext(ctx, doc)
+func evalOne(ctx context.Context, code *catalog.JQ, doc any) (any, error) {
+	if v, ok := code.Fast(doc); ok {
+		return v, nil
+	}
+	it := code.Code().RunWithContext(ctx, doc)
 	v, ok := it.Next()
 	if !ok {
 		return nil, nil

@@ -47,8 +47,10 @@ func (s *Service) parkUnreadableItem(fields []FieldError) lane.Outcome {
 // is false when the expression gives no output, or when it is a path whose
 // last member the item does not have (an explicit null is present).
 func (t *compiledType) column(ctx context.Context, c string, doc any) (v any, present bool, err error) {
-	it := t.colCode[c].RunWithContext(ctx, doc)
-	out, ok := it.Next()
+	out, ok := t.colCode[c].Fast(doc)
+	if !ok {
+		out, ok = t.colCode[c].Code().RunWithContext(ctx, doc).Next()
+	}
 	if !ok {
 		return nil, !t.def.Write.SkipAbsent, nil
 	}
@@ -62,7 +64,7 @@ func (t *compiledType) column(ctx context.Context, c string, doc any) (v any, pr
 	if pc == nil {
 		return nil, true, nil
 	}
-	p, ok := pc.RunWithContext(ctx, doc).Next()
+	p, ok := pc.Code().RunWithContext(ctx, doc).Next()
 	path, isPath := p.([]any)
 	if !ok || !isPath {
 		return nil, true, nil // not a path (computed): its null is meant

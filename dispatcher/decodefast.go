@@ -1,10 +1,8 @@
 package dispatcher
 
 import (
-	"encoding/json"
-	"unicode/utf8"
-
 	"sluice.dev/mesh/crmreq"
+	"sluice.dev/mesh/jsonscan"
 )
 
 // decodeFast reads a dispatch message in the form the enricher writes
@@ -17,69 +15,30 @@ import (
 // DecodeRequest then runs encoding/json, which decides and explains. For
 // every message it accepts it gives what encoding/json gives
 // (TestDecodeFastMatchesEncodingJSON).
-func decodeFast(b []byte) (r crmreq.Request, ok bool) {
-	p := fastParser{b: b}
-	p.ws()
-	if !p.byte('{') {
-		return r, false
-	}
+func decodeFast(b []byte) (r crmreq.Request, _ bool) {
+	p := jsonscan.Scanner{B: b}
 	var seen uint32
-	for first := true; ; first = false {
-		p.ws()
-		if first && p.byte('}') {
-			break
-		}
-		name, ok := p.str()
-		if !ok {
-			return r, false
-		}
-		p.ws()
-		if !p.byte(':') {
-			return r, false
-		}
-		p.ws()
+	ok := p.Object(func(name string) bool {
 		f := fastField(name)
 		if f < 0 || seen&(1<<f) != 0 {
-			return r, false
+			return false
 		}
 		seen |= 1 << f
 		switch f {
-		case fOccurredAt, fAcceptedAt:
-			start := p.i
-			if _, ok := p.str(); !ok {
-				return r, false
-			}
-			t := &r.OccurredAt
-			if f == fAcceptedAt {
-				t = &r.AcceptedAt
-			}
-			if t.UnmarshalJSON(p.b[start:p.i]) != nil {
-				return r, false
-			}
+		case fOccurredAt:
+			return p.Time(&r.OccurredAt)
+		case fAcceptedAt:
+			return p.Time(&r.AcceptedAt)
 		case fBody:
-			v, ok := p.value()
-			if !ok || string(v) == "null" || !json.Valid(v) {
-				return r, false
-			}
-			r.Body = append(json.RawMessage(nil), v...)
-		default:
-			s, ok := p.str()
-			if !ok {
-				return r, false
-			}
-			*stringFieldOf(&r, f) = s
+			body, ok := p.RawValue()
+			r.Body = body
+			return ok
 		}
-		p.ws()
-		if p.byte(',') {
-			continue
-		}
-		if !p.byte('}') {
-			return r, false
-		}
-		break
-	}
-	p.ws()
-	return r, p.i == len(p.b)
+		s, ok := p.Str()
+		*stringFieldOf(&r, f) = s
+		return ok
+	})
+	return r, ok
 }
 
 // The fields decodeFast reads, in crmreq.Request's order.
@@ -166,97 +125,4 @@ func stringFieldOf(r *crmreq.Request, f int) *string {
 		return &r.ConflictIDFrom
 	}
 	panic("dispatcher: not a string field")
-}
-
-type fastParser struct {
-	b []byte
-	i int
-}
-
-func (p *fastParser) ws() {
-	for p.i < len(p.b) {
-		switch p.b[p.i] {
-		case ' ', '\t', '\n', '\r':
-			p.i++
-		default:
-			return
-		}
-	}
-}
-
-func (p *fastParser) byte(c byte) bool {
-	if p.i < len(p.b) && p.b[p.i] == c {
-		p.i++
-		return true
-	}
-	return false
-}
-
-// str reads a string without escapes, of valid UTF-8 (what encoding/json
-// would give unchanged).
-func (p *fastParser) str() (string, bool) {
-	if !p.byte('"') {
-		return "", false
-	}
-	start, high := p.i, false
-	for ; p.i < len(p.b); p.i++ {
-		switch c := p.b[p.i]; {
-		case c == '"':
-			s := p.b[start:p.i]
-			p.i++
-			if high && !utf8.Valid(s) {
-				return "", false
-			}
-			return string(s), true
-		case c == '\\' || c < ' ':
-			return "", false
-		case c >= utf8.RuneSelf:
-			high = true
-		}
-	}
-	return "", false
-}
-
-// value returns the bytes of the next value (its syntax is checked by the
-// caller), skipping strings and nesting.
-func (p *fastParser) value() ([]byte, bool) {
-	start, depth := p.i, 0
-	for p.i < len(p.b) {
-		switch c := p.b[p.i]; c {
-		case '"':
-			p.i++
-			for p.i < len(p.b) && p.b[p.i] != '"' {
-				if p.b[p.i] == '\\' {
-					p.i++
-				}
-				p.i++
-			}
-			if p.i >= len(p.b) {
-				return nil, false
-			}
-			p.i++
-		case '{', '[':
-			depth++
-			p.i++
-		case '}', ']':
-			if depth == 0 {
-				return p.b[start:p.i], p.i > start
-			}
-			depth--
-			p.i++
-		case ',':
-			if depth == 0 {
-				return p.b[start:p.i], p.i > start
-			}
-			p.i++
-		case ' ', '\t', '\n', '\r':
-			if depth == 0 {
-				return p.b[start:p.i], p.i > start
-			}
-			p.i++
-		default:
-			p.i++
-		}
-	}
-	return p.b[start:p.i], depth == 0 && p.i > start
 }

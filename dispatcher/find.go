@@ -241,7 +241,7 @@ func findID(ctx context.Context, code *catalog.JQ, body []byte) (string, error) 
 	if err := dec.Decode(&v); err != nil {
 		return "", fmt.Errorf("%w: answer is not JSON", ErrNoIDInResponse)
 	}
-	res, ok := firstOutput(ctx, code, v)
+	res, ok := code.First(ctx, v, idFromTimeout)
 	if !ok {
 		return "", nil
 	}

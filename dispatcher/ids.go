@@ -26,6 +26,8 @@ import (
 const (
 	maxCachedJQ = 256
 	maxIDLen    = 1024
+	// idFromTimeout bounds one run of an id_from expression.
+	idFromTimeout = time.Second
 )
 
 // jqCache compiles each distinct id_from expression once.
@@ -62,7 +64,7 @@ func extractID(ctx context.Context, code *catalog.JQ, body []byte) (string, erro
 	if err := dec.Decode(&v); err != nil {
 		return "", fmt.Errorf("%w: body is not JSON", ErrNoIDInResponse)
 	}
-	res, ok := firstOutput(ctx, code, v)
+	res, ok := code.First(ctx, v, idFromTimeout)
 	if !ok {
 		return "", fmt.Errorf("%w: id_from gave no result", ErrNoIDInResponse)
 	}
@@ -90,18 +92,6 @@ func extractID(ctx context.Context, code *catalog.JQ, body []byte) (string, erro
 		return "", fmt.Errorf("%w: id_from gave an empty or over-long id", ErrNoIDInResponse)
 	}
 	return id, nil
-}
-
-// firstOutput is code's first output over v (an error value when it
-// failed), in plain Go where catalog.JQ can, else in gojq within a second.
-// ok is false when there is no output.
-func firstOutput(ctx context.Context, code *catalog.JQ, v any) (any, bool) {
-	if res, ok := code.Fast(v); ok {
-		return res, true
-	}
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	return code.Code().RunWithContext(ctx, v).Next()
 }
 
 // kv is the part of jetstream.KeyValue the id store uses.

@@ -130,27 +130,25 @@ func (s *Service) mappingFailed(ctx context.Context, what string, err error) lan
 	return lane.Park(ReasonMapping+": "+what+": "+err.Error(), fmt.Errorf("%w: %s: %w", ErrMapping, what, err), nil)
 }
 
-// jq runs code on in: in plain Go when the expression and the input allow
-// (see catalog.JQ; no loops, so no timeout), else in gojq with
-// query_timeout, so a runaway expression cannot hold the lane forever.
+// jq runs code on in (catalog.JQ.First) within query_timeout, so a
+// runaway expression cannot hold the lane forever. A jq error, a halt or no
+// output at all is an error; a cancelled or timed-out ctx is too.
 func (s *Service) jq(ctx context.Context, code *catalog.JQ, in any) (any, error) {
-	if v, ok := code.Fast(in); ok {
-		return v, nil
+	v, ok := code.First(ctx, in, s.cfg.QueryTimeout)
+	if !ok {
+		return nil, errNoOutput
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
-	defer cancel()
-	return first(doneCtx{Context: ctx, done: ctx.Done()}, code.Code(), in)
+	if err, ok := v.(error); ok {
+		var he *gojq.HaltError
+		if errors.As(err, &he) && he.Value() == nil {
+			return nil, errNoOutput
+		}
+		return nil, err
+	}
+	return v, nil
 }
 
-// doneCtx answers Done from a field: gojq checks Done before every
-// instruction, and a cancelCtx's Done is an atomic load and a type
-// assertion each time.
-type doneCtx struct {
-	context.Context
-	done <-chan struct{}
-}
-
-func (c doneCtx) Done() <-chan struct{} { return c.done }
+var errNoOutput = errors.New("expression gave no value")
 
 // lookup resolves one lookup of the event; ok false means stop with o.
 func (s *Service) lookup(ctx context.Context, m *lane.Msg, lk *lookup, in any) (row any, o lane.Outcome, ok bool) {

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/itchyny/gojq"
-
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/productdb"
 )
@@ -120,23 +118,3 @@ func checkTables(ctx context.Context, db *sql.DB, types map[string]*mapping, nam
 	}
 	return errors.Join(errs...)
 }
-
-// first runs code on in and returns its first output. A jq error, a halt
-// or no output at all is an error; a cancelled or timed-out ctx is too.
-func first(ctx context.Context, code *gojq.Code, in any) (any, error) {
-	it := code.RunWithContext(ctx, in)
-	v, ok := it.Next()
-	if !ok {
-		return nil, errNoOutput
-	}
-	if err, ok := v.(error); ok {
-		var he *gojq.HaltError
-		if errors.As(err, &he) && he.Value() == nil {
-			return nil, errNoOutput
-		}
-		return nil, err
-	}
-	return v, nil
-}
-
-var errNoOutput = errors.New("expression gave no value")

@@ -236,7 +236,7 @@ func compileType(comp *jsonschema.Compiler, name string, def Type, reserved []st
 			}
 			return nil
 		}
-		code, err := compileJQ(expr)
+		code, err := catalog.CompileJQ(expr)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s.%s: %w", key, field, err))
 		}
@@ -297,7 +297,7 @@ func compileType(comp *jsonschema.Compiler, name string, def Type, reserved []st
 		ct.colCode[col] = jq("write.columns."+col, expr, true)
 		ct.cols = append(ct.cols, col)
 		if w.SkipAbsent && expr != "" {
-			if p, err := compileJQ("path(" + expr + ")"); err == nil {
+			if p, err := catalog.CompileJQ("path(" + expr + ")"); err == nil {
 				ct.colPath[col] = p
 			}
 		}
@@ -319,10 +319,6 @@ func compileType(comp *jsonschema.Compiler, name string, def Type, reserved []st
 	}
 	return ct, nil
 }
-
-// compileJQ compiles a webhook mapping expression: in plain Go where it is
-// within catalog.JQ's subset, else in gojq.
-func compileJQ(expr string) (*catalog.JQ, error) { return catalog.CompileJQ(expr) }
 
 // addSchemas adds every *.json file at the top of fsys, and every file a
 // type names, as the resource sluice:///<name>, so schemas can $ref each

@@ -311,11 +311,7 @@ func (t *compiledType) work(ctx context.Context, doc any, envVersion []string) (
 // evalOne runs code on doc within ctx and returns its first output (null
 // when none).
 func evalOne(ctx context.Context, code *catalog.JQ, doc any) (any, error) {
-	if v, ok := code.Fast(doc); ok {
-		return v, nil
-	}
-	it := code.Code().RunWithContext(ctx, doc)
-	v, ok := it.Next()
+	v, ok := code.First(ctx, doc, 0)
 	if !ok {
 		return nil, nil
 	}

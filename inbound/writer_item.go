@@ -47,10 +47,7 @@ func (s *Service) parkUnreadableItem(fields []FieldError) lane.Outcome {
 // is false when the expression gives no output, or when it is a path whose
 // last member the item does not have (an explicit null is present).
 func (t *compiledType) column(ctx context.Context, c string, doc any) (v any, present bool, err error) {
-	out, ok := t.colCode[c].Fast(doc)
-	if !ok {
-		out, ok = t.colCode[c].Code().RunWithContext(ctx, doc).Next()
-	}
+	out, ok := t.colCode[c].First(ctx, doc, 0)
 	if !ok {
 		return nil, !t.def.Write.SkipAbsent, nil
 	}
@@ -64,7 +61,7 @@ func (t *compiledType) column(ctx context.Context, c string, doc any) (v any, pr
 	if pc == nil {
 		return nil, true, nil
 	}
-	p, ok := pc.Code().RunWithContext(ctx, doc).Next()
+	p, ok := pc.First(ctx, doc, 0)
 	path, isPath := p.([]any)
 	if !ok || !isPath {
 		return nil, true, nil // not a path (computed): its null is meant

@@ -265,13 +265,9 @@ func (t *CompiledType) DeriveKey(e *envelope.Envelope) (string, error) {
 const KeyTimeout = 5 * time.Second
 
 func (t *CompiledType) deriveKey(ctx context.Context, in any) (string, error) {
-	v, ok := t.key.Fast(in)
+	v, ok := t.key.First(ctx, in, KeyTimeout)
 	if !ok {
-		ctx, cancel := context.WithTimeout(ctx, KeyTimeout)
-		defer cancel()
-		if v, ok = t.key.Code().RunWithContext(ctx, in).Next(); !ok {
-			return "", errors.New("key expression gave no value")
-		}
+		return "", errors.New("key expression gave no value")
 	}
 	switch x := v.(type) {
 	case error:

@@ -1,7 +1,9 @@
 package catalog
 
 import (
+	"context"
 	"strconv"
+	"time"
 
 	"github.com/itchyny/gojq"
 )
@@ -30,23 +32,44 @@ func CompileJQ(expr string) (*JQ, error) {
 	if err != nil {
 		return nil, err
 	}
-	code, err := gojq.Compile(q)
-	if err != nil {
+	// The plain-Go compiler only reads the tree and keeps no part of it;
+	// gojq's may rewrite it, so it comes second.
+	var c fastCompiler
+	out := &JQ{fast: c.query(q), nvars: c.nvars}
+	if out.code, err = gojq.Compile(q); err != nil {
 		return nil, err
-	}
-	out := &JQ{code: code}
-	// gojq's compiler may rewrite the tree it compiles: parse again.
-	if q, err = gojq.Parse(expr); err == nil {
-		var c fastCompiler
-		if f := c.query(q); f != nil {
-			out.fast, out.nvars = f, c.nvars
-		}
 	}
 	return out, nil
 }
 
-// Code is the gojq program, for callers that need every output or an
-// error: run it when Fast says no.
+// First is the expression's first output over in as gojq's iterator gives
+// it (an error value when the run failed; ok false: no output): in plain
+// Go where Fast answers, else in gojq, cut off after timeout (0: ctx's
+// own deadline only).
+func (q *JQ) First(ctx context.Context, in any, timeout time.Duration) (v any, ok bool) {
+	if v, ok := q.Fast(in); ok {
+		return v, true
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	return q.code.RunWithContext(doneCtx{Context: ctx, done: ctx.Done()}, in).Next()
+}
+
+// doneCtx answers Done from a field: gojq checks Done before every
+// instruction, and a cancelCtx's Done is an atomic load and a type
+// assertion each time.
+type doneCtx struct {
+	context.Context
+	done <-chan struct{}
+}
+
+func (c doneCtx) Done() <-chan struct{} { return c.done }
+
+// Code is the gojq program, for callers that need every output (First
+// gives the first).
 func (q *JQ) Code() *gojq.Code { return q.code }
 
 // Fast evaluates the expression in plain Go. ok is false when the

@@ -3,7 +3,6 @@ package catalog
 import (
 	"encoding/json"
 	"math/big"
-	"sort"
 
 	"github.com/itchyny/gojq"
 )
@@ -76,21 +75,18 @@ func (c *fastCompiler) withEntries(arg *gojq.Query) fastFn {
 		if !ok {
 			return nil, false
 		}
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys) // to_entries' order, should cond care
+		// cond is pure and gives one value per entry, and the result is an
+		// object: to_entries' key order cannot show.
 		out := make(map[string]any, len(m))
 		entry := map[string]any{}
-		for _, k := range keys {
-			entry["key"], entry["value"] = k, m[k]
-			v, ok := cond(entry, vars)
+		for k, v := range m {
+			entry["key"], entry["value"] = k, v
+			keep, ok := cond(entry, vars)
 			if !ok {
 				return nil, false
 			}
-			if truthy(v) {
-				out[k] = m[k]
+			if truthy(keep) {
+				out[k] = v
 			}
 		}
 		return out, true

@@ -229,9 +229,6 @@ func sample(v uint64, labels ...string) metrics.Sample {
 	return metrics.Sample{Labels: labels, Value: float64(v)}
 }
 
-// delivered is what the CRM accepted from the dispatcher's lanes (d nil:
-// not run here) and the enricher's inline outlet (nil without
-// dispatcher.inline).
 // crmCounters are the CRM answers and deliveries of the dispatcher d and
 // of the enricher's inline outlet (either may be nil: no samples then).
 func crmCounters(d func() *dispatcher.Service, outlet func() *dispatcher.Outlet) []prometheus.Collector {
@@ -264,6 +261,9 @@ func crmCounters(d func() *dispatcher.Service, outlet func() *dispatcher.Outlet)
 	}
 }
 
+// delivered is what the CRM accepted from the dispatcher's lanes (d nil:
+// not run here) and the enricher's inline outlet (nil without
+// dispatcher.inline).
 func delivered(d *dispatcher.Service, out *dispatcher.Outlet) uint64 {
 	var n uint64
 	if d != nil {

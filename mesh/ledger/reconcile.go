@@ -106,7 +106,9 @@ type EventRef struct {
 }
 
 // Reorder is a pair delivered against accepted order: Earlier was
-// accepted first but first delivered after Later.
+// accepted first but first delivered after Later, or (Earlier.State
+// "parked") is parked now, its key blocked, while Later was delivered
+// after the park.
 type Reorder struct {
 	Earlier EventRef `json:"earlier"`
 	Later   EventRef `json:"later"`
@@ -387,6 +389,7 @@ func Reconcile(in Inputs) Report {
 	for _, tok := range keyOrder {
 		k := keys[tok]
 		k.reorders(in.Now, &rep.Totals)
+		k.overtaken(in.Now, &rep.Totals)
 		if k.finding() {
 			rep.Keys = append(rep.Keys, k.KeyReport)
 		}
@@ -398,6 +401,7 @@ func Reconcile(in Inputs) Report {
 type keyAcc struct {
 	KeyReport
 	delivered []*life // in accepted order
+	parked    []*life // parked now at an outbound stage, in accepted order
 }
 
 func (k *keyAcc) add(l *life, now time.Time, t *Totals) {
@@ -412,6 +416,7 @@ func (k *keyAcc) add(l *life, now time.Time, t *Totals) {
 	case StateParked:
 		k.Parked++
 		t.Parked++
+		k.parked = append(k.parked, l)
 	case StateInFlight:
 		k.InFlight++
 		t.InFlight++

@@ -198,6 +198,11 @@ func writeAuditResult(w io.Writer, r ledger.Result, now time.Time) {
 					l.AcceptedAt.UTC().Format(time.RFC3339), l.Why)
 			}
 			for _, p := range k.Reordered {
+				if p.Earlier.State == ledger.StateParked {
+					fmt.Fprintf(tw, "%s\tREORDERED\t%s\tdelivered while %s, accepted before it, is parked (the key was not held behind it)\n",
+						k.Key, p.Later.ID, p.Earlier.ID)
+					continue
+				}
 				fmt.Fprintf(tw, "%s\tREORDERED\t%s\tdelivered before %s, accepted after it\n", k.Key, p.Later.ID, p.Earlier.ID)
 			}
 			for _, d := range k.Duplicates {

@@ -112,3 +112,17 @@ func TestAuditAndTraceCommands(t *testing.T) {
 	_, err = runCLI(t, "trace", "nope", "--key", "customer:49")
 	require.ErrorIs(t, err, ledger.ErrEventNotFound)
 }
+
+// A reorder pair whose earlier event is still parked reads as a park the
+// later event went past, not as two deliveries in the wrong order.
+func TestAuditResultNamesAParkedEventThatWasOvertaken(t *testing.T) {
+	now := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
+	r := ledger.Result{Report: ledger.Report{Keys: []ledger.KeyReport{{Key: "car:1", Reordered: []ledger.Reorder{
+		{Earlier: ledger.EventRef{ID: "e1", State: ledger.StateParked}, Later: ledger.EventRef{ID: "e2", State: ledger.StateDelivered}},
+		{Earlier: ledger.EventRef{ID: "e3", State: ledger.StateDelivered}, Later: ledger.EventRef{ID: "e4", State: ledger.StateDelivered}},
+	}}}}}
+	var out bytes.Buffer
+	writeAuditResult(&out, r, now)
+	require.Contains(t, out.String(), "e2     delivered while e1, accepted before it, is parked")
+	require.Contains(t, out.String(), "e4     delivered before e3, accepted after it")
+}

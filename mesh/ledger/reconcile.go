@@ -499,42 +499,70 @@ func possibleDuplicate(l *life) bool {
 //     the ack that lets the key's next request go. But a record stored
 //     twice (a resend after a lost PubAck, a redelivery) has a later
 //     copy;
-//   - the dispatch stream sequence of the request delivered: a
-//     dispatcher lane sends its partition's requests one at a time in
-//     that order, and a replay re-sends with a new, higher sequence. But
-//     sequences start again if the stream is ever recreated.
+//   - the sequence of the message delivered: a dispatcher lane sends its
+//     partition's requests one at a time in dispatch stream order, an
+//     inline lane in events stream order, and a replay re-sends with a
+//     new, higher sequence. But sequences start again if the stream is
+//     ever recreated, and the two streams' sequences say nothing of each
+//     other: for a pair delivered one inline and one through the dispatch
+//     stream (a key delivered across a switch of dispatcher.inline) the
+//     ledger order alone decides.
 //
-// Each walk takes one order and confirms its candidates with the other.
+// Each walk takes one order and confirms its candidates with the other;
+// the sequence walk runs over each kind of delivery on its own.
 func (k *keyAcc) reorders(now time.Time, t *Totals) {
 	byLedger := func(l *life) uint64 { return l.delivered[0].LedgerSeq }
-	byDispatch := func(l *life) uint64 {
+	bySeq := func(l *life) uint64 {
 		m := l.delivered[0].Seq
 		for _, d := range l.delivered[1:] {
-			m = min(m, d.Seq)
+			if d.Inline == l.delivered[0].Inline {
+				m = min(m, d.Seq)
+			}
 		}
 		return m
 	}
+	inline := func(l *life) bool { return l.delivered[0].Inline }
 	seen := map[[2]string]bool{}
-	for _, w := range [][2]func(*life) uint64{{byLedger, byDispatch}, {byDispatch, byLedger}} {
-		primary, confirm := w[0], w[1]
-		var latest *life
+	report := func(earlier, later *life) {
+		pair := [2]string{earlier.ev.ID, later.ev.ID}
+		if seen[pair] {
+			return
+		}
+		seen[pair] = true
+		t.Reordered++
+		if len(k.Reordered) == 0 {
+			t.ReorderedKeys++
+		}
+		if len(k.Reordered) < maxListed {
+			k.Reordered = append(k.Reordered, Reorder{Earlier: earlier.ref(now), Later: later.ref(now)})
+		}
+	}
+	// By the ledger, confirmed by the sequences where they compare.
+	var latest *life
+	for _, l := range k.delivered {
+		if latest == nil || byLedger(l) > byLedger(latest) {
+			latest = l
+			continue
+		}
+		// latest was accepted before l but first delivered after it.
+		if inline(l) != inline(latest) || bySeq(l) < bySeq(latest) {
+			report(latest, l)
+		}
+	}
+	// By the sequences, one kind of delivery at a time, confirmed by the
+	// ledger.
+	for _, kind := range []bool{false, true} {
+		latest = nil
 		for _, l := range k.delivered {
-			if latest == nil || primary(l) > primary(latest) {
+			if inline(l) != kind {
+				continue
+			}
+			if latest == nil || bySeq(l) > bySeq(latest) {
 				latest = l
 				continue
 			}
-			// latest was accepted before l but first delivered after it.
-			pair := [2]string{latest.ev.ID, l.ev.ID}
-			if confirm(l) >= confirm(latest) || seen[pair] {
-				continue
-			}
-			seen[pair] = true
-			t.Reordered++
-			if len(k.Reordered) == 0 {
-				t.ReorderedKeys++
-			}
-			if len(k.Reordered) < maxListed {
-				k.Reordered = append(k.Reordered, Reorder{Earlier: latest.ref(now), Later: l.ref(now)})
+			if byLedger(l) < byLedger(latest) {
+				report(latest, l)
 			}
 		}
 	}

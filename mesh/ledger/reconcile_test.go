@@ -48,6 +48,14 @@ func deliveredAt(id, k string, lseq, dseq uint64) Stored {
 	return r
 }
 
+// inlineAt is deliveredAt for an inline delivery: seq is the event's
+// sequence in the events stream.
+func inlineAt(id, k string, lseq, seq uint64) Stored {
+	r := deliveredAt(id, k, lseq, seq)
+	r.Inline, r.Stage = true, topology.StageEnricher
+	return r
+}
+
 func TestReconcile(t *testing.T) {
 	floors := map[int]uint64{0: 100}
 	tests := []struct {
@@ -153,6 +161,16 @@ func TestReconcile(t *testing.T) {
 				Records: []Stored{deliveredAt("a3", "a", 40, 10), deliveredAt("a2", "a", 50, 20), deliveredAt("a1", "a", 100, 1)}, Floors: floors},
 			totals:    Totals{Keys: 1, Accepted: 3, Delivered: 3, Reordered: 1, ReorderedKeys: 1},
 			reordered: [][2]string{{"a2", "a3"}},
+		},
+		{
+			name: "across a switch to inline delivery the ledger order alone decides (events and dispatch sequences do not compare)",
+			in: Inputs{Events: []Event{ev("a1", "a", 1), ev("a2", "a", 2), ev("b1", "b", 3), ev("b2", "b", 4)},
+				Records: []Stored{
+					deliveredAt("a1", "a", 10, 900), inlineAt("a2", "a", 11, 2), // in order: sequences look reversed
+					inlineAt("b2", "b", 12, 300), deliveredAt("b1", "b", 13, 5), // b2 went first: sequences look in order
+				}, Floors: floors},
+			totals:    Totals{Keys: 2, Accepted: 4, Delivered: 4, Reordered: 1, ReorderedKeys: 1},
+			reordered: [][2]string{{"b1", "b2"}},
 		},
 		{
 			name: "order is by first delivery; a repeat of an earlier event later is a duplicate, not a reorder",

@@ -146,6 +146,7 @@ func TestInlineSwitchWaitsForRequestsLeftInTheDispatchStream(t *testing.T) {
 		Dispatcher:     fastRetry(),
 		ExtraCustomers: 150,
 		Logger:         logger(t),
+		Ledger:         ledger.Config{Enabled: true},
 	})
 	require.NoError(t, err)
 	t.Cleanup(h.Close)
@@ -186,6 +187,16 @@ func TestInlineSwitchWaitsForRequestsLeftInTheDispatchStream(t *testing.T) {
 	}, 60*time.Second, 50*time.Millisecond, "not everything was delivered: %s", &rep)
 	requireInOrder(t, rep)
 	require.Equal(t, 1200, rep.Totals.Delivered)
+	// The audit reads the same order from the ledger, across the switch:
+	// two-hop records carry dispatch-stream sequences, inline ones
+	// events-stream sequences.
+	var res ledger.Result
+	require.Eventually(t, func() bool {
+		res = audit(t, h, ledger.AuditOptions{})
+		return res.Totals.Delivered == 1200
+	}, 20*time.Second, 200*time.Millisecond)
+	require.True(t, res.OK(), "%s", res.Totals)
+	require.Zero(t, res.Totals.Reordered)
 }
 
 // logParked logs every parked message's headers (a failing test's why).

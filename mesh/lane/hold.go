@@ -361,7 +361,7 @@ func (h *holder) replay(kvKey string) time.Time {
 	if cur.State != StateReplaying {
 		return time.Time{}
 	}
-	adm := &Parked{js: h.g.js.(AdminJetStream), names: h.g.cfg.Names, ps: ps}
+	adm := h.g.adm
 	msgs, err := adm.Messages(ctx, cur.Stage, cur.Key)
 	if err != nil {
 		log.Warn().Err(err).Msg("held key: could not read its parked messages; trying again")
@@ -405,7 +405,7 @@ func (h *holder) replay(kvKey string) time.Time {
 		// once the round has left the stream the holder may (draining.go).
 		return h.checkRoundOver(ctx, kvKey, cur)
 	}
-	s, err := h.g.js.Stream(ctx, h.g.cfg.Names.ParkedStream())
+	s, err := adm.parkedStream(ctx)
 	if err != nil {
 		return retry
 	}

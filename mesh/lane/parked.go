@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -40,6 +41,26 @@ type Parked struct {
 	js    AdminJetStream
 	names topology.Names
 	ps    *parkedSet
+
+	mu     sync.Mutex
+	stream jetstream.Stream // the parked stream, once looked up
+}
+
+// parkedStream returns the parked stream's handle, looking it up once: its
+// reads and deletes go by name, so a handle stays good while the stream
+// exists (or is recreated under that name).
+func (p *Parked) parkedStream(ctx context.Context) (jetstream.Stream, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stream != nil {
+		return p.stream, nil
+	}
+	s, err := p.js.Stream(ctx, p.names.ParkedStream())
+	if err != nil {
+		return nil, err
+	}
+	p.stream = s
+	return s, nil
 }
 
 // OpenParked opens the parked-keys bucket (creating it if needed).
@@ -91,7 +112,7 @@ func (p *Parked) Get(ctx context.Context, stage topology.Stage, key string) (Par
 
 // Messages returns the parked messages of key at stage in parked order.
 func (p *Parked) Messages(ctx context.Context, stage topology.Stage, key string) ([]*jetstream.RawStreamMsg, error) {
-	s, err := p.js.Stream(ctx, p.names.ParkedStream())
+	s, err := p.parkedStream(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +236,7 @@ func (p *Parked) round(ctx context.Context, stage topology.Stage, key, kvKey str
 		return 0, err
 	}
 	inOrder(msgs)
-	s, err := p.js.Stream(ctx, p.names.ParkedStream())
+	s, err := p.parkedStream(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -345,7 +366,7 @@ func (p *Parked) Discard(ctx context.Context, stage topology.Stage, key, reason,
 	if auditErr != nil && !errors.Is(auditErr, jetstream.ErrNoStreamResponse) {
 		return 0, fmt.Errorf("audit record: %w", auditErr)
 	}
-	s, err := p.js.Stream(ctx, p.names.ParkedStream())
+	s, err := p.parkedStream(ctx)
 	if err != nil {
 		return 0, err
 	}

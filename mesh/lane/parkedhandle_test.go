@@ -3,6 +3,7 @@ package lane_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -38,6 +39,7 @@ func TestHeldRoundsLookTheParkedStreamUpOnce(t *testing.T) {
 	spy := &streamLookups{JetStream: js, name: names.ParkedStream()}
 	const failures = 3
 	var calls atomic.Int32
+	var once sync.Once
 	done := make(chan struct{})
 	g, err := lane.NewGroup(spy, lane.Config{Stage: topology.StageEnricher, Names: names, Logger: zerolog.Nop(),
 		IsolateKeys: true, StepAside: lane.StepAside{Enabled: true, CircuitFailures: 100,
@@ -46,7 +48,7 @@ func TestHeldRoundsLookTheParkedStreamUpOnce(t *testing.T) {
 			if calls.Add(1) <= failures {
 				return lane.Retry(time.Second, errors.New("crm answered 503")).Transient()
 			}
-			close(done)
+			once.Do(func() { close(done) })
 			return lane.Done()
 		}})
 	require.NoError(t, err)

@@ -56,6 +56,19 @@ func audit(t *testing.T, h *harness.Harness, o ledger.AuditOptions) ledger.Resul
 	return res
 }
 
+// auditUntilDelivered audits until the audit counts n deliveries (the
+// last ledger records may still be on their way) or within passes; ok
+// false has failed the test (the caller may log what it found first).
+func auditUntilDelivered(t *testing.T, h *harness.Harness, n int, within time.Duration) (ledger.Result, bool) {
+	t.Helper()
+	var res ledger.Result
+	ok := assert.Eventually(t, func() bool {
+		res = audit(t, h, ledger.AuditOptions{})
+		return res.Totals.Delivered == n
+	}, within, 200*time.Millisecond, "the audit does not see every delivery")
+	return res, ok
+}
+
 // dispatchEmpty waits until every CRM request left the dispatch stream
 // (delivered or parked, and acked).
 func dispatchEmpty(t *testing.T, h *harness.Harness) {
@@ -135,11 +148,7 @@ func TestAuditAfterFlakyCRMAndKilledServices(t *testing.T) {
 	requireInOrder(t, rep)
 	dispatchEmpty(t, h)
 
-	var res ledger.Result
-	ok := assert.Eventually(t, func() bool {
-		res = audit(t, h, ledger.AuditOptions{})
-		return res.Totals.Delivered == 3000
-	}, 30*time.Second, 500*time.Millisecond, "the audit does not see every delivery")
+	res, ok := auditUntilDelivered(t, h, 3000, 30*time.Second)
 	if !ok {
 		t.Logf("ledger writes %d, failed %d, retried %d, unstored %d", h.LedgerCounters.Written.Load(), h.LedgerCounters.Failed.Load(),
 			h.LedgerCounters.Retried.Load(), h.LedgerCounters.Unstored.Load())
@@ -365,10 +374,8 @@ func TestAuditAfterParkAndReplayFindsOrderKept(t *testing.T) {
 	requireInOrder(t, rep)
 	dispatchEmpty(t, h)
 
-	require.Eventually(t, func() bool {
-		res = audit(t, h, ledger.AuditOptions{})
-		return res.Totals.Delivered == 12
-	}, 20*time.Second, 200*time.Millisecond)
+	res, ok := auditUntilDelivered(t, h, 12, 20*time.Second)
+	require.True(t, ok)
 	require.True(t, res.OK(), "%s", res.Totals)
 	require.Zero(t, res.Totals.Reordered)
 	require.Zero(t, res.Totals.Parked)

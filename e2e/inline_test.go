@@ -93,11 +93,8 @@ func TestInlineOutletLosesNothingAcrossKillsAndRestartedNATS(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, ds.CachedInfo().State.LastSeq, "inline: nothing may go through the dispatch stream")
 
-	var res ledger.Result
-	require.Eventually(t, func() bool {
-		res = audit(t, h, ledger.AuditOptions{})
-		return res.Totals.Delivered == 3000
-	}, 30*time.Second, 500*time.Millisecond, "the audit does not see every delivery")
+	res, ok := auditUntilDelivered(t, h, 3000, 30*time.Second)
+	require.True(t, ok)
 	require.True(t, res.OK(), "audit: %s", res.Totals)
 	require.Equal(t, 3000, res.Totals.Accepted)
 	requireDuplicatesAccounted(t, h, rep, res)
@@ -190,11 +187,8 @@ func TestInlineSwitchWaitsForRequestsLeftInTheDispatchStream(t *testing.T) {
 	// The audit reads the same order from the ledger, across the switch:
 	// two-hop records carry dispatch-stream sequences, inline ones
 	// events-stream sequences.
-	var res ledger.Result
-	require.Eventually(t, func() bool {
-		res = audit(t, h, ledger.AuditOptions{})
-		return res.Totals.Delivered == 1200
-	}, 20*time.Second, 200*time.Millisecond)
+	res, ok := auditUntilDelivered(t, h, 1200, 20*time.Second)
+	require.True(t, ok)
 	require.True(t, res.OK(), "%s", res.Totals)
 	require.Zero(t, res.Totals.Reordered)
 }

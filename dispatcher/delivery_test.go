@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -186,7 +187,9 @@ func TestAcceptanceDefaultPolicyPausesAfterThreeTries(t *testing.T) {
 	require.GreaterOrEqual(t, span, 3900*time.Millisecond, "2s between tries")
 	require.Less(t, pausedAt.Sub(calls[2].At), 2*time.Second)
 	require.Zero(t, svc.Delivered())
-	require.Contains(t, logs.String(), "pausing the outlet")
+	require.Contains(t, logs.String(), "the lane pauses the partition or steps the key aside")
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `"message":"lane paused"`) },
+		5*time.Second, 10*time.Millisecond, "the lane logs the real pause (a warning)")
 	require.Contains(t, logs.String(), `"attempt":3`)
 	require.Contains(t, logs.String(), `"event_id":"k#0"`)
 

@@ -177,8 +177,13 @@ func (s *Service) failure(m *lane.Msg, r crmreq.Request, res response, method, p
 			Int("partition", m.Partition).Dur("retry_in", d).Msg("crm request failed; retrying")
 		return lane.Retry(d, err).Transient()
 	}
-	s.log.Warn().Err(err).Int("status", res.Status).Int("attempt", attempt).Str("event_id", r.EventID).
-		Int("partition", m.Partition).Dur("pause", d).Msg("crm request failed; pausing the outlet")
+	// Debug, like the retries: the lane decides what this Pause becomes.
+	// With step-aside and the circuit closed the key steps aside and the
+	// partition goes on; only a real pause logs "lane paused" (a warning,
+	// with its alert). A warning here said "pausing the outlet" for every
+	// third failure of a flaky CRM although nothing paused.
+	s.log.Debug().Err(err).Int("status", res.Status).Int("attempt", attempt).Str("event_id", r.EventID).
+		Int("partition", m.Partition).Dur("pause", d).Msg("crm request failed; the lane pauses the partition or steps the key aside")
 	o := lane.Pause(d, err).Transient()
 	if s.cfg.StepAside.Enabled {
 		o = o.WithProbe(s.probe(r, method, path))

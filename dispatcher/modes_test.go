@@ -199,7 +199,7 @@ func TestSecretHeadersSentNeverLogged(t *testing.T) {
 	}
 	out := logs.String()
 	require.Contains(t, out, "crm request failed; retrying")
-	require.Contains(t, out, "pausing the outlet")
+	require.Contains(t, out, "the lane pauses the partition or steps the key aside")
 	require.Contains(t, out, "event parked")
 	require.NotContains(t, out, "s3cr3t")
 	require.NotContains(t, out, apiKey)

@@ -126,7 +126,14 @@ func look(ctx context.Context, src *Source, f Filter, since time.Time, in *Input
 	if in.Parked, err = src.Parked(ctx, f); err != nil {
 		return err
 	}
-	in.Discards, err = src.Discards(ctx, f, since)
+	if in.Discards, err = src.Discards(ctx, f, since); err != nil {
+		return err
+	}
+	// Last: a key whose round is still under way when every stream was
+	// read keeps its unplaced events in flight (its messages may have
+	// moved between the reads); once the round ends they stay put.
+	in.InRound = nil
+	in.InRound, err = src.Rounds(ctx, Undecided(*in))
 	return err
 }
 

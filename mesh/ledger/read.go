@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"sluice.dev/mesh/lane"
+	"sluice.dev/mesh/leaderkv"
 	"sluice.dev/mesh/topology"
 )
 
@@ -357,4 +358,44 @@ func (s *Source) Discards(ctx context.Context, f Filter, since time.Time) ([]Dis
 		return nil, nil
 	}
 	return out, err
+}
+
+// Rounds returns which of the key tokens of want have a round under way at
+// an outbound stage: their parked-keys entry says held for a retry or
+// being replayed, so their messages move between the parked stream and
+// the stage's input (a replayed message that fails again is parked behind
+// once more) and a look at one stream after the other can miss them. It
+// reads the bucket's stream leader.
+func (s *Source) Rounds(ctx context.Context, want map[string][]string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(want) == 0 {
+		return out, nil
+	}
+	b, err := s.JS.KeyValue(ctx, s.Names.ParkedKeysBucket())
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", s.Names.ParkedKeysBucket(), err)
+	}
+	kv := leaderkv.Wrap(b, s.JS)
+	for tok := range want {
+		for _, stage := range []topology.Stage{topology.StageEnricher, topology.StageDispatcher} {
+			e, err := kv.Get(ctx, topology.ParkedKeyName(stage, tok))
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("bucket %s: %w", s.Names.ParkedKeysBucket(), err)
+			}
+			var pk lane.ParkedKey
+			if err := json.Unmarshal(e.Value(), &pk); err != nil {
+				continue // not an entry of ours
+			}
+			if pk.Held || pk.State == lane.StateReplaying {
+				out[tok] = true
+			}
+		}
+	}
+	return out, nil
 }

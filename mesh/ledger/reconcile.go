@@ -16,8 +16,9 @@ const (
 	StateDelivered = "delivered"
 	// StateParked: the event is in the parked stream now.
 	StateParked = "parked"
-	// StateInFlight: beyond its enricher lane's ack floor, or its CRM
-	// request is still in the dispatch stream.
+	// StateInFlight: beyond its enricher lane's ack floor, its CRM
+	// request is still in the dispatch stream, or its key's held round
+	// (or replay) is still moving its messages.
 	StateInFlight = "in flight"
 	// StateDiscarded: parked, then dropped by an operator's discard.
 	StateDiscarded = "discarded"
@@ -88,6 +89,11 @@ type Inputs struct {
 	Floors map[int]uint64
 	// Discards are the operators' discards.
 	Discards []Discard
+	// InRound holds the key tokens whose parked-keys entry said, after the
+	// other reads, that a round moves their messages (held for a retry,
+	// or being replayed): their unplaced events are in flight, not lost
+	// (only the tokens that were looked up; see Undecided).
+	InRound map[string]bool
 	// Now dates the ages.
 	Now time.Time
 }
@@ -294,6 +300,8 @@ func classify(l *life, in Inputs, discards map[string][]Discard) {
 		l.state = StateInFlight
 	case discardedBy(l, discards[l.ev.KeyToken]) != nil:
 		l.state = StateDiscarded
+	case in.InRound[l.ev.KeyToken]:
+		l.state = StateInFlight
 	default:
 		l.state = StateLost
 		l.why = lostWhy(l, floor)

@@ -135,6 +135,17 @@ func TestReconcile(t *testing.T) {
 			totals: Totals{Keys: 1, Accepted: 1, Discarded: 1},
 		},
 		{
+			name: "unplaced while its key's round is under way is in flight; a discard still counts, and other keys stay lost",
+			in: Inputs{Events: []Event{ev("a1", "a", 1), ev("a2", "a", 2), ev("b1", "b", 3)},
+				Records: []Stored{rec(StepParked, "a1", "a", 1), rec(StepParked, "a2", "a", 90), rec(StepParked, "b1", "b", 3)},
+				Discards: []Discard{{Stage: topology.StageDispatcher, KeyToken: "a", At: t0.Add(time.Hour)}},
+				InRound:  map[string]bool{"a": true}, Floors: floors},
+			totals: Totals{Keys: 2, Accepted: 3, InFlight: 1, Discarded: 1, Lost: 1},
+			lost:   []string{"b1"},
+			why:    "no longer in the parked stream",
+			oldest: "a2",
+		},
+		{
 			name: "a later event delivered first is reordered",
 			in: Inputs{Events: []Event{ev("a1", "a", 1), ev("a2", "a", 2), ev("a3", "a", 3)},
 				Records: []Stored{delivered("a2", "a", 1), delivered("a1", "a", 2), delivered("a3", "a", 3)}, Floors: floors},

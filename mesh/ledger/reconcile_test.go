@@ -137,7 +137,7 @@ func TestReconcile(t *testing.T) {
 		{
 			name: "unplaced while its key's round is under way is in flight; a discard still counts, and other keys stay lost",
 			in: Inputs{Events: []Event{ev("a1", "a", 1), ev("a2", "a", 2), ev("b1", "b", 3)},
-				Records: []Stored{rec(StepParked, "a1", "a", 1), rec(StepParked, "a2", "a", 90), rec(StepParked, "b1", "b", 3)},
+				Records:  []Stored{rec(StepParked, "a1", "a", 1), rec(StepParked, "a2", "a", 90), rec(StepParked, "b1", "b", 3)},
 				Discards: []Discard{{Stage: topology.StageDispatcher, KeyToken: "a", At: t0.Add(time.Hour)}},
 				InRound:  map[string]bool{"a": true}, Floors: floors},
 			totals: Totals{Keys: 2, Accepted: 3, InFlight: 1, Discarded: 1, Lost: 1},

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"sluice.dev/mesh/leaderkv"
+	"sluice.dev/mesh/retry"
 	"sluice.dev/mesh/topology"
 )
 
@@ -126,6 +127,31 @@ func (p *Parked) Messages(ctx context.Context, stage topology.Stage, key string)
 		return nil, err
 	}
 	return out, nil
+}
+
+// deleteRetry is the wait between tries of deleteReplayed.
+var deleteRetry = retry.Policy{Delay: 50 * time.Millisecond, Max: time.Second}
+
+// deleteReplayed removes the parked copy at seq once a round has
+// republished it: the event is in the stage's input now, and a copy left
+// behind would be replayed by a later round of the key (an old event after
+// newer ones). A failed delete (the server restarting) is tried again
+// until it succeeds or ctx ends, not left to a later look: once the
+// round's messages have run, the key is free and nothing looks again.
+func deleteReplayed(ctx context.Context, s jetstream.Stream, seq uint64) error {
+	for failures := 0; ; failures++ {
+		err := s.DeleteMsg(ctx, seq)
+		if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		t := time.NewTimer(deleteRetry.Backoff(failures))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (after %d tries: %w)", ctx.Err(), failures+1, err)
+		}
+	}
 }
 
 // inOrder sorts a key's parked messages into the order of its events
@@ -248,7 +274,7 @@ func (p *Parked) round(ctx context.Context, stage topology.Stage, key, kvKey str
 		if _, err := p.js.PublishMsg(ctx, out); err != nil {
 			return i, fmt.Errorf("republish parked seq %d: %w", pm.Sequence, err)
 		}
-		if err := s.DeleteMsg(ctx, pm.Sequence); err != nil {
+		if err := deleteReplayed(ctx, s, pm.Sequence); err != nil {
 			return i + 1, fmt.Errorf("delete parked seq %d: %w", pm.Sequence, err)
 		}
 	}

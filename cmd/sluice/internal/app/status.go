@@ -69,6 +69,10 @@ type ParkedStatus struct {
 	Stage  string `json:"stage"`
 	Events uint64 `json:"events"`
 	Keys   int    `json:"keys"`
+	// HeldKeys counts the stage's keys held for a retry (step-aside): the
+	// lanes replay their events by themselves. Events of held keys are in
+	// Events too; the other keys wait for an operator's replay or discard.
+	HeldKeys int `json:"held_keys"`
 }
 
 // ServiceStatus is one micro service instance that answered PING.
@@ -231,12 +235,51 @@ func parkedCounts(ctx context.Context, js jetstream.JetStream, names topology.Na
 		p.Events += n
 		p.Keys++ // one subject per type and key
 	}
+	if err := countHeld(ctx, js, names, by); err != nil {
+		return nil, err
+	}
 	out := make([]ParkedStatus, 0, len(by))
 	for _, p := range by {
 		out = append(out, *p)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Stage < out[j].Stage })
 	return out, nil
+}
+
+// countHeld adds each stage's held keys (parked-keys entries with held
+// set) to by, reading the bucket once through a watch of its values.
+func countHeld(ctx context.Context, js jetstream.JetStream, names topology.Names, by map[string]*ParkedStatus) error {
+	kv, err := js.KeyValue(ctx, names.ParkedKeysBucket())
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("bucket %s: %w", names.ParkedKeysBucket(), err)
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", names.ParkedKeysBucket(), err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e := <-w.Updates():
+			if e == nil {
+				return nil // every current value was read
+			}
+			var pk lane.ParkedKey
+			if json.Unmarshal(e.Value(), &pk) != nil || !pk.Held {
+				continue
+			}
+			p := by[string(pk.Stage)]
+			if p == nil {
+				p = &ParkedStatus{Stage: string(pk.Stage)}
+				by[string(pk.Stage)] = p
+			}
+			p.HeldKeys++
+		}
+	}
 }
 
 // gather publishes a request to subject and collects the replies for
@@ -323,9 +366,9 @@ func writeStatus(w io.Writer, st Status) error {
 	if len(st.Lanes) == 0 {
 		fmt.Fprintln(tw, "(no lanes: is the topology created?)")
 	}
-	fmt.Fprintln(tw, "\nPARKED STAGE\tEVENTS\tKEYS")
+	fmt.Fprintln(tw, "\nPARKED STAGE\tEVENTS\tKEYS\tHELD KEYS (RETRYING BY THEMSELVES)")
 	for _, p := range st.Parked {
-		fmt.Fprintf(tw, "%s\t%d\t%d\n", p.Stage, p.Events, p.Keys)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", p.Stage, p.Events, p.Keys, p.HeldKeys)
 	}
 	if len(st.Parked) == 0 {
 		fmt.Fprintln(tw, "(none)")

@@ -101,6 +101,18 @@ func TestStatusShowsPausedLaneParkedAndServices(t *testing.T) {
 	require.NoError(t, svc.AddEndpoint("status", micro.HandlerFunc(func(r micro.Request) { _ = r.Respond(nil) })))
 	t.Cleanup(func() { _ = svc.Stop() })
 
+	// One key held for a retry at the dispatcher (the lanes replay it by
+	// themselves), one parked for the operator.
+	kv, err := js.KeyValue(ctx, names.ParkedKeysBucket())
+	require.NoError(t, err)
+	for k, v := range map[string]string{
+		topology.ParkedKeyName(topology.StageDispatcher, "k1"): `{"stage":"dispatcher","key":"k1","state":"held","held":true}`,
+		topology.ParkedKeyName(topology.StageDispatcher, "k2"): `{"stage":"dispatcher","key":"k2","state":"parked"}`,
+	} {
+		_, err := kv.Put(ctx, k, []byte(v))
+		require.NoError(t, err)
+	}
+
 	out, err := runCLI(t, "status", "--json")
 	require.NoError(t, err)
 	var st Status
@@ -113,7 +125,7 @@ func TestStatusShowsPausedLaneParkedAndServices(t *testing.T) {
 	require.WithinDuration(t, until, *st.Lanes[1].PausedUntil, time.Second)
 	require.Equal(t, "crm answered 503", st.Lanes[1].LastError, "the lane's last error from its service's STATS")
 	require.Empty(t, st.Lanes[0].LastError)
-	require.Equal(t, []ParkedStatus{{Stage: "dispatcher", Events: 1, Keys: 1}}, st.Parked)
+	require.Equal(t, []ParkedStatus{{Stage: "dispatcher", Events: 1, Keys: 1, HeldKeys: 1}}, st.Parked)
 	require.Len(t, st.Services, 1)
 	require.Equal(t, ServiceStatus{Name: "sluice-dispatcher", Version: "9.9.9", ID: svc.Info().ID}, st.Services[0])
 	require.Len(t, st.CRM, 1)
@@ -125,6 +137,7 @@ func TestStatusShowsPausedLaneParkedAndServices(t *testing.T) {
 	require.Regexp(t, `dispatcher\s+0\s+dispatcher-000\s+0\s+0\s+0\s+0\s+-`, out)
 	require.Contains(t, out, "sluice-dispatcher")
 	require.Contains(t, out, "200=7 503=2")
+	require.Regexp(t, `HELD KEYS \(RETRYING BY THEMSELVES\)\n\s*dispatcher\s+1\s+1\s+1\n`, out)
 }
 
 func TestStatusWithoutServer(t *testing.T) {

@@ -405,23 +405,9 @@ func (h *holder) replay(kvKey string) time.Time {
 		// once the round has left the stream the holder may (draining.go).
 		return h.checkRoundOver(ctx, kvKey, cur)
 	}
-	s, err := adm.parkedStream(ctx)
-	if err != nil {
+	if _, err := adm.republish(ctx, cur.Stage, round, cur.ReplayID); err != nil {
+		log.Warn().Err(err).Msg("held key: replay failed; trying again")
 		return retry
-	}
-	for i, pm := range round {
-		out, err := adm.replayMsg(cur.Stage, pm, cur.ReplayID, i == len(round)-1)
-		if err == nil {
-			_, err = h.g.js.PublishMsg(ctx, out)
-		}
-		if err != nil {
-			log.Warn().Err(err).Msg("held key: republish failed; trying again")
-			return retry
-		}
-		if err := deleteReplayed(ctx, s, pm.Sequence); err != nil {
-			log.Warn().Err(err).Msg("held key: delete of a replayed message failed; trying again")
-			return retry
-		}
 	}
 	h.g.cfg.Logger.Debug().Str("key", cur.Key).Int("messages", len(round)).Int("failures", cur.Failures).
 		Msg("held key replayed")

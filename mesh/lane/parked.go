@@ -254,20 +254,27 @@ func (p *Parked) begin(ctx context.Context, kvKey string) (*ParkedKey, error) {
 	return out, err
 }
 
-// round re-publishes the parked messages, deleting each from the parked
-// stream once it is stored again.
+// round re-publishes the key's parked messages in event order.
 func (p *Parked) round(ctx context.Context, stage topology.Stage, key, kvKey string, pk *ParkedKey) (int, error) {
 	msgs, err := p.Messages(ctx, stage, key)
 	if err != nil {
 		return 0, err
 	}
 	inOrder(msgs)
+	return p.republish(ctx, stage, msgs, pk.ReplayID)
+}
+
+// republish puts msgs (a round, in order; the last one marked) back into
+// stage's input, deleting each from the parked stream once it is stored
+// again. It returns how many it took out of the parked stream. The
+// operator's replay and the holder's rounds both go through it.
+func (p *Parked) republish(ctx context.Context, stage topology.Stage, msgs []*jetstream.RawStreamMsg, replayID string) (int, error) {
 	s, err := p.parkedStream(ctx)
 	if err != nil {
 		return 0, err
 	}
 	for i, pm := range msgs {
-		out, err := p.replayMsg(stage, pm, pk.ReplayID, i == len(msgs)-1)
+		out, err := p.replayMsg(stage, pm, replayID, i == len(msgs)-1)
 		if err != nil {
 			return i, err
 		}

@@ -16,18 +16,35 @@ import (
 	"sluice.dev/mesh/topology"
 )
 
-// streamLookups counts the group's lookups of one stream.
-type streamLookups struct {
+// parkedSpy is the group's JetStream, counting its lookups of the parked
+// stream, whose first failDeletes deletes fail (as while the server
+// restarts).
+type parkedSpy struct {
 	jetstream.JetStream
-	name string
-	n    atomic.Int32
+	parked      string
+	lookups     atomic.Int32
+	failDeletes atomic.Int32
 }
 
-func (j *streamLookups) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
-	if name == j.name {
-		j.n.Add(1)
+func (j *parkedSpy) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	s, err := j.JetStream.Stream(ctx, name)
+	if err != nil || name != j.parked {
+		return s, err
 	}
-	return j.JetStream.Stream(ctx, name)
+	j.lookups.Add(1)
+	return &flakyDeletes{Stream: s, fail: &j.failDeletes}, nil
+}
+
+type flakyDeletes struct {
+	jetstream.Stream
+	fail *atomic.Int32 // deletes left to fail
+}
+
+func (s *flakyDeletes) DeleteMsg(ctx context.Context, seq uint64) error {
+	if s.fail.Add(-1) >= 0 {
+		return errors.New("nats: timeout")
+	}
+	return s.Stream.DeleteMsg(ctx, seq)
 }
 
 // A held key's rounds (read its parked messages, republish, delete each)
@@ -36,7 +53,7 @@ func (j *streamLookups) Stream(ctx context.Context, name string) (jetstream.Stre
 func TestHeldRoundsLookTheParkedStreamUpOnce(t *testing.T) {
 	names, js := setup(t, 1)
 	ctx := context.Background()
-	spy := &streamLookups{JetStream: js, name: names.ParkedStream()}
+	spy := &parkedSpy{JetStream: js, parked: names.ParkedStream()}
 	const failures = 3
 	var calls atomic.Int32
 	var once sync.Once
@@ -61,36 +78,7 @@ func TestHeldRoundsLookTheParkedStreamUpOnce(t *testing.T) {
 		t.Fatal("the held message was not replayed to success")
 	}
 	require.Equal(t, uint64(failures), g.Stats()[0].Held, "each failure should have held the key")
-	require.LessOrEqual(t, spy.n.Load(), int32(1), "parked stream lookups over %d rounds", failures)
-}
-
-// flakyDeletes is the parked stream with its first deletes failing, as
-// while the server restarts.
-type flakyDeletes struct {
-	jetstream.Stream
-	fail atomic.Int32 // deletes left to fail
-}
-
-func (s *flakyDeletes) DeleteMsg(ctx context.Context, seq uint64) error {
-	if s.fail.Add(-1) >= 0 {
-		return errors.New("nats: timeout")
-	}
-	return s.Stream.DeleteMsg(ctx, seq)
-}
-
-type flakyDeletesJS struct {
-	jetstream.JetStream
-	parked string
-	s      *flakyDeletes
-}
-
-func (j *flakyDeletesJS) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
-	s, err := j.JetStream.Stream(ctx, name)
-	if err != nil || name != j.parked {
-		return s, err
-	}
-	j.s.Stream = s
-	return j.s, nil
+	require.LessOrEqual(t, spy.lookups.Load(), int32(1), "parked stream lookups over %d rounds", failures)
 }
 
 // A held round whose delete of a republished copy fails (the server
@@ -101,8 +89,8 @@ func (j *flakyDeletesJS) Stream(ctx context.Context, name string) (jetstream.Str
 func TestHeldRoundRemovesItsCopiesWhenADeleteFailsOnce(t *testing.T) {
 	names, js := setup(t, 1)
 	ctx := context.Background()
-	fjs := &flakyDeletesJS{JetStream: js, parked: names.ParkedStream(), s: &flakyDeletes{}}
-	fjs.s.fail.Store(2)
+	fjs := &parkedSpy{JetStream: js, parked: names.ParkedStream()}
+	fjs.failDeletes.Store(2)
 	var calls atomic.Int32
 	g, err := lane.NewGroup(fjs, lane.Config{Stage: topology.StageEnricher, Names: names, Logger: zerolog.Nop(),
 		IsolateKeys: true, StepAside: lane.StepAside{Enabled: true, Backoff: []time.Duration{20 * time.Millisecond}},
@@ -126,5 +114,5 @@ func TestHeldRoundRemovesItsCopiesWhenADeleteFailsOnce(t *testing.T) {
 		msgs, err := admin.Messages(ctx, topology.StageEnricher, "k")
 		return err == nil && len(msgs) == 0
 	}, 5*time.Second, 10*time.Millisecond, "the replayed copy is still parked")
-	require.LessOrEqual(t, fjs.s.fail.Load(), int32(0), "the deletes did not fail as planned")
+	require.LessOrEqual(t, fjs.failDeletes.Load(), int32(0), "the deletes did not fail as planned")
 }

@@ -161,11 +161,8 @@ type Group struct {
 	mu    sync.Mutex
 	lanes map[int]*lane
 	wg    sync.WaitGroup
-	// parked is the parked-keys view when IsolateKeys is on, adm the
-	// parked stream's (its handle looked up once) for the lanes and the
-	// holder.
+	// parked is the parked-keys view when IsolateKeys is on.
 	parked *parkedSet
-	adm    *Parked
 	// holder replays held keys with StepAside; set by Start.
 	holder *holder
 	// fence is the stage's lane fences (fence.go); set by Start.
@@ -210,7 +207,6 @@ func (g *Group) Start(ctx context.Context) error {
 			return err
 		}
 		g.parked = ps
-		g.adm = &Parked{js: g.js, names: g.cfg.Names, ps: ps}
 	}
 	if g.cfg.StepAside.Enabled && g.holder == nil {
 		g.holder = newHolder(g)
@@ -297,7 +293,7 @@ func (g *Group) Stop(ctx context.Context) error {
 		}
 		if g.parked != nil {
 			g.parked.stop()
-			g.parked, g.adm = nil, nil
+			g.parked = nil
 		}
 		g.members = nil
 		g.mu.Unlock()

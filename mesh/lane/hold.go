@@ -361,7 +361,7 @@ func (h *holder) replay(kvKey string) time.Time {
 	if cur.State != StateReplaying {
 		return time.Time{}
 	}
-	adm := h.g.adm
+	adm := &Parked{js: h.g.js.(AdminJetStream), names: h.g.cfg.Names, ps: ps}
 	msgs, err := adm.Messages(ctx, cur.Stage, cur.Key)
 	if err != nil {
 		log.Warn().Err(err).Msg("held key: could not read its parked messages; trying again")
@@ -405,9 +405,23 @@ func (h *holder) replay(kvKey string) time.Time {
 		// once the round has left the stream the holder may (draining.go).
 		return h.checkRoundOver(ctx, kvKey, cur)
 	}
-	if _, err := adm.republish(ctx, cur.Stage, round, cur.ReplayID); err != nil {
-		log.Warn().Err(err).Msg("held key: replay failed; trying again")
+	s, err := h.g.js.Stream(ctx, h.g.cfg.Names.ParkedStream())
+	if err != nil {
 		return retry
+	}
+	for i, pm := range round {
+		out, err := adm.replayMsg(cur.Stage, pm, cur.ReplayID, i == len(round)-1)
+		if err == nil {
+			_, err = h.g.js.PublishMsg(ctx, out)
+		}
+		if err != nil {
+			log.Warn().Err(err).Msg("held key: republish failed; trying again")
+			return retry
+		}
+		if err := s.DeleteMsg(ctx, pm.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			log.Warn().Err(err).Msg("held key: delete of a replayed message failed; trying again")
+			return retry
+		}
 	}
 	h.g.cfg.Logger.Debug().Str("key", cur.Key).Int("messages", len(round)).Int("failures", cur.Failures).
 		Msg("held key replayed")

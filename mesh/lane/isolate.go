@@ -392,7 +392,7 @@ func (l *lane) copyGone(ctx context.Context, seq uint64) (bool, error) {
 	if seq == 0 {
 		return false, nil
 	}
-	s, err := l.g.adm.parkedStream(ctx)
+	s, err := l.g.js.Stream(ctx, l.g.cfg.Names.ParkedStream())
 	if err != nil {
 		return false, err
 	}

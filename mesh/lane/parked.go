@@ -8,14 +8,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"sluice.dev/mesh/leaderkv"
-	"sluice.dev/mesh/retry"
 	"sluice.dev/mesh/topology"
 )
 
@@ -42,26 +40,6 @@ type Parked struct {
 	js    AdminJetStream
 	names topology.Names
 	ps    *parkedSet
-
-	mu     sync.Mutex
-	stream jetstream.Stream // the parked stream, once looked up
-}
-
-// parkedStream returns the parked stream's handle, looking it up once: its
-// reads and deletes go by name, so a handle stays good while the stream
-// exists (or is recreated under that name).
-func (p *Parked) parkedStream(ctx context.Context) (jetstream.Stream, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.stream != nil {
-		return p.stream, nil
-	}
-	s, err := p.js.Stream(ctx, p.names.ParkedStream())
-	if err != nil {
-		return nil, err
-	}
-	p.stream = s
-	return s, nil
 }
 
 // OpenParked opens the parked-keys bucket (creating it if needed).
@@ -113,7 +91,7 @@ func (p *Parked) Get(ctx context.Context, stage topology.Stage, key string) (Par
 
 // Messages returns the parked messages of key at stage in parked order.
 func (p *Parked) Messages(ctx context.Context, stage topology.Stage, key string) ([]*jetstream.RawStreamMsg, error) {
-	s, err := p.parkedStream(ctx)
+	s, err := p.js.Stream(ctx, p.names.ParkedStream())
 	if err != nil {
 		return nil, err
 	}
@@ -127,31 +105,6 @@ func (p *Parked) Messages(ctx context.Context, stage topology.Stage, key string)
 		return nil, err
 	}
 	return out, nil
-}
-
-// deleteRetry is the wait between tries of deleteReplayed.
-var deleteRetry = retry.Policy{Delay: 50 * time.Millisecond, Max: time.Second}
-
-// deleteReplayed removes the parked copy at seq once a round has
-// republished it: the event is in the stage's input now, and a copy left
-// behind would be replayed by a later round of the key (an old event after
-// newer ones). A failed delete (the server restarting) is tried again
-// until it succeeds or ctx ends, not left to a later look: once the
-// round's messages have run, the key is free and nothing looks again.
-func deleteReplayed(ctx context.Context, s jetstream.Stream, seq uint64) error {
-	for failures := 0; ; failures++ {
-		err := s.DeleteMsg(ctx, seq)
-		if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
-			return nil
-		}
-		t := time.NewTimer(deleteRetry.Backoff(failures))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("%w (after %d tries: %w)", ctx.Err(), failures+1, err)
-		}
-	}
 }
 
 // inOrder sorts a key's parked messages into the order of its events
@@ -254,34 +207,27 @@ func (p *Parked) begin(ctx context.Context, kvKey string) (*ParkedKey, error) {
 	return out, err
 }
 
-// round re-publishes the key's parked messages in event order.
+// round re-publishes the parked messages, deleting each from the parked
+// stream once it is stored again.
 func (p *Parked) round(ctx context.Context, stage topology.Stage, key, kvKey string, pk *ParkedKey) (int, error) {
 	msgs, err := p.Messages(ctx, stage, key)
 	if err != nil {
 		return 0, err
 	}
 	inOrder(msgs)
-	return p.republish(ctx, stage, msgs, pk.ReplayID)
-}
-
-// republish puts msgs (a round, in order; the last one marked) back into
-// stage's input, deleting each from the parked stream once it is stored
-// again. It returns how many it took out of the parked stream. The
-// operator's replay and the holder's rounds both go through it.
-func (p *Parked) republish(ctx context.Context, stage topology.Stage, msgs []*jetstream.RawStreamMsg, replayID string) (int, error) {
-	s, err := p.parkedStream(ctx)
+	s, err := p.js.Stream(ctx, p.names.ParkedStream())
 	if err != nil {
 		return 0, err
 	}
 	for i, pm := range msgs {
-		out, err := p.replayMsg(stage, pm, replayID, i == len(msgs)-1)
+		out, err := p.replayMsg(stage, pm, pk.ReplayID, i == len(msgs)-1)
 		if err != nil {
 			return i, err
 		}
 		if _, err := p.js.PublishMsg(ctx, out); err != nil {
 			return i, fmt.Errorf("republish parked seq %d: %w", pm.Sequence, err)
 		}
-		if err := deleteReplayed(ctx, s, pm.Sequence); err != nil {
+		if err := s.DeleteMsg(ctx, pm.Sequence); err != nil {
 			return i + 1, fmt.Errorf("delete parked seq %d: %w", pm.Sequence, err)
 		}
 	}
@@ -399,7 +345,7 @@ func (p *Parked) Discard(ctx context.Context, stage topology.Stage, key, reason,
 	if auditErr != nil && !errors.Is(auditErr, jetstream.ErrNoStreamResponse) {
 		return 0, fmt.Errorf("audit record: %w", auditErr)
 	}
-	s, err := p.parkedStream(ctx)
+	s, err := p.js.Stream(ctx, p.names.ParkedStream())
 	if err != nil {
 		return 0, err
 	}

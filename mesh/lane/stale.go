@@ -49,7 +49,7 @@ func (l *lane) dropStaleCopies(m *Msg) {
 	l.mu.Unlock()
 	ctx, cancel := context.WithTimeout(l.ctx, 5*time.Second)
 	defer cancel()
-	s, err := l.g.adm.parkedStream(ctx)
+	s, err := l.g.js.Stream(ctx, l.g.cfg.Names.ParkedStream())
 	if err != nil {
 		l.log.Warn().Err(err).Msg("could not look for a stale parked copy")
 		return

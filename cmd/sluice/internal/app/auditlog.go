@@ -44,8 +44,19 @@ func listAudit(ctx context.Context, js jetstream.JetStream, names topology.Names
 		return nil, err
 	}
 	var out []AuditEntry
+	retries := 0
 	for len(out) < limit {
 		batch, err := c.Fetch(100, jetstream.FetchMaxWait(time.Second))
+		if err == nil {
+			err = notReady(batch.Error())
+		}
+		if errors.Is(err, nats.ErrNoResponders) && retries < replayNotReadyRetries {
+			// On a cluster a fresh ordered consumer can answer "no
+			// responders" for a moment (as in sluice replay).
+			retries++
+			time.Sleep(replayNotReadyPause)
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -69,6 +80,16 @@ func listAudit(ctx context.Context, js jetstream.JetStream, names topology.Names
 		}
 	}
 	return out, nil
+}
+
+// notReady keeps a batch's "no responders" (a fresh ordered consumer on a
+// cluster that does not answer yet) and drops the rest, which the loop
+// reads from the batch itself.
+func notReady(err error) error {
+	if errors.Is(err, nats.ErrNoResponders) {
+		return err
+	}
+	return nil
 }
 
 // auditAction publishes an operator action from the command line to

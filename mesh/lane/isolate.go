@@ -435,6 +435,15 @@ func endRound(c *ParkedKey, replayID string) (next *ParkedKey, again bool) {
 func (l *lane) finishReplay(m *Msg, iso isolation) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if iso.pk.Held {
+		dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+		err := l.dropRoundCopies(dctx, m, iso.pk.Upto)
+		dcancel()
+		if err != nil {
+			l.event(l.log.Warn(), m).Err(err).Msg("could not remove the held round's parked copies; sending its last event again")
+			return false
+		}
+	}
 	reheld := false
 	err := l.g.parked.update(ctx, iso.kvKey, func(cur *ParkedKey) *ParkedKey {
 		var n *ParkedKey

@@ -3,10 +3,13 @@ package lane
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"sluice.dev/mesh/retry"
 )
 
 // A parked copy left behind.
@@ -75,4 +78,65 @@ func (l *lane) dropStaleCopies(m *Msg) {
 	if err != nil {
 		l.log.Warn().Err(err).Msg("could not look for a stale parked copy")
 	}
+}
+
+// A held round's copies left behind.
+//
+// The holder republishes a held key's round and deletes each parked copy
+// after its republish. A delete that fails (the server restarting), or a
+// holder killed between the two, leaves the copy parked while the round's
+// messages still run: the lane frees the key at the round's last message,
+// and nothing looks at the copy again until the key's next hold replays
+// it, an old event after newer ones. So before it frees the key, the lane
+// removes the key's parked messages at or below the round's bound
+// (ParkedKey.Upto). Each of them was read into the round and republished
+// before the round's last message (the holder publishes that one last),
+// and the lane has run them all, in order, before it. A delete that fails
+// is tried again (roundCopyRetry); one that keeps failing keeps the key
+// held (the last message comes back and is handled again).
+
+// roundCopyRetry is the wait between tries of a round copy's removal.
+var roundCopyRetry = retry.Policy{Delay: 50 * time.Millisecond, Max: time.Second}
+
+// dropRoundCopies removes the parked copies of m's key at or below upto,
+// trying again until ctx ends.
+func (l *lane) dropRoundCopies(ctx context.Context, m *Msg, upto uint64) error {
+	if upto == 0 {
+		return nil
+	}
+	subject := l.g.cfg.Names.ParkedSubject(l.g.cfg.Stage, m.Type, m.KeyToken)
+	for failures := 0; ; failures++ {
+		err := l.dropCopiesUpto(ctx, m, subject, upto)
+		if err == nil {
+			return nil
+		}
+		t := time.NewTimer(roundCopyRetry.Backoff(failures))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (after %d tries: %w)", ctx.Err(), failures+1, err)
+		}
+	}
+}
+
+func (l *lane) dropCopiesUpto(ctx context.Context, m *Msg, subject string, upto uint64) error {
+	s, err := l.g.js.Stream(ctx, l.g.cfg.Names.ParkedStream())
+	if err != nil {
+		return err
+	}
+	return eachBySubject(ctx, s, 1, subject, func(pm *jetstream.RawStreamMsg) (bool, error) {
+		if pm.Sequence > upto {
+			return false, nil
+		}
+		if err := s.DeleteMsg(ctx, pm.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return false, err
+		}
+		l.event(l.log.Info(), m).Uint64("parked_seq", pm.Sequence).Uint64("upto", upto).
+			Msg("removed a parked copy its held key's round had republished (its delete had not happened)")
+		l.mu.Lock()
+		l.stats.StaleCopies++
+		l.mu.Unlock()
+		return true, nil
+	})
 }

@@ -1,0 +1,107 @@
+package lane_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"sluice.dev/mesh/lane"
+	"sluice.dev/mesh/topology"
+)
+
+// A held round whose delete of a republished copy fails (the server
+// restarting, or the holder killed between republish and delete) still
+// leaves no copy behind: its last message runs and frees the key before
+// the holder would look again, and a copy left parked would be replayed
+// by the key's next round, an old event after newer ones (the inline e2e
+// test across kills and a NATS restart once ended with one). The lane
+// removes the round's copies before it frees the key; while it cannot,
+// the key stays held and the last event is handled again.
+func TestHeldRoundLeavesNoCopyWhenItsDeleteFails(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		fail      int32         // deletes that fail, the holder's first
+		failFor   time.Duration // and every delete for this long
+		sentAgain bool          // the round's last event is handled again
+	}{
+		{name: "the holder's delete fails", fail: 1},
+		{name: "the lane's first tries fail too", fail: 4},
+		// The lane tries for 5 s; the held message runs within a second.
+		{name: "deletes fail for longer than the lane waits", fail: 1, failFor: 6 * time.Second, sentAgain: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			names, js := setup(t, 1)
+			ctx := context.Background()
+			var fail atomic.Int32
+			fail.Store(tc.fail)
+			fjs := &flakyDeletesJS{JetStream: js, parked: names.ParkedStream(), fail: &fail,
+				until: time.Now().Add(tc.failFor)}
+			var calls atomic.Int32
+			g, err := lane.NewGroup(fjs, lane.Config{Stage: topology.StageEnricher, Names: names, Logger: zerolog.Nop(),
+				IsolateKeys: true, StepAside: lane.StepAside{Enabled: true, Backoff: []time.Duration{20 * time.Millisecond}},
+				PublishRetry: 100 * time.Millisecond,
+				Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
+					if calls.Add(1) == 1 {
+						return lane.Retry(time.Second, errors.New("crm answered 503")).Transient()
+					}
+					return lane.Done()
+				}})
+			require.NoError(t, err)
+			require.NoError(t, g.Start(ctx))
+			t.Cleanup(func() { _ = g.Stop(context.Background()) })
+			publish(t, js, names, "t1", "k", 1)
+			admin, err := lane.OpenParked(ctx, js, names)
+			require.NoError(t, err)
+			require.Eventually(t, func() bool {
+				_, err := admin.Get(ctx, topology.StageEnricher, "k")
+				return calls.Load() >= 2 && errors.Is(err, lane.ErrNotParked)
+			}, 30*time.Second, 10*time.Millisecond, "the held message should have been replayed and the key freed")
+			msgs, err := admin.Messages(ctx, topology.StageEnricher, "k")
+			require.NoError(t, err)
+			require.Empty(t, msgs, "a copy of the round is still parked after its key was freed")
+			require.LessOrEqual(t, fail.Load(), int32(0), "the deletes did not fail as planned")
+			if tc.sentAgain {
+				require.Greater(t, calls.Load(), int32(2), "the key was freed while its round's copy could not be removed")
+			} else {
+				require.Equal(t, int32(2), calls.Load(), "the round's event was handled again")
+			}
+		})
+	}
+}
+
+// flakyDeletesJS hands out the parked stream with its deletes failing, as
+// while the server restarts, until *fail deletes have failed (one count
+// shared by every handle), and all of them until until.
+type flakyDeletesJS struct {
+	jetstream.JetStream
+	parked string
+	fail   *atomic.Int32
+	until  time.Time // every delete fails before it
+}
+
+func (j *flakyDeletesJS) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	s, err := j.JetStream.Stream(ctx, name)
+	if err != nil || name != j.parked {
+		return s, err
+	}
+	return &flakyDeletes{Stream: s, fail: j.fail, until: j.until}, nil
+}
+
+type flakyDeletes struct {
+	jetstream.Stream
+	fail  *atomic.Int32
+	until time.Time
+}
+
+func (s *flakyDeletes) DeleteMsg(ctx context.Context, seq uint64) error {
+	if s.fail.Add(-1) >= 0 || time.Now().Before(s.until) {
+		return errors.New("nats: timeout")
+	}
+	return s.Stream.DeleteMsg(ctx, seq)
+}

@@ -30,6 +30,10 @@ func TestConfigDefaults(t *testing.T) {
 	require.Less(t, d.StepAside.InPlace, d.Retry.Tries)
 	require.Equal(t, 5*time.Millisecond, d.StepAside.InPlaceDelay)
 	require.Equal(t, 8, d.StepAside.CircuitFailures)
+	// A replayed request: 3 more in place, and its own tries stay below
+	// the circuit.
+	require.Equal(t, 3, d.StepAside.RoundInPlace)
+	require.Less(t, d.StepAside.InPlace+d.StepAside.RoundInPlace+1, d.StepAside.CircuitFailures)
 }
 
 func TestConfigYAML(t *testing.T) {
@@ -72,6 +76,11 @@ func TestConfigValidate(t *testing.T) {
 		{"pause", func(c *Config) { c.Pause = -time.Second }, "dispatcher.pause: must be > 0"},
 		{"in place too many", func(c *Config) { c.StepAside.Enabled, c.StepAside.InPlace = true, 3 },
 			"dispatcher.step_aside.in_place: must be < retry.tries (3)"},
+		{"round in place negative", func(c *Config) { c.StepAside.RoundInPlace = -1 },
+			"dispatcher.step_aside.round_in_place: must be >= 0"},
+		{"round in place opens the circuit", func(c *Config) {
+			c.StepAside.Enabled, c.StepAside.InPlace, c.StepAside.RoundInPlace, c.StepAside.CircuitFailures = true, 2, 5, 8
+		}, "dispatcher.step_aside: in_place + round_in_place (7) must be < circuit_failures - 1 (7)"},
 		{"header name", func(c *Config) { c.CRM.Headers = map[string]string{"Bad Name": "v"} },
 			"dispatcher.crm.headers.Bad Name: not a valid header name"},
 		{"header reserved", func(c *Config) { c.CRM.Headers = map[string]string{"idempotency-key": "v"} },

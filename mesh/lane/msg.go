@@ -80,3 +80,9 @@ func (m *Msg) Redelivered() bool {
 func DeliveredElsewhere(deliveries uint64, attempts, inHand int) bool {
 	return deliveries > uint64(attempts-inHand)
 }
+
+// Replayed reports whether m was replayed from the parked stream (a held
+// key's round or an operator's replay): it carries a replay id.
+func (m *Msg) Replayed() bool {
+	return m.Header.Get(HeaderReplay) != ""
+}

@@ -39,7 +39,9 @@ import (
 // read the hundred-odd messages parked behind it.
 
 // dropStaleCopies deletes the parked copies of m (same origin stream and
-// sequence) from the parked stream. Best effort: a failure is logged.
+// sequence) from the parked stream. A failed read or delete (the server
+// restarting) is tried again for up to 5 s (the partition waits); then it
+// is logged, and the copy stays.
 func (l *lane) dropStaleCopies(m *Msg) {
 	if l.g.parked == nil || m.NumDelivered < 2 || m.Type == "" {
 		return
@@ -52,31 +54,55 @@ func (l *lane) dropStaleCopies(m *Msg) {
 	l.mu.Unlock()
 	ctx, cancel := context.WithTimeout(l.ctx, 5*time.Second)
 	defer cancel()
-	s, err := l.g.js.Stream(ctx, l.g.cfg.Names.ParkedStream())
-	if err != nil {
-		l.log.Warn().Err(err).Msg("could not look for a stale parked copy")
-		return
-	}
 	subject := l.g.cfg.Names.ParkedSubject(l.g.cfg.Stage, m.Type, m.KeyToken)
 	seq := strconv.FormatUint(m.StreamSeq, 10)
-	err = eachBySubject(ctx, s, 1, subject, func(pm *jetstream.RawStreamMsg) (bool, error) {
-		if pm.Header.Get(HeaderOriginSeq) != seq || pm.Header.Get(HeaderOriginStream) != l.stream {
+	err := retryParked(ctx, func() error {
+		s, err := l.g.js.Stream(ctx, l.g.cfg.Names.ParkedStream())
+		if err != nil {
+			return err
+		}
+		return eachBySubject(ctx, s, 1, subject, func(pm *jetstream.RawStreamMsg) (bool, error) {
+			if pm.Header.Get(HeaderOriginSeq) != seq || pm.Header.Get(HeaderOriginStream) != l.stream {
+				return true, nil
+			}
+			if err := s.DeleteMsg(ctx, pm.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+				return false, err
+			}
+			l.event(l.log.Info(), m).Uint64("parked_seq", pm.Sequence).
+				Str("reason", pm.Header.Get(HeaderParkReason)).
+				Msg("removed a parked copy of a message delivered after all (its park was never recorded)")
+			l.mu.Lock()
+			l.stats.StaleCopies++
+			l.mu.Unlock()
 			return true, nil
-		}
-		if err := s.DeleteMsg(ctx, pm.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			l.log.Warn().Err(err).Uint64("parked_seq", pm.Sequence).Msg("could not remove a stale parked copy")
-			return false, nil
-		}
-		l.event(l.log.Info(), m).Uint64("parked_seq", pm.Sequence).
-			Str("reason", pm.Header.Get(HeaderParkReason)).
-			Msg("removed a parked copy of a message delivered after all (its park was never recorded)")
-		l.mu.Lock()
-		l.stats.StaleCopies++
-		l.mu.Unlock()
-		return true, nil
+		})
 	})
 	if err != nil {
-		l.log.Warn().Err(err).Msg("could not look for a stale parked copy")
+		// The message is acked: nothing looks again. Left there, the copy
+		// would be replayed by the key's next hold or park.
+		l.event(l.log.Warn(), m).Err(err).Msg("could not look for (or remove) a stale parked copy; check sluice parked list")
+	}
+}
+
+// parkedRetry is the wait between tries of a look at the parked stream
+// that must not be skipped (a stale copy's or a round copy's removal).
+var parkedRetry = retry.Policy{Delay: 50 * time.Millisecond, Max: time.Second}
+
+// retryParked runs f until it succeeds or ctx ends (a server restarting
+// answers a few requests with errors).
+func retryParked(ctx context.Context, f func() error) error {
+	for failures := 0; ; failures++ {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		t := time.NewTimer(parkedRetry.Backoff(failures))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (after %d tries: %w)", ctx.Err(), failures+1, err)
+		}
 	}
 }
 
@@ -92,11 +118,8 @@ func (l *lane) dropStaleCopies(m *Msg) {
 // (ParkedKey.Upto). Each of them was read into the round and republished
 // before the round's last message (the holder publishes that one last),
 // and the lane has run them all, in order, before it. A delete that fails
-// is tried again (roundCopyRetry); one that keeps failing keeps the key
+// is tried again (parkedRetry); one that keeps failing keeps the key
 // held (the last message comes back and is handled again).
-
-// roundCopyRetry is the wait between tries of a round copy's removal.
-var roundCopyRetry = retry.Policy{Delay: 50 * time.Millisecond, Max: time.Second}
 
 // dropRoundCopies removes the parked copies of m's key at or below upto,
 // trying again until ctx ends.
@@ -105,19 +128,7 @@ func (l *lane) dropRoundCopies(ctx context.Context, m *Msg, upto uint64) error {
 		return nil
 	}
 	subject := l.g.cfg.Names.ParkedSubject(l.g.cfg.Stage, m.Type, m.KeyToken)
-	for failures := 0; ; failures++ {
-		err := l.dropCopiesUpto(ctx, m, subject, upto)
-		if err == nil {
-			return nil
-		}
-		t := time.NewTimer(roundCopyRetry.Backoff(failures))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("%w (after %d tries: %w)", ctx.Err(), failures+1, err)
-		}
-	}
+	return retryParked(ctx, func() error { return l.dropCopiesUpto(ctx, m, subject, upto) })
 }
 
 func (l *lane) dropCopiesUpto(ctx context.Context, m *Msg, subject string, upto uint64) error {

@@ -43,17 +43,20 @@ func (j *lossyPark) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstre
 // retry) is not looked for.
 func TestRedeliveredMessageRemovesItsStaleCopies(t *testing.T) {
 	for _, tc := range []struct {
-		name      string
-		first     lane.Outcome // of the first delivery
-		wantLeft  []string     // origin sequences of the copies left
-		wantCopy  uint64       // stale copies removed
-		wantCheck uint64       // looks for them
+		name        string
+		first       lane.Outcome // of the first delivery
+		failDeletes int32        // the parked stream's first deletes fail
+		wantLeft    []string     // origin sequences of the copies left
+		wantCopy    uint64       // stale copies removed
+		wantCheck   uint64       // looks for them
 	}{
-		{"parked, publish lost", lane.Park("poison", errors.New("rejected"), nil), []string{"7"}, 3, 1},
+		{"parked, publish lost", lane.Park("poison", errors.New("rejected"), nil), 0, []string{"7"}, 3, 1},
+		// The server restarting: the look is tried again, not given up.
+		{"parked, publish lost, deletes fail", lane.Park("poison", errors.New("rejected"), nil), 3, []string{"7"}, 3, 1},
 		// > 100ms: naked, not retried in hand. The planted copies of
 		// sequence 1 cannot exist then (nothing parked it); they stay
 		// because nothing looked.
-		{"naked here", lane.Retry(150*time.Millisecond, errors.New("crm answered 503")), []string{"1", "1", "7"}, 0, 0},
+		{"naked here", lane.Retry(150*time.Millisecond, errors.New("crm answered 503")), 0, []string{"1", "1", "7"}, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			names, js := setup(t, 1)
@@ -81,7 +84,10 @@ func TestRedeliveredMessageRemovesItsStaleCopies(t *testing.T) {
 
 			var calls atomic.Int32
 			done := make(chan uint64, 1)
-			g, err := lane.NewGroup(&lossyPark{JetStream: js, names: names}, lane.Config{Stage: stage, Names: names,
+			var fail atomic.Int32
+			fail.Store(tc.failDeletes)
+			fjs := &flakyDeletesJS{JetStream: &lossyPark{JetStream: js, names: names}, parked: names.ParkedStream(), fail: &fail}
+			g, err := lane.NewGroup(fjs, lane.Config{Stage: stage, Names: names,
 				Logger: zerolog.Nop(), IsolateKeys: true, StepAside: lane.StepAside{Enabled: true},
 				PublishRetry: 100 * time.Millisecond,
 				Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
@@ -120,6 +126,7 @@ func TestRedeliveredMessageRemovesItsStaleCopies(t *testing.T) {
 			st := g.Stats()[0]
 			require.Equal(t, tc.wantCopy, st.StaleCopies, "stale copies removed")
 			require.Equal(t, tc.wantCheck, st.StaleChecks, "looks for stale copies")
+			require.LessOrEqual(t, fail.Load(), int32(0), "the deletes did not fail as planned")
 		})
 	}
 }

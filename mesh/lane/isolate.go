@@ -424,7 +424,7 @@ func endRound(c *ParkedKey, replayID string) (next *ParkedKey, again bool) {
 		n.State, n.ReplayID, n.Upto, n.RetryAt = StateHeld, "", 0, time.Now().UTC()
 		return &n, true
 	}
-	n.State, n.ReplayID, n.Reason = StateParked, "", ReasonArrivedDuringReplay
+	n.State, n.ReplayID, n.Reason, n.Upto = StateParked, "", ReasonArrivedDuringReplay, 0
 	return &n, false
 }
 
@@ -435,13 +435,18 @@ func endRound(c *ParkedKey, replayID string) (next *ParkedKey, again bool) {
 func (l *lane) finishReplay(m *Msg, iso isolation) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if iso.pk.Held {
+	if iso.pk.Upto != 0 {
 		dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
 		err := l.dropRoundCopies(dctx, m, iso.pk.Upto)
 		dcancel()
-		if err != nil {
+		switch {
+		case err != nil && iso.pk.Held:
 			l.event(l.log.Warn(), m).Err(err).Msg("could not remove the held round's parked copies; sending its last event again")
 			return false
+		case err != nil:
+			// An operator's replay: its last event is acked already. The
+			// key is freed as before; the copies stay in the parked stream.
+			l.event(l.log.Warn(), m).Err(err).Msg("could not remove the replay's parked copies; they stay in the parked stream")
 		}
 	}
 	reheld := false

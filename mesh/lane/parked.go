@@ -199,7 +199,7 @@ func (p *Parked) begin(ctx context.Context, kvKey string) (*ParkedKey, error) {
 		if n.State != StateReplaying {
 			n.State = StateReplaying
 			n.ReplayID = strconv.FormatInt(time.Now().UnixNano(), 36)
-			n.Count = 0
+			n.Count, n.Upto = 0, 0
 		}
 		out = &n
 		return &n
@@ -212,6 +212,9 @@ func (p *Parked) begin(ctx context.Context, kvKey string) (*ParkedKey, error) {
 func (p *Parked) round(ctx context.Context, stage topology.Stage, key, kvKey string, pk *ParkedKey) (int, error) {
 	msgs, err := p.Messages(ctx, stage, key)
 	if err != nil {
+		return 0, err
+	}
+	if err := p.bound(ctx, kvKey, pk.ReplayID, msgs); err != nil {
 		return 0, err
 	}
 	inOrder(msgs)
@@ -232,6 +235,30 @@ func (p *Parked) round(ctx context.Context, stage topology.Stage, key, kvKey str
 		}
 	}
 	return len(msgs), nil
+}
+
+// bound records the round's highest parked sequence in the key's entry
+// (Upto) before anything is published: at the round's last message the
+// lane removes the key's copies at or below it that the round did not
+// delete (this command killed between a publish and its delete, or a
+// delete failing) before it frees the key (stale.go). A held key's bound
+// is its holder's.
+func (p *Parked) bound(ctx context.Context, kvKey, replayID string, msgs []*jetstream.RawStreamMsg) error {
+	var upto uint64
+	for _, m := range msgs {
+		upto = max(upto, m.Sequence)
+	}
+	if upto == 0 {
+		return nil
+	}
+	return p.ps.update(ctx, kvKey, func(c *ParkedKey) *ParkedKey {
+		if c == nil || c.Held || c.State != StateReplaying || c.ReplayID != replayID || c.Upto >= upto {
+			return c
+		}
+		n := *c
+		n.Upto = upto
+		return &n
+	})
 }
 
 // replayMsg rebuilds the stage input message of parked message pm.

@@ -105,3 +105,62 @@ func (s *flakyDeletes) DeleteMsg(ctx context.Context, seq uint64) error {
 	}
 	return s.Stream.DeleteMsg(ctx, seq)
 }
+
+// seqDeleteFails is the operator's JetStream with the delete of one parked
+// sequence failing, as when `sluice parked replay` is killed right after
+// publishing the round's last message.
+type seqDeleteFails struct {
+	jetstream.JetStream
+	parked string
+	seq    uint64
+}
+
+func (j *seqDeleteFails) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	s, err := j.JetStream.Stream(ctx, name)
+	if err != nil || name != j.parked {
+		return s, err
+	}
+	return &seqDeleteFailsStream{Stream: s, seq: j.seq}, nil
+}
+
+type seqDeleteFailsStream struct {
+	jetstream.Stream
+	seq uint64
+}
+
+func (s *seqDeleteFailsStream) DeleteMsg(ctx context.Context, seq uint64) error {
+	if seq == s.seq {
+		return errors.New("nats: timeout")
+	}
+	return s.Stream.DeleteMsg(ctx, seq)
+}
+
+// An operator's replay that published the round's last message but did not
+// delete its copy (the command killed, or the delete failing) leaves no
+// copy behind once the lane has run the round: the lane removes the
+// round's copies (up to the bound the command recorded) before it frees
+// the key. Left there, the copy would be replayed by the key's next park,
+// an old event after newer ones.
+func TestReplayLeavesNoCopyWhenItsLastDeleteFails(t *testing.T) {
+	ctx := context.Background()
+	f := newIsoFixture(t)
+	f.setReject("k-0", true)
+	f.publish("k", 0, 3)
+	f.waitParked("k", 3)
+	f.setReject("k-0", false)
+	msgs, err := f.admin.Messages(ctx, topology.StageEnricher, "k")
+	require.NoError(t, err)
+	require.Len(t, msgs, 3)
+	last := msgs[2] // k-2: the last of the round, in the events' order too
+	require.Equal(t, "k-2", string(last.Data))
+	admin, err := lane.OpenParked(ctx, &seqDeleteFails{JetStream: f.js, parked: f.names.ParkedStream(), seq: last.Sequence}, f.names)
+	require.NoError(t, err)
+	_, err = admin.Replay(ctx, topology.StageEnricher, "k", 10*time.Second, 3)
+	require.Error(t, err, "the command should have seen its delete fail")
+	f.waitSeen("k", "k-0", "k-1", "k-2")
+	require.Eventually(t, func() bool {
+		_, err := f.admin.Get(ctx, topology.StageEnricher, "k")
+		return errors.Is(err, lane.ErrNotParked)
+	}, 10*time.Second, 10*time.Millisecond, "the key should have been freed")
+	require.Empty(t, f.parkedBodies("k"), "a copy of the replayed round is still parked after its key was freed")
+}

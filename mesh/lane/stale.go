@@ -106,11 +106,12 @@ func retryParked(ctx context.Context, f func() error) error {
 	}
 }
 
-// A held round's copies left behind.
+// A round's copies left behind.
 //
-// The holder republishes a held key's round and deletes each parked copy
-// after its republish. A delete that fails (the server restarting), or a
-// holder killed between the two, leaves the copy parked while the round's
+// The holder republishes a held key's round (as `sluice parked replay`
+// does an operator's) and deletes each parked copy after its republish. A
+// delete that fails (the server restarting), or a holder (or command)
+// killed between the two, leaves the copy parked while the round's
 // messages still run: the lane frees the key at the round's last message,
 // and nothing looks at the copy again until the key's next hold replays
 // it, an old event after newer ones. So before it frees the key, the lane
@@ -118,8 +119,11 @@ func retryParked(ctx context.Context, f func() error) error {
 // (ParkedKey.Upto). Each of them was read into the round and republished
 // before the round's last message (the holder publishes that one last),
 // and the lane has run them all, in order, before it. A delete that fails
-// is tried again (parkedRetry); one that keeps failing keeps the key
-// held (the last message comes back and is handled again).
+// is tried again (parkedRetry); one that keeps failing keeps a held key
+// held (the last message comes back and is handled again). An operator's
+// round records its bound too (Parked.bound); its last message is acked
+// before the look, so a removal that keeps failing is logged and the key
+// freed, as before.
 
 // dropRoundCopies removes the parked copies of m's key at or below upto,
 // trying again until ctx ends.

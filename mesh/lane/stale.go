@@ -148,7 +148,7 @@ func (l *lane) dropCopiesUpto(ctx context.Context, m *Msg, subject string, upto 
 			return false, err
 		}
 		l.event(l.log.Info(), m).Uint64("parked_seq", pm.Sequence).Uint64("upto", upto).
-			Msg("removed a parked copy its held key's round had republished (its delete had not happened)")
+			Msg("removed a parked copy its key's replay round had republished (its delete had not happened)")
 		l.mu.Lock()
 		l.stats.StaleCopies++
 		l.mu.Unlock()

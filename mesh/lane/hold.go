@@ -307,7 +307,7 @@ func (h *holder) replay(kvKey string) time.Time {
 			log.Warn().Err(err).Msg("held key: republish failed; trying again")
 			return retry
 		}
-		if err := s.DeleteMsg(ctx, pm.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		if err := deleteMsg(ctx, s, pm.Sequence); err != nil {
 			log.Warn().Err(err).Msg("held key: delete of a replayed message failed; trying again")
 			return retry
 		}

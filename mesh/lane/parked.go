@@ -230,7 +230,7 @@ func (p *Parked) round(ctx context.Context, stage topology.Stage, key, kvKey str
 		if _, err := p.js.PublishMsg(ctx, out); err != nil {
 			return i, fmt.Errorf("republish parked seq %d: %w", pm.Sequence, err)
 		}
-		if err := s.DeleteMsg(ctx, pm.Sequence); err != nil {
+		if err := deleteMsg(ctx, s, pm.Sequence); err != nil {
 			return i + 1, fmt.Errorf("delete parked seq %d: %w", pm.Sequence, err)
 		}
 	}
@@ -381,7 +381,7 @@ func (p *Parked) Discard(ctx context.Context, stage topology.Stage, key, reason,
 		// Delete exactly the messages the record names, then unblock with
 		// compare-and-set; a message parked meanwhile makes us go again.
 		for _, m := range msgs {
-			if err := s.DeleteMsg(ctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			if err := deleteMsg(ctx, s, m.Sequence); err != nil {
 				return n, err
 			}
 			n++

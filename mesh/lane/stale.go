@@ -2,7 +2,6 @@ package lane
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -65,7 +64,7 @@ func (l *lane) dropStaleCopies(m *Msg) {
 			if pm.Header.Get(HeaderOriginSeq) != seq || pm.Header.Get(HeaderOriginStream) != l.stream {
 				return true, nil
 			}
-			if err := s.DeleteMsg(ctx, pm.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			if err := deleteMsg(ctx, s, pm.Sequence); err != nil {
 				return false, err
 			}
 			l.event(l.log.Info(), m).Uint64("parked_seq", pm.Sequence).
@@ -144,7 +143,7 @@ func (l *lane) dropCopiesUpto(ctx context.Context, m *Msg, subject string, upto 
 		if pm.Sequence > upto {
 			return false, nil
 		}
-		if err := s.DeleteMsg(ctx, pm.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		if err := deleteMsg(ctx, s, pm.Sequence); err != nil {
 			return false, err
 		}
 		l.event(l.log.Info(), m).Uint64("parked_seq", pm.Sequence).Uint64("upto", upto).

@@ -54,7 +54,7 @@ func (l *lane) sweepAcked(ctx context.Context, s jetstream.Stream, ci *jetstream
 		if m.Sequence > floor {
 			return false, nil
 		}
-		if err := s.DeleteMsg(ctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		if err := deleteMsg(ctx, s, m.Sequence); err != nil {
 			l.log.Warn().Err(err).Uint64("seq", m.Sequence).Msg("could not remove an acked message left in the work queue")
 			failed = true
 			return false, nil
@@ -96,4 +96,22 @@ func eachBySubject(ctx context.Context, s jetstream.Stream, from uint64, subject
 		}
 		seq = m.Sequence + 1
 	}
+}
+
+// deleteMsg deletes seq from s; a message already gone (another process,
+// or the lane and a replay round, deleted it first) counts as deleted.
+// The server answers the delete of a missing message with an API error
+// that nats.go reports as "message deletion unsuccessful: … no message
+// found", not as jetstream.ErrMsgNotFound, so a failed delete is checked
+// with a read of the sequence: treated as a failure, it made a replay
+// round report an error (and try again) for a copy the lane had removed.
+func deleteMsg(ctx context.Context, s jetstream.Stream, seq uint64) error {
+	err := s.DeleteMsg(ctx, seq)
+	if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	if _, gerr := s.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	return err
 }

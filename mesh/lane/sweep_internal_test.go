@@ -2,6 +2,7 @@ package lane
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -82,3 +83,39 @@ func stateOf(ctx context.Context, t *testing.T, js jetstream.JetStream) jetstrea
 	require.NoError(t, err)
 	return info.State
 }
+
+// A delete of a message another process deleted first counts as done:
+// the server's answer ("no message found", err_code 10057) is not
+// jetstream.ErrMsgNotFound, so the check `errors.Is(err, ErrMsgNotFound)`
+// the lane made before took it for a failure. A delete that really fails
+// (the message still stored) is still an error.
+func TestDeleteMsgOfAMessageAlreadyGone(t *testing.T) {
+	srv := meshtest.RunServer(t, t.TempDir())
+	nc, js := meshtest.Connect(t, srv.ClientURL())
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "D", Subjects: []string{"d.>"}})
+	require.NoError(t, err)
+	for range 2 {
+		_, err := js.Publish(ctx, "d.a", []byte("x"))
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.DeleteMsg(ctx, 1))
+	err = s.DeleteMsg(ctx, 1)
+	require.Error(t, err, "the server should refuse a second delete")
+	require.NotErrorIs(t, err, jetstream.ErrMsgNotFound, "nats.go now reports ErrMsgNotFound: deleteMsg's read is not needed any more")
+	require.NoError(t, deleteMsg(ctx, s, 1), "a message already deleted")
+	require.NoError(t, deleteMsg(ctx, s, 2), "a stored message")
+	_, err = s.GetMsg(ctx, 2)
+	require.ErrorIs(t, err, jetstream.ErrMsgNotFound)
+	failing := failingDelete{Stream: s}
+	_, err = js.Publish(ctx, "d.a", []byte("x")) // seq 3, stored
+	require.NoError(t, err)
+	require.Error(t, deleteMsg(ctx, failing, 3), "a delete that failed with the message still stored")
+}
+
+// failingDelete is a stream whose deletes fail (the server restarting).
+type failingDelete struct{ jetstream.Stream }
+
+func (failingDelete) DeleteMsg(context.Context, uint64) error { return errors.New("nats: timeout") }

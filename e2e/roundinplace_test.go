@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -9,8 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/dispatcher"
-	"sluice.dev/e2e/harness"
-	"sluice.dev/mesh/topology"
 )
 
 // TestAReplayedRequestIsRetriedInPlaceLonger: a request that stepped
@@ -39,17 +36,7 @@ func TestAReplayedRequestIsRetriedInPlaceLonger(t *testing.T) {
 			cfg := stepAsideConfig()
 			cfg.StepAside.InPlace = dispatcher.DefaultInPlace
 			cfg.StepAside.RoundInPlace = tc.roundInPlace
-			h, err := harness.New(context.Background(), harness.Options{
-				Dir:            t.TempDir(),
-				Topology:       topology.Config{Partitions: 1, AckWait: 3 * time.Second},
-				Dispatcher:     cfg,
-				ExtraCustomers: 150,
-				Logger:         logger(t),
-			})
-			require.NoError(t, err)
-			t.Cleanup(h.Close)
-			require.NoError(t, h.StartDispatcher(context.Background()))
-			require.NoError(t, h.StartEnricher(context.Background()))
+			h := newOnePartitionHarness(t, cfg)
 
 			const fails = 6
 			p := plan(t, 300, 100, 37)

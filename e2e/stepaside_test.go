@@ -291,17 +291,7 @@ func TestOneFailureIsRetriedInPlaceBeforeSteppingAside(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := stepAsideConfig()
 			cfg.StepAside.InPlace = dispatcher.DefaultConfig().StepAside.InPlace
-			h, err := harness.New(context.Background(), harness.Options{
-				Dir:            t.TempDir(),
-				Topology:       topology.Config{Partitions: 1, AckWait: 3 * time.Second},
-				Dispatcher:     cfg,
-				ExtraCustomers: 150,
-				Logger:         logger(t),
-			})
-			require.NoError(t, err)
-			t.Cleanup(h.Close)
-			require.NoError(t, h.StartDispatcher(context.Background()))
-			require.NoError(t, h.StartEnricher(context.Background()))
+			h := newOnePartitionHarness(t, cfg)
 
 			p := plan(t, 300, 30, 31)
 			victims := map[string]bool{}
@@ -341,4 +331,22 @@ func TestOneFailureIsRetriedInPlaceBeforeSteppingAside(t *testing.T) {
 			requireNothingParked(t, h)
 		})
 	}
+}
+
+// newOnePartitionHarness runs the enricher and the dispatcher (cfg) over
+// one partition, with the sample customers and 150 more.
+func newOnePartitionHarness(t *testing.T, cfg dispatcher.Config) *harness.Harness {
+	t.Helper()
+	h, err := harness.New(context.Background(), harness.Options{
+		Dir:            t.TempDir(),
+		Topology:       topology.Config{Partitions: 1, AckWait: 3 * time.Second},
+		Dispatcher:     cfg,
+		ExtraCustomers: 150,
+		Logger:         logger(t),
+	})
+	require.NoError(t, err)
+	t.Cleanup(h.Close)
+	require.NoError(t, h.StartDispatcher(context.Background()))
+	require.NoError(t, h.StartEnricher(context.Background()))
+	return h
 }

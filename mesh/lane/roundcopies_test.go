@@ -40,8 +40,7 @@ func TestHeldRoundLeavesNoCopyWhenItsDeleteFails(t *testing.T) {
 			ctx := context.Background()
 			var fail atomic.Int32
 			fail.Store(tc.fail)
-			fjs := &flakyDeletesJS{JetStream: js, parked: names.ParkedStream(), fail: &fail,
-				until: time.Now().Add(tc.failFor)}
+			fjs := &parkedDeletes{JetStream: js, parked: names.ParkedStream(), hook: failDeletes(&fail, time.Now().Add(tc.failFor))}
 			var calls atomic.Int32
 			g, err := lane.NewGroup(fjs, lane.Config{Stage: topology.StageEnricher, Names: names, Logger: zerolog.Nop(),
 				IsolateKeys: true, StepAside: lane.StepAside{Enabled: true, Backoff: []time.Duration{20 * time.Millisecond}},
@@ -75,66 +74,6 @@ func TestHeldRoundLeavesNoCopyWhenItsDeleteFails(t *testing.T) {
 	}
 }
 
-// flakyDeletesJS hands out the parked stream with its deletes failing, as
-// while the server restarts, until *fail deletes have failed (one count
-// shared by every handle), and all of them until until.
-type flakyDeletesJS struct {
-	jetstream.JetStream
-	parked string
-	fail   *atomic.Int32
-	until  time.Time // every delete fails before it
-}
-
-func (j *flakyDeletesJS) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
-	s, err := j.JetStream.Stream(ctx, name)
-	if err != nil || name != j.parked {
-		return s, err
-	}
-	return &flakyDeletes{Stream: s, fail: j.fail, until: j.until}, nil
-}
-
-type flakyDeletes struct {
-	jetstream.Stream
-	fail  *atomic.Int32
-	until time.Time
-}
-
-func (s *flakyDeletes) DeleteMsg(ctx context.Context, seq uint64) error {
-	if s.fail.Add(-1) >= 0 || time.Now().Before(s.until) {
-		return errors.New("nats: timeout")
-	}
-	return s.Stream.DeleteMsg(ctx, seq)
-}
-
-// seqDeleteFails is the operator's JetStream with the delete of one parked
-// sequence failing, as when `sluice parked replay` is killed right after
-// publishing the round's last message.
-type seqDeleteFails struct {
-	jetstream.JetStream
-	parked string
-	seq    uint64
-}
-
-func (j *seqDeleteFails) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
-	s, err := j.JetStream.Stream(ctx, name)
-	if err != nil || name != j.parked {
-		return s, err
-	}
-	return &seqDeleteFailsStream{Stream: s, seq: j.seq}, nil
-}
-
-type seqDeleteFailsStream struct {
-	jetstream.Stream
-	seq uint64
-}
-
-func (s *seqDeleteFailsStream) DeleteMsg(ctx context.Context, seq uint64) error {
-	if seq == s.seq {
-		return errors.New("nats: timeout")
-	}
-	return s.Stream.DeleteMsg(ctx, seq)
-}
-
 // An operator's replay that published the round's last message but did not
 // delete its copy (the command killed, or the delete failing) leaves no
 // copy behind once the lane has run the round: the lane removes the
@@ -144,16 +83,14 @@ func (s *seqDeleteFailsStream) DeleteMsg(ctx context.Context, seq uint64) error 
 func TestReplayLeavesNoCopyWhenItsLastDeleteFails(t *testing.T) {
 	ctx := context.Background()
 	f := newIsoFixture(t)
-	f.setReject("k-0", true)
-	f.publish("k", 0, 3)
-	f.waitParked("k", 3)
-	f.setReject("k-0", false)
-	msgs, err := f.admin.Messages(ctx, topology.StageEnricher, "k")
-	require.NoError(t, err)
-	require.Len(t, msgs, 3)
-	last := msgs[2] // k-2: the last of the round, in the events' order too
-	require.Equal(t, "k-2", string(last.Data))
-	admin, err := lane.OpenParked(ctx, &seqDeleteFails{JetStream: f.js, parked: f.names.ParkedStream(), seq: last.Sequence}, f.names)
+	last := f.parkForReplay()
+	admin, err := lane.OpenParked(ctx, &parkedDeletes{JetStream: f.js, parked: f.names.ParkedStream(),
+		hook: func(seq uint64) error {
+			if seq == last {
+				return errors.New("nats: timeout")
+			}
+			return nil
+		}}, f.names)
 	require.NoError(t, err)
 	_, err = admin.Replay(ctx, topology.StageEnricher, "k", 10*time.Second, 3)
 	require.Error(t, err, "the command should have seen its delete fail")
@@ -165,35 +102,6 @@ func TestReplayLeavesNoCopyWhenItsLastDeleteFails(t *testing.T) {
 	require.Empty(t, f.parkedBodies("k"), "a copy of the replayed round is still parked after its key was freed")
 }
 
-// lateDelete is the operator's JetStream with the delete of one parked
-// sequence held back until before() returns.
-type lateDelete struct {
-	jetstream.JetStream
-	parked string
-	seq    uint64
-	before func()
-}
-
-func (j *lateDelete) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
-	s, err := j.JetStream.Stream(ctx, name)
-	if err != nil || name != j.parked {
-		return s, err
-	}
-	return &lateDeleteStream{Stream: s, j: j}, nil
-}
-
-type lateDeleteStream struct {
-	jetstream.Stream
-	j *lateDelete
-}
-
-func (s *lateDeleteStream) DeleteMsg(ctx context.Context, seq uint64) error {
-	if seq == s.j.seq {
-		s.j.before()
-	}
-	return s.Stream.DeleteMsg(ctx, seq)
-}
-
 // The lane may remove the round's last copy before the replay command
 // deletes it (the lane runs the last message as soon as it is published):
 // the command's delete then finds nothing, and that is success, not an
@@ -203,25 +111,77 @@ func (s *lateDeleteStream) DeleteMsg(ctx context.Context, seq uint64) error {
 func TestReplaySucceedsWhenTheLaneRemovedItsLastCopyFirst(t *testing.T) {
 	ctx := context.Background()
 	f := newIsoFixture(t)
-	f.setReject("k-0", true)
-	f.publish("k", 0, 3)
-	f.waitParked("k", 3)
-	f.setReject("k-0", false)
-	msgs, err := f.admin.Messages(ctx, topology.StageEnricher, "k")
-	require.NoError(t, err)
-	require.Len(t, msgs, 3)
-	last := msgs[2].Sequence
-	js := &lateDelete{JetStream: f.js, parked: f.names.ParkedStream(), seq: last, before: func() {
-		require.Eventually(t, func() bool {
-			_, err := f.admin.Get(ctx, topology.StageEnricher, "k")
-			return errors.Is(err, lane.ErrNotParked)
-		}, 10*time.Second, 10*time.Millisecond, "the lane should have run the round and freed the key")
-	}}
-	admin, err := lane.OpenParked(ctx, js, f.names)
+	last := f.parkForReplay()
+	admin, err := lane.OpenParked(ctx, &parkedDeletes{JetStream: f.js, parked: f.names.ParkedStream(),
+		hook: func(seq uint64) error {
+			if seq == last {
+				require.Eventually(t, func() bool {
+					_, err := f.admin.Get(ctx, topology.StageEnricher, "k")
+					return errors.Is(err, lane.ErrNotParked)
+				}, 10*time.Second, 10*time.Millisecond, "the lane should have run the round and freed the key")
+			}
+			return nil
+		}}, f.names)
 	require.NoError(t, err)
 	res, err := admin.Replay(ctx, topology.StageEnricher, "k", 10*time.Second, 3)
 	require.NoError(t, err)
 	require.True(t, res.Unblocked)
 	f.waitSeen("k", "k-0", "k-1", "k-2")
 	require.Empty(t, f.parkedBodies("k"))
+}
+
+// parkedDeletes hands out the parked stream with hook run before each
+// delete: an error it returns is the delete's (the server restarting);
+// nil lets the delete through.
+type parkedDeletes struct {
+	jetstream.JetStream
+	parked string
+	hook   func(seq uint64) error
+}
+
+func (j *parkedDeletes) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	s, err := j.JetStream.Stream(ctx, name)
+	if err != nil || name != j.parked {
+		return s, err
+	}
+	return &hookedDeletes{Stream: s, hook: j.hook}, nil
+}
+
+type hookedDeletes struct {
+	jetstream.Stream
+	hook func(seq uint64) error
+}
+
+func (s *hookedDeletes) DeleteMsg(ctx context.Context, seq uint64) error {
+	if err := s.hook(seq); err != nil {
+		return err
+	}
+	return s.Stream.DeleteMsg(ctx, seq)
+}
+
+// failDeletes is a hook failing the first *fail deletes, and every one
+// before until.
+func failDeletes(fail *atomic.Int32, until time.Time) func(uint64) error {
+	return func(uint64) error {
+		if fail.Add(-1) >= 0 || time.Now().Before(until) {
+			return errors.New("nats: timeout")
+		}
+		return nil
+	}
+}
+
+// parkForReplay parks k-0..k-2 behind a rejected k-0, lets k-0 through
+// again, and returns the parked sequence of k-2, the last message of a
+// replay round.
+func (f *isoFixture) parkForReplay() uint64 {
+	f.t.Helper()
+	f.setReject("k-0", true)
+	f.publish("k", 0, 3)
+	f.waitParked("k", 3)
+	f.setReject("k-0", false)
+	msgs, err := f.admin.Messages(context.Background(), topology.StageEnricher, "k")
+	require.NoError(f.t, err)
+	require.Len(f.t, msgs, 3)
+	require.Equal(f.t, "k-2", string(msgs[2].Data))
+	return msgs[2].Sequence
 }

@@ -86,7 +86,8 @@ func TestRedeliveredMessageRemovesItsStaleCopies(t *testing.T) {
 			done := make(chan uint64, 1)
 			var fail atomic.Int32
 			fail.Store(tc.failDeletes)
-			fjs := &flakyDeletesJS{JetStream: &lossyPark{JetStream: js, names: names}, parked: names.ParkedStream(), fail: &fail}
+			fjs := &parkedDeletes{JetStream: &lossyPark{JetStream: js, names: names}, parked: names.ParkedStream(),
+				hook: failDeletes(&fail, time.Time{})}
 			g, err := lane.NewGroup(fjs, lane.Config{Stage: stage, Names: names,
 				Logger: zerolog.Nop(), IsolateKeys: true, StepAside: lane.StepAside{Enabled: true},
 				PublishRetry: 100 * time.Millisecond,

@@ -436,9 +436,15 @@ func (l *lane) finishReplay(m *Msg, iso isolation) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if iso.pk.Upto != 0 {
+		if iso.pk.Held && m.raw != nil {
+			// Before the ack: the removal may take seconds (the server
+			// restarting), longer than AckWait.
+			l.beat(m.raw)
+		}
 		dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
 		err := l.dropRoundCopies(dctx, m, iso.pk.Upto)
 		dcancel()
+		l.beat(nil)
 		switch {
 		case err != nil && iso.pk.Held:
 			l.event(l.log.Warn(), m).Err(err).Msg("could not remove the held round's parked copies; sending its last event again")

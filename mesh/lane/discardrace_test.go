@@ -2,6 +2,7 @@ package lane_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -99,8 +100,16 @@ func TestDiscardWhileParkingBehind(t *testing.T) {
 				f.waitParked("k", len(tc.parked))
 				return
 			}
-			pk, err := f.admin.Get(context.Background(), topology.StageEnricher, "k")
-			require.ErrorIs(t, err, lane.ErrNotParked, "the key should be free: %+v", pk)
+			// The key ends free, but not always at once: an event counted
+			// as parked behind a round that replayed it too leaves one
+			// more round, which finds nothing and frees the key (hold.go,
+			// emptyRound). Under load the check above can pass before it.
+			var pk lane.ParkedKey
+			require.Eventually(t, func() bool {
+				var err error
+				pk, err = f.admin.Get(context.Background(), topology.StageEnricher, "k")
+				return errors.Is(err, lane.ErrNotParked)
+			}, 10*time.Second, 10*time.Millisecond, "the key should be free: %+v", &pk)
 		})
 	}
 }

@@ -34,6 +34,11 @@ func TestConfigDefaults(t *testing.T) {
 	// the circuit.
 	require.Equal(t, 3, d.StepAside.RoundInPlace)
 	require.Less(t, d.StepAside.InPlace+d.StepAside.RoundInPlace+1, d.StepAside.CircuitFailures)
+	// A config that lowered circuit_failures (the advice for a CRM that
+	// fails that often) still loads: the lane caps a replayed request's
+	// tries below the circuit instead.
+	d.StepAside.CircuitFailures = 3
+	require.NoError(t, d.Validate())
 }
 
 func TestConfigYAML(t *testing.T) {
@@ -78,9 +83,6 @@ func TestConfigValidate(t *testing.T) {
 			"dispatcher.step_aside.in_place: must be < retry.tries (3)"},
 		{"round in place negative", func(c *Config) { c.StepAside.RoundInPlace = -1 },
 			"dispatcher.step_aside.round_in_place: must be >= 0"},
-		{"round in place opens the circuit", func(c *Config) {
-			c.StepAside.Enabled, c.StepAside.InPlace, c.StepAside.RoundInPlace, c.StepAside.CircuitFailures = true, 2, 5, 8
-		}, "dispatcher.step_aside: in_place + round_in_place (7) must be < circuit_failures - 1 (7)"},
 		{"header name", func(c *Config) { c.CRM.Headers = map[string]string{"Bad Name": "v"} },
 			"dispatcher.crm.headers.Bad Name: not a valid header name"},
 		{"header reserved", func(c *Config) { c.CRM.Headers = map[string]string{"idempotency-key": "v"} },

@@ -32,19 +32,27 @@ type StepAside struct {
 	// steps aside. Stepping aside in a round parks the rest of the round
 	// behind it again: under a CRM failing 30 % of requests a round of
 	// dozens of messages broke every few dozen, and each break parked and
-	// replayed the rest once more. Default 0.
+	// replayed the rest once more. In all at most CircuitFailures - 2
+	// tries in place (InPlaceTries). Default 0.
 	RoundInPlace int
 }
 
 // InPlaceTries is how many failures of m are retried in place before it
-// steps aside: InPlace, plus RoundInPlace for a replayed message. A
+// steps aside: InPlace, plus RoundInPlace for a replayed message, capped
+// so that a replayed message's own failures (in-place tries and the one
+// that steps aside) stay below CircuitFailures: reaching it, they would
+// open the circuit and hold the partition instead of stepping aside. A
 // handler that picks its own retry delays uses it to tell an in-place
 // retry (m.Failures below it) from the step-aside schedule.
 func (s StepAside) InPlaceTries(m *Msg) int {
-	if m.Replayed() {
-		return s.InPlace + s.RoundInPlace
+	if s.RoundInPlace == 0 || !m.Replayed() {
+		return s.InPlace
 	}
-	return s.InPlace
+	n := s.InPlace + s.RoundInPlace
+	if s.CircuitFailures > 0 {
+		n = min(n, s.CircuitFailures-2)
+	}
+	return max(n, s.InPlace)
 }
 
 func (s StepAside) withDefaults() StepAside {

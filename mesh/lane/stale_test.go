@@ -87,7 +87,7 @@ func TestRedeliveredMessageRemovesItsStaleCopies(t *testing.T) {
 			var fail atomic.Int32
 			fail.Store(tc.failDeletes)
 			fjs := &parkedDeletes{JetStream: &lossyPark{JetStream: js, names: names}, parked: names.ParkedStream(),
-				hook: failDeletes(&fail, time.Time{})}
+				hook: failDeletes(&fail, nil)}
 			g, err := lane.NewGroup(fjs, lane.Config{Stage: stage, Names: names,
 				Logger: zerolog.Nop(), IsolateKeys: true, StepAside: lane.StepAside{Enabled: true},
 				PublishRetry: 100 * time.Millisecond,

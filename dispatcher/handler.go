@@ -169,7 +169,8 @@ func (s *Service) failure(m *lane.Msg, r crmreq.Request, res response, method, p
 	}
 	attempt := m.Failures + 1
 	d, pause := s.RetryPolicy().Next(m.Failures, ra)
-	if pause && s.cfg.StepAside.Enabled && m.Failures < s.cfg.StepAside.lane().InPlaceTries(m) {
+	inPlace := s.cfg.StepAside.lane().InPlaceTries(m)
+	if pause && s.cfg.StepAside.Enabled && m.Failures < inPlace {
 		// A replayed request's extra in-place tries may pass retry.tries:
 		// they are retries in hand; the lane steps the key aside after them,
 		// or, with the circuit open, the tries that follow pause.
@@ -177,7 +178,7 @@ func (s *Service) failure(m *lane.Msg, r crmreq.Request, res response, method, p
 	}
 	if !pause {
 		if s.cfg.StepAside.Enabled {
-			d = max(s.headDelay(m), ra) // the step-aside schedule
+			d = max(s.headDelay(m.Failures, inPlace), ra) // the step-aside schedule
 		}
 		s.log.Debug().Err(err).Int("status", res.Status).Int("attempt", attempt).Str("event_id", r.EventID).
 			Int("partition", m.Partition).Dur("retry_in", d).Msg("crm request failed; retrying")

@@ -137,21 +137,21 @@ func (c StepAsideConfig) lane() lane.StepAside {
 }
 
 // headDelay is the wait before a held head's next try after its
-// m.Failures-th earlier failure: retry.delay, or with step-aside on
-// step_aside.in_place_delay for the in-place tries (5ms; a replayed
-// request has round_in_place more) and then the fast, backed-off schedule
-// of step_aside.backoff (200ms, 1s, ...), so that a CRM that is down still
-// pauses the outlet after retry.tries tries within a second or so.
-func (s *Service) headDelay(m *lane.Msg) time.Duration {
+// failures-th earlier failure: retry.delay, or with step-aside on
+// step_aside.in_place_delay for the inPlace tries in place (5ms; a
+// replayed request has round_in_place more, lane.StepAside.InPlaceTries)
+// and then the fast, backed-off schedule of step_aside.backoff (200ms, 1s,
+// ...), so that a CRM that is down still pauses the outlet after
+// retry.tries tries within a second or so.
+func (s *Service) headDelay(failures, inPlace int) time.Duration {
 	b := s.cfg.StepAside.Backoff
 	if !s.cfg.StepAside.Enabled || len(b) == 0 {
 		return s.cfg.Retry.Delay
 	}
-	inPlace := s.cfg.StepAside.lane().InPlaceTries(m)
-	if m.Failures < inPlace {
+	if failures < inPlace {
 		return s.cfg.StepAside.InPlaceDelay
 	}
-	return b[min(m.Failures-inPlace, len(b)-1)]
+	return b[min(failures-inPlace, len(b)-1)]
 }
 
 // probe is a paused lane's probe: the failed request again (the CRM

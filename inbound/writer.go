@@ -95,7 +95,7 @@ func (s *Service) handle(ctx context.Context, m *lane.Msg) lane.Outcome {
 	if id == "" {
 		return s.park("no webhook id", fmt.Errorf("%w: message has no %s", ErrInvalid, nats.MsgIdHdr), nil)
 	}
-	if m.Header.Get(lane.HeaderReplay) != "" && (m.Type == unreadableType || m.KeyToken == unroutedKey) {
+	if m.Replayed() && (m.Type == unreadableType || m.KeyToken == unroutedKey) {
 		return s.reroute(m) // the operator fixed the envelope or catalog and replays _unrouted
 	}
 	if m.Type == unreadableType {

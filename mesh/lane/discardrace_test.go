@@ -2,7 +2,6 @@ package lane_test
 
 import (
 	"context"
-	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -104,12 +103,7 @@ func TestDiscardWhileParkingBehind(t *testing.T) {
 			// as parked behind a round that replayed it too leaves one
 			// more round, which finds nothing and frees the key (hold.go,
 			// emptyRound). Under load the check above can pass before it.
-			var pk lane.ParkedKey
-			require.Eventually(t, func() bool {
-				var err error
-				pk, err = f.admin.Get(context.Background(), topology.StageEnricher, "k")
-				return errors.Is(err, lane.ErrNotParked)
-			}, 10*time.Second, 10*time.Millisecond, "the key should be free: %+v", &pk)
+			f.waitFree("k", "the key should be free")
 		})
 	}
 }

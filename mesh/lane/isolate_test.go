@@ -123,6 +123,18 @@ func (f *isoFixture) waitParked(key string, n int) {
 	}, 10*time.Second, 10*time.Millisecond)
 }
 
+// waitFree waits until key is no longer parked or held (msg and its last
+// state otherwise).
+func (f *isoFixture) waitFree(key, msg string) {
+	f.t.Helper()
+	var pk lane.ParkedKey
+	require.Eventually(f.t, func() bool {
+		var err error
+		pk, err = f.admin.Get(context.Background(), topology.StageEnricher, key)
+		return errors.Is(err, lane.ErrNotParked)
+	}, 10*time.Second, 10*time.Millisecond, msg+": %+v", &pk)
+}
+
 func (f *isoFixture) setReject(body string, on bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

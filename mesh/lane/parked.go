@@ -244,13 +244,10 @@ func (p *Parked) round(ctx context.Context, stage topology.Stage, key, kvKey str
 // delete failing) before it frees the key (stale.go). A held key's bound
 // is its holder's.
 func (p *Parked) bound(ctx context.Context, kvKey, replayID string, msgs []*jetstream.RawStreamMsg) error {
-	var upto uint64
-	for _, m := range msgs {
-		upto = max(upto, m.Sequence)
-	}
-	if upto == 0 {
+	if len(msgs) == 0 {
 		return nil
 	}
+	upto := msgs[len(msgs)-1].Sequence // Messages reads in parked order
 	return p.ps.update(ctx, kvKey, func(c *ParkedKey) *ParkedKey {
 		if c == nil || c.Held || c.State != StateReplaying || c.ReplayID != replayID || c.Upto >= upto {
 			return c

@@ -81,24 +81,12 @@ func TestHeldRoundLeavesNoCopyWhenItsDeleteFails(t *testing.T) {
 // the key. Left there, the copy would be replayed by the key's next park,
 // an old event after newer ones.
 func TestReplayLeavesNoCopyWhenItsLastDeleteFails(t *testing.T) {
-	ctx := context.Background()
 	f := newIsoFixture(t)
-	last := f.parkForReplay()
-	admin, err := lane.OpenParked(ctx, &parkedDeletes{JetStream: f.js, parked: f.names.ParkedStream(),
-		hook: func(seq uint64) error {
-			if seq == last {
-				return errors.New("nats: timeout")
-			}
-			return nil
-		}}, f.names)
-	require.NoError(t, err)
-	_, err = admin.Replay(ctx, topology.StageEnricher, "k", 10*time.Second, 3)
+	admin := f.parkForReplay(func() error { return errors.New("nats: timeout") })
+	_, err := admin.Replay(context.Background(), topology.StageEnricher, "k", 10*time.Second, 3)
 	require.Error(t, err, "the command should have seen its delete fail")
 	f.waitSeen("k", "k-0", "k-1", "k-2")
-	require.Eventually(t, func() bool {
-		_, err := f.admin.Get(ctx, topology.StageEnricher, "k")
-		return errors.Is(err, lane.ErrNotParked)
-	}, 10*time.Second, 10*time.Millisecond, "the key should have been freed")
+	f.waitFree("k", "the key should have been freed")
 	require.Empty(t, f.parkedBodies("k"), "a copy of the replayed round is still parked after its key was freed")
 }
 
@@ -111,18 +99,10 @@ func TestReplayLeavesNoCopyWhenItsLastDeleteFails(t *testing.T) {
 func TestReplaySucceedsWhenTheLaneRemovedItsLastCopyFirst(t *testing.T) {
 	ctx := context.Background()
 	f := newIsoFixture(t)
-	last := f.parkForReplay()
-	admin, err := lane.OpenParked(ctx, &parkedDeletes{JetStream: f.js, parked: f.names.ParkedStream(),
-		hook: func(seq uint64) error {
-			if seq == last {
-				require.Eventually(t, func() bool {
-					_, err := f.admin.Get(ctx, topology.StageEnricher, "k")
-					return errors.Is(err, lane.ErrNotParked)
-				}, 10*time.Second, 10*time.Millisecond, "the lane should have run the round and freed the key")
-			}
-			return nil
-		}}, f.names)
-	require.NoError(t, err)
+	admin := f.parkForReplay(func() error {
+		f.waitFree("k", "the lane should have run the round and freed the key")
+		return nil
+	})
 	res, err := admin.Replay(ctx, topology.StageEnricher, "k", 10*time.Second, 3)
 	require.NoError(t, err)
 	require.True(t, res.Unblocked)
@@ -171,9 +151,10 @@ func failDeletes(fail *atomic.Int32, also func() bool) func(uint64) error {
 }
 
 // parkForReplay parks k-0..k-2 behind a rejected k-0, lets k-0 through
-// again, and returns the parked sequence of k-2, the last message of a
-// replay round.
-func (f *isoFixture) parkForReplay() uint64 {
+// again, and returns an operator's view whose delete of k-2's copy (the
+// last of a replay round) runs onLastDelete first: its error is the
+// delete's.
+func (f *isoFixture) parkForReplay(onLastDelete func() error) *lane.Parked {
 	f.t.Helper()
 	f.setReject("k-0", true)
 	f.publish("k", 0, 3)
@@ -183,5 +164,14 @@ func (f *isoFixture) parkForReplay() uint64 {
 	require.NoError(f.t, err)
 	require.Len(f.t, msgs, 3)
 	require.Equal(f.t, "k-2", string(msgs[2].Data))
-	return msgs[2].Sequence
+	last := msgs[2].Sequence
+	admin, err := lane.OpenParked(context.Background(), &parkedDeletes{JetStream: f.js, parked: f.names.ParkedStream(),
+		hook: func(seq uint64) error {
+			if seq == last {
+				return onLastDelete()
+			}
+			return nil
+		}}, f.names)
+	require.NoError(f.t, err)
+	return admin
 }

@@ -53,34 +53,43 @@ func (l *lane) dropStaleCopies(m *Msg) {
 	l.mu.Unlock()
 	ctx, cancel := context.WithTimeout(l.ctx, 5*time.Second)
 	defer cancel()
-	subject := l.g.cfg.Names.ParkedSubject(l.g.cfg.Stage, m.Type, m.KeyToken)
 	seq := strconv.FormatUint(m.StreamSeq, 10)
-	err := retryParked(ctx, func() error {
-		s, err := l.g.js.Stream(ctx, l.g.cfg.Names.ParkedStream())
-		if err != nil {
-			return err
-		}
-		return eachBySubject(ctx, s, 1, subject, func(pm *jetstream.RawStreamMsg) (bool, error) {
-			if pm.Header.Get(HeaderOriginSeq) != seq || pm.Header.Get(HeaderOriginStream) != l.stream {
-				return true, nil
-			}
-			if err := deleteMsg(ctx, s, pm.Sequence); err != nil {
-				return false, err
-			}
-			l.event(l.log.Info(), m).Uint64("parked_seq", pm.Sequence).
-				Str("reason", pm.Header.Get(HeaderParkReason)).
-				Msg("removed a parked copy of a message delivered after all (its park was never recorded)")
-			l.mu.Lock()
-			l.stats.StaleCopies++
-			l.mu.Unlock()
-			return true, nil
-		})
-	})
+	err := l.dropParked(ctx, m, func(pm *jetstream.RawStreamMsg) (drop, more bool) {
+		return pm.Header.Get(HeaderOriginSeq) == seq && pm.Header.Get(HeaderOriginStream) == l.stream, true
+	}, "removed a parked copy of a message delivered after all (its park was never recorded)")
 	if err != nil {
 		// The message is acked: nothing looks again. Left there, the copy
 		// would be replayed by the key's next hold or park.
 		l.event(l.log.Warn(), m).Err(err).Msg("could not look for (or remove) a stale parked copy; check sluice parked list")
 	}
+}
+
+// dropParked deletes the parked messages of m's key that match says to
+// drop, in parked order until it says no more, each logged with why and
+// counted in StaleCopies. A failed read or delete (the server restarting)
+// is tried again, from the start, until ctx ends (parkedRetry).
+func (l *lane) dropParked(ctx context.Context, m *Msg, match func(*jetstream.RawStreamMsg) (drop, more bool), why string) error {
+	subject := l.g.cfg.Names.ParkedSubject(l.g.cfg.Stage, m.Type, m.KeyToken)
+	return retryParked(ctx, func() error {
+		s, err := l.g.js.Stream(ctx, l.g.cfg.Names.ParkedStream())
+		if err != nil {
+			return err
+		}
+		return eachBySubject(ctx, s, 1, subject, func(pm *jetstream.RawStreamMsg) (bool, error) {
+			drop, more := match(pm)
+			if !drop {
+				return more, nil
+			}
+			if err := deleteMsg(ctx, s, pm.Sequence); err != nil {
+				return false, err
+			}
+			l.event(l.log.Info(), m).Uint64("parked_seq", pm.Sequence).Str("reason", pm.Header.Get(HeaderParkReason)).Msg(why)
+			l.mu.Lock()
+			l.stats.StaleCopies++
+			l.mu.Unlock()
+			return more, nil
+		})
+	})
 }
 
 // parkedRetry is the wait between tries of a look at the parked stream
@@ -130,27 +139,7 @@ func (l *lane) dropRoundCopies(ctx context.Context, m *Msg, upto uint64) error {
 	if upto == 0 {
 		return nil
 	}
-	subject := l.g.cfg.Names.ParkedSubject(l.g.cfg.Stage, m.Type, m.KeyToken)
-	return retryParked(ctx, func() error { return l.dropCopiesUpto(ctx, m, subject, upto) })
-}
-
-func (l *lane) dropCopiesUpto(ctx context.Context, m *Msg, subject string, upto uint64) error {
-	s, err := l.g.js.Stream(ctx, l.g.cfg.Names.ParkedStream())
-	if err != nil {
-		return err
-	}
-	return eachBySubject(ctx, s, 1, subject, func(pm *jetstream.RawStreamMsg) (bool, error) {
-		if pm.Sequence > upto {
-			return false, nil
-		}
-		if err := deleteMsg(ctx, s, pm.Sequence); err != nil {
-			return false, err
-		}
-		l.event(l.log.Info(), m).Uint64("parked_seq", pm.Sequence).Uint64("upto", upto).
-			Msg("removed a parked copy its key's replay round had republished (its delete had not happened)")
-		l.mu.Lock()
-		l.stats.StaleCopies++
-		l.mu.Unlock()
-		return true, nil
-	})
+	return l.dropParked(ctx, m, func(pm *jetstream.RawStreamMsg) (drop, more bool) {
+		return pm.Sequence <= upto, pm.Sequence <= upto
+	}, "removed a parked copy its key's replay round had republished (its delete had not happened)")
 }

@@ -50,11 +50,7 @@ func listAudit(ctx context.Context, js jetstream.JetStream, names topology.Names
 		if err == nil {
 			err = notReady(batch.Error())
 		}
-		if errors.Is(err, nats.ErrNoResponders) && retries < replayNotReadyRetries {
-			// On a cluster a fresh ordered consumer can answer "no
-			// responders" for a moment (as in sluice replay).
-			retries++
-			time.Sleep(replayNotReadyPause)
+		if notReadyAgain(err, &retries) {
 			continue
 		}
 		if err != nil {

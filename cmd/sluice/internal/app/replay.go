@@ -131,6 +131,19 @@ const (
 	replayNotReadyPause   = 250 * time.Millisecond
 )
 
+// notReadyAgain reports whether err is the "no responders" of a fresh
+// ordered consumer on a cluster that does not answer yet and may be tried
+// again (replayNotReadyRetries times, counted in *tries); it waits
+// replayNotReadyPause first.
+func notReadyAgain(err error, tries *int) bool {
+	if !errors.Is(err, nats.ErrNoResponders) || *tries >= replayNotReadyRetries {
+		return false
+	}
+	*tries++
+	time.Sleep(replayNotReadyPause)
+	return true
+}
+
 func replayRun(ctx context.Context, js jetstream.JetStream, names topology.Names, o ReplayOptions, res *ReplayResult) error {
 	stream, err := js.Stream(ctx, names.EventsStream())
 	if err != nil {

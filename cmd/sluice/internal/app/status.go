@@ -256,8 +256,7 @@ func countHeld(ctx context.Context, js jetstream.JetStream, names topology.Names
 		return fmt.Errorf("bucket %s: %w", names.ParkedKeysBucket(), err)
 	}
 	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	for retries := 0; errors.Is(err, nats.ErrNoResponders) && retries < replayNotReadyRetries; retries++ {
-		time.Sleep(replayNotReadyPause) // a fresh ordered consumer on a cluster, not answering yet
+	for retries := 0; notReadyAgain(err, &retries); {
 		w, err = kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	}
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -124,9 +126,18 @@ func runBacklog(ctx context.Context, o options, sim *simProc) error {
 
 	// Drain.
 	back := time.Now()
+	cpu0, simCPU0 := run.cpuTime(), sim.cpuTime()
 	phase.Store(phaseAt{"drain", back})
 	if err := sim.client.Outage(ctx, 0); err != nil {
 		return fmt.Errorf("simulator outage end: %w", err)
+	}
+	// A CPU profile of the drain's first o.profileFor, while every lane
+	// has a backlog.
+	profc := make(chan error, 1)
+	if o.cpuprofile != "" {
+		go func() { profc <- run.fetchProfile(ctx, o.profileFor, o.cpuprofile) }()
+	} else {
+		profc <- nil
 	}
 	var first time.Time
 	for first.IsZero() {
@@ -147,6 +158,20 @@ func runBacklog(ctx context.Context, o options, sim *simProc) error {
 	if err != nil {
 		return err
 	}
+	if err := <-profc; err != nil {
+		return fmt.Errorf("profile: %w", err)
+	}
+	if o.heapprofile != "" {
+		// The drain's allocations are this profile less the build's.
+		ext := filepath.Ext(o.heapprofile)
+		drainHeap := strings.TrimSuffix(o.heapprofile, ext) + "-drain" + ext
+		if err := run.fetchHeap(ctx, drainHeap); err != nil {
+			return fmt.Errorf("heap profile: %w", err)
+		}
+		fmt.Printf("  heap profile at the end of the drain: %s (what the drain allocated: go tool pprof -sample_index=alloc_space -diff_base %s -top %s)\n",
+			drainHeap, o.heapprofile, drainHeap)
+	}
+	drainCPU, drainSim := run.cpuTime()-cpu0, sim.cpuTime()-simCPU0
 	phase.Store(phaseAt{"check", time.Now()})
 	drainRSS := rss.mark()
 	diskDrained := diskUsage(run.dataDir)
@@ -171,6 +196,8 @@ func runBacklog(ctx context.Context, o options, sim *simProc) error {
 	fmt.Printf("  drain: first delivery %s after the CRM came back; all %d delivered after %s = %.0f events/s (%.0f/s from the first delivery) %s\n",
 		first.Sub(back).Round(10*time.Millisecond), n, drain.Round(100*time.Millisecond), rate,
 		float64(n)/done.Sub(first).Seconds(), drainMark(n, drain))
+	fmt.Printf("  CPU per event during the drain: %.0f µs sluice, %.0f µs simulator\n",
+		float64(drainCPU)/float64(n)/1e3, float64(drainSim)/float64(n)/1e3)
 	fmt.Printf("  on disk after the drain: data dir %.0f MiB\n", float64(diskDrained)/(1<<20))
 	fmt.Printf("  other load on the machine: %.2f cores (loadavg %s → %s)\n", ns.cores(), ns.startLoad, loadavg())
 	tt := rep.Totals
@@ -183,6 +210,10 @@ func runBacklog(ctx context.Context, o options, sim *simProc) error {
 		tt.Unexpected, tt.Attempts)
 	if verdict != "ok" {
 		return fmt.Errorf("simulator check failed: %s", firstLine(rep.String()))
+	}
+	if o.cpuprofile != "" {
+		fmt.Printf("  CPU profile of `sluice run` over the drain's first %s: %s\n", o.profileFor, o.cpuprofile)
+		printTop(o.cpuprofile)
 	}
 	return nil
 }

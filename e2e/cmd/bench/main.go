@@ -77,7 +77,7 @@ func main() {
 	flag.BoolVar(&o.skipLatency, "skip-latency", false, "skip the latency run")
 	flag.IntVar(&o.warmupEvents, "warmup", 5000, "events sent before measuring")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "",
-		"write a CPU profile of `sluice run` under full load to this file (one per cell, named after it)")
+		"write a CPU profile of `sluice run` under full load to this file (one per cell, named after it; -backlog: of the drain)")
 	flag.StringVar(&o.heapprofile, "heapprofile", "",
 		"-backlog: write a heap profile of `sluice run` to this file when the backlog is built")
 	flag.DurationVar(&o.profileFor, "profile-for", 20*time.Second, "length of the CPU profile")

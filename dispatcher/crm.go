@@ -88,6 +88,8 @@ type response struct {
 	NotSent bool
 	// Took is the time from sending the request to the end of the body.
 	Took time.Duration
+	// Probe: the answer came to the paused lane's probe (probeAnswers).
+	Probe bool
 }
 
 // do sends one request. The returned error means the request could not

@@ -93,6 +93,9 @@ func uncertainOutcome(res response) bool {
 // settles the message (adopted, or the lookup failed); false: send the
 // create.
 func (s *Service) findFirst(ctx context.Context, m *lane.Msg, r crmreq.Request) (o lane.Outcome, done bool) {
+	if s.probed.has(r.EventID) {
+		return lane.Outcome{}, false // the probe's create was answered: call uses its answer
+	}
 	again := m.Redelivered()
 	uncertain := again || s.uncertain.has(r.EventID)
 	if r.Find == nil {
@@ -178,13 +181,13 @@ func (s *Service) lookupAtCRM(ctx context.Context, m *lane.Msg, r crmreq.Request
 		if err != nil {
 			c.Note = "the answer gave no usable id: " + err.Error() + "; retrying"
 			s.recordAttempt(m, r, c)
-			return "", false, s.failure(m, fr, res, f.Method, f.Path), false
+			return "", false, s.failure(m, fr, res, f.Method, f.Path, kindFind), false
 		}
 	case res.Err == nil && res.Status == http.StatusNotFound:
 	default:
 		c.Note = "lookup failed; the create waits for it"
 		s.recordAttempt(m, r, c)
-		return "", false, s.failure(m, fr, res, f.Method, f.Path), false
+		return "", false, s.failure(m, fr, res, f.Method, f.Path, kindFind), false
 	}
 	c.Response = "" // a search answer lists records: not kept when it worked
 	if id == "" {

@@ -70,7 +70,16 @@ func (s *Service) send(ctx context.Context, m *lane.Msg, r crmreq.Request, metho
 	if !ok {
 		return o
 	}
-	return s.delivered(m, r, &ledger.CRMCall{Method: method, Path: path, Status: res.Status, Took: res.Took, Headers: s.recordedHeaders(res)})
+	return s.delivered(m, r, &ledger.CRMCall{Method: method, Path: path, Status: res.Status, Took: res.Took,
+		Headers: s.recordedHeaders(res), Note: probeNote(res)})
+}
+
+// probeNote is the delivered record's note for an answer a probe got.
+func probeNote(res response) string {
+	if res.Probe {
+		return "answered to the paused lane's probe; not sent again"
+	}
+	return ""
 }
 
 // create sends a create request and remembers the CRM id it returns.
@@ -96,7 +105,7 @@ func (s *Service) create(ctx context.Context, m *lane.Msg, r crmreq.Request) lan
 		return lane.Park("crm id not in create response", err, crmHeaders(res))
 	}
 	return s.remember(ctx, m, r, id, &ledger.CRMCall{Method: r.Method, Path: r.Path, Status: res.Status, Took: res.Took,
-		Headers: s.recordedHeaders(res)})
+		Headers: s.recordedHeaders(res), Note: probeNote(res)})
 }
 
 // remember stores a created record's id; the message is acked only after
@@ -135,6 +144,16 @@ func (s *Service) call(ctx context.Context, m *lane.Msg, r crmreq.Request, metho
 			Msg("late duplicate: another replica already sent this request; not sending it again")
 		return res, lane.Done(), false
 	}
+	if res, ok := s.probed.take(r.EventID, method, path); ok {
+		// The paused lane's probe sent this request and the CRM applied
+		// it: its answer is this try's (probe in stepaside.go).
+		res.Probe = true
+		s.metrics.status(res)
+		s.probeAnswersUsed.Add(1)
+		s.log.Debug().Str("event_id", r.EventID).Int("partition", m.Partition).Int("status", res.Status).
+			Msg("the lane's probe was answered 2xx: its answer is used, the request is not sent again")
+		return res, lane.Outcome{}, true
+	}
 	res, err := s.crm.do(ctx, r, method, path)
 	if err != nil {
 		return res, lane.Park("undecodable request", err, nil), false
@@ -155,12 +174,12 @@ func (s *Service) call(ctx context.Context, m *lane.Msg, r crmreq.Request, metho
 		s.cfg.policyFor(res.Status) == PolicyPark:
 		return res, lane.Park("crm rejected: "+strconv.Itoa(res.Status), &StatusError{Status: res.Status}, crmHeaders(res)), false
 	}
-	return res, s.failure(m, r, res, method, path), false
+	return res, s.failure(m, r, res, method, path, kind), false
 }
 
 // failure decides between a retry and a pause by the retry policy: every
 // Tries-th failure in a row pauses the partition's consumer.
-func (s *Service) failure(m *lane.Msg, r crmreq.Request, res response, method, path string) lane.Outcome {
+func (s *Service) failure(m *lane.Msg, r crmreq.Request, res response, method, path, kind string) lane.Outcome {
 	err := res.Err
 	var ra time.Duration
 	if err == nil {
@@ -193,7 +212,7 @@ func (s *Service) failure(m *lane.Msg, r crmreq.Request, res response, method, p
 		Int("partition", m.Partition).Dur("pause", d).Msg("crm request failed; the lane pauses the partition or steps the key aside")
 	o := lane.Pause(d, err).Transient()
 	if s.cfg.StepAside.Enabled {
-		o = o.WithProbe(s.probe(r, method, path))
+		o = o.WithProbe(s.probe(r, method, path, kind))
 	}
 	return o
 }

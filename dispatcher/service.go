@@ -76,6 +76,10 @@ type Service struct {
 	// crm.find and adoption (find.go)
 	uncertain                               uncertainSet
 	finds, found, adopted, adoptedConflicts atomic.Uint64
+
+	// a paused lane's probe answered 2xx (probed.go)
+	probed           probeAnswers
+	probeAnswersUsed atomic.Uint64
 }
 
 // New validates cfg (after defaults) and deps and returns a stopped Service.
@@ -119,6 +123,7 @@ func (s *Service) Handle(ctx context.Context, m *lane.Msg) lane.Outcome { return
 func (s *Service) Stats() Stats {
 	st := s.metrics.snapshot()
 	st.Finds, st.Found, st.Adopted, st.AdoptedConflicts = s.finds.Load(), s.found.Load(), s.adopted.Load(), s.adoptedConflicts.Load()
+	st.ProbeAnswers = s.probeAnswersUsed.Load()
 	if tc, ok := s.crm.auth.(*tokenCache); ok {
 		st.TokenFetches, st.Unauthorized = tc.fetches.Load(), tc.rejects.Load()
 	}

@@ -31,6 +31,10 @@ type Stats struct {
 	Found            uint64 `json:"found"`
 	Adopted          uint64 `json:"adopted"`
 	AdoptedConflicts uint64 `json:"adopted_conflicts"`
+	// ProbeAnswers counts requests a paused lane's probe had sent and the
+	// CRM applied (2xx): the lane used that answer instead of sending the
+	// request a second time.
+	ProbeAnswers uint64 `json:"probe_answers,omitempty"`
 	// TokenFetches counts OAuth2 tokens fetched, Unauthorized the CRM's
 	// 401 answers (each replaces the token once).
 	TokenFetches uint64 `json:"token_fetches,omitempty"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"sluice.dev/mesh/crmreq"
@@ -154,21 +155,65 @@ func (s *Service) headDelay(failures, inPlace int) time.Duration {
 	return b[min(failures-inPlace, len(b)-1)]
 }
 
-// probe is a paused lane's probe: the failed request again (the CRM
-// deduplicates it by its Idempotency-Key). Any answer but a transient
-// failure (5xx, 408, 429, 401, no answer) ends the pause: the CRM is back,
-// and the lane handles the request's real answer when it sends it again.
-func (s *Service) probe(r crmreq.Request, method, path string) func(context.Context) error {
+// probe is a paused lane's probe: the failed request again, with its
+// Idempotency-Key. Any answer but a transient failure (5xx, 408, 429, 401,
+// no answer) ends the pause: the CRM is back. A 2xx means the CRM applied
+// the request: the answer is kept (probeAnswers) and the lane's next try of
+// the message uses it instead of sending the request a second time. Any
+// other answer is not kept: the lane sends the request again and handles
+// that answer. A create that may already have been applied (uncertain) is
+// looked up first when crm.find is configured, as the lane does: found,
+// the pause ends and the lane adopts the record; not found, the probe
+// creates it. A create whose probe got no answer is uncertain, as after
+// the lane's own tries.
+func (s *Service) probe(r crmreq.Request, method, path, kind string) func(context.Context) error {
 	return func(ctx context.Context) error {
-		res, err := s.crm.do(ctx, r, method, path)
-		switch {
-		case err != nil:
-			return err
-		case res.Err != nil:
-			return res.Err
-		case res.Status >= 500 || s.RetryPolicy().Retried(res.Status):
-			return &StatusError{Status: res.Status}
+		if kind == kindCreate && r.Find != nil && s.uncertain.has(r.EventID) {
+			if found, err := s.probeLookup(ctx, r); err != nil || found {
+				return err
+			}
 		}
-		return nil
+		res, err := s.crm.do(ctx, r, method, path)
+		if err == nil && kind == kindCreate && uncertainOutcome(res) {
+			s.uncertain.add(r.EventID)
+		}
+		if err == nil && res.Err == nil && res.Status/100 == 2 && kind != kindFind {
+			// A lookup changes nothing at the CRM: the lane runs it again.
+			s.probed.put(r.EventID, method, path, res)
+		}
+		return s.probeResult(res, err)
 	}
+}
+
+// probeLookup is the crm.find of an uncertain create's probe: found
+// reports a record the lane will adopt; an error keeps the lane paused.
+func (s *Service) probeLookup(ctx context.Context, r crmreq.Request) (found bool, err error) {
+	fr := r
+	fr.Body = r.Find.Body
+	res, err := s.crm.do(ctx, fr, r.Find.Method, r.Find.Path)
+	if err := s.probeResult(res, err); err != nil {
+		return false, err
+	}
+	if res.Status/100 != 2 {
+		return res.Status != http.StatusNotFound, nil // any other answer: the lane handles it
+	}
+	code, err := s.jq.get(r.Find.IDFrom)
+	if err != nil {
+		return true, nil // the lane parks the request
+	}
+	id, err := findID(ctx, code, res.Body)
+	return id != "" || err != nil, nil
+}
+
+// probeResult is what a probe's answer means for the pause: nil ends it.
+func (s *Service) probeResult(res response, err error) error {
+	switch {
+	case err != nil:
+		return err
+	case res.Err != nil:
+		return res.Err
+	case res.Status >= 500 || s.RetryPolicy().Retried(res.Status):
+		return &StatusError{Status: res.Status}
+	}
+	return nil
 }

@@ -203,6 +203,10 @@ func testCRMDownPausesOutlet(t *testing.T, inline bool, stage topology.Stage) {
 		resumes += st.ProbeResumes
 	}
 	require.Positive(t, resumes, "probes should have resumed the lanes")
+	// A probe answered 2xx was applied by the CRM (this one, like most,
+	// does not deduplicate): the lane must use that answer, not send the
+	// request a second time (a second record, a second note).
+	require.Zero(t, rep.Totals.ExtraDeliveries, "requests applied twice: %s", rep.String())
 	requireNoKeyHeld(t, h)
 	_ = ctx
 }

@@ -33,9 +33,12 @@ const (
 
 // pullBatch is the size of a lane's pull requests. With MaxAckPending=1
 // the server delivers one message at a time whatever the batch; a new pull
-// request goes out when half of it was used. 64 looked cheaper per event
-// than 8 in a noisy benchmark; kept at 8 until measured on a quiet machine.
-const pullBatch = 8
+// request goes out when half of it was used, so a larger batch only means
+// fewer pull requests (each one JSON the client encodes and the server
+// decodes and queues). 64 against 8, `bench -backlog 200000` alternating,
+// three runs each on a quiet machine: 2.86 against 2.98 simulator units of
+// CPU per event in the dispatcher's drain (−4 %; docs/scaling.md).
+const pullBatch = 64
 
 type lane struct {
 	g      *Group

@@ -82,9 +82,16 @@ func TestHeldRoundLeavesNoCopyWhenItsDeleteFails(t *testing.T) {
 // an old event after newer ones.
 func TestReplayLeavesNoCopyWhenItsLastDeleteFails(t *testing.T) {
 	f := newIsoFixture(t)
-	admin := f.parkForReplay(func() error { return errors.New("nats: timeout") })
+	var failed atomic.Bool
+	admin := f.parkForReplay(func() error { failed.Store(true); return errors.New("nats: timeout") })
 	_, err := admin.Replay(context.Background(), topology.StageEnricher, "k", 10*time.Second, 3)
-	require.Error(t, err, "the command should have seen its delete fail")
+	require.True(t, failed.Load(), "the command's last delete should have failed")
+	// The command reports the failure, unless the lane ran the round and
+	// removed the copy before the command looked whether it is still there
+	// (a loaded machine: make stress saw it 2 times in 12); the copy is gone
+	// either way, and with the lane's removal off it stays (the error, then
+	// the check below).
+	t.Logf("replay command: %v", err)
 	f.waitSeen("k", "k-0", "k-1", "k-2")
 	f.waitFree("k", "the key should have been freed")
 	require.Empty(t, f.parkedBodies("k"), "a copy of the replayed round is still parked after its key was freed")

@@ -115,6 +115,8 @@ type holder struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// trouble throttles the warnings of failed replay steps.
+	trouble trouble
 }
 
 // maxReplays bounds the replays a holder runs at once.
@@ -123,7 +125,7 @@ const maxReplays = 8
 func newHolder(g *Group) *holder {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &holder{g: g, due: map[string]time.Time{}, busy: map[string]bool{}, wake: make(chan struct{}, 1),
-		ctx: ctx, cancel: cancel}
+		ctx: ctx, cancel: cancel, trouble: trouble{log: g.cfg.Logger}}
 	h.wg.Add(1)
 	go h.run()
 	return h
@@ -210,12 +212,11 @@ func (h *holder) replay(kvKey string) time.Time {
 	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
 	defer cancel()
 	ps := h.g.parked
-	log := h.g.cfg.Logger.With().Str("held_key", kvKey).Logger()
 	retry := time.Now().Add(time.Second)
 	pk, _, err := ps.get(ctx, kvKey)
 	switch {
 	case err != nil:
-		log.Warn().Err(err).Msg("held key: read failed; trying again")
+		h.trouble.warn(kvKey, err, "held key: read failed; trying again")
 		return retry
 	case pk == nil || !pk.Held:
 		return time.Time{} // free, or parked for good: the operator's
@@ -244,7 +245,7 @@ func (h *holder) replay(kvKey string) time.Time {
 		return &n
 	})
 	if err != nil {
-		log.Warn().Err(err).Msg("held key: could not begin its replay; trying again")
+		h.trouble.warn(kvKey, err, "held key: could not begin its replay; trying again")
 		return retry
 	}
 	if cur.State != StateReplaying {
@@ -253,7 +254,7 @@ func (h *holder) replay(kvKey string) time.Time {
 	adm := &Parked{js: h.g.js.(AdminJetStream), names: h.g.cfg.Names, ps: ps}
 	msgs, err := adm.Messages(ctx, cur.Stage, cur.Key)
 	if err != nil {
-		log.Warn().Err(err).Msg("held key: could not read its parked messages; trying again")
+		h.trouble.warn(kvKey, err, "held key: could not read its parked messages; trying again")
 		return retry
 	}
 	if cur.Upto == 0 && len(msgs) > 0 {
@@ -272,7 +273,7 @@ func (h *holder) replay(kvKey string) time.Time {
 			return &n
 		})
 		if err != nil {
-			log.Warn().Err(err).Msg("held key: could not bound its replay; trying again")
+			h.trouble.warn(kvKey, err, "held key: could not bound its replay; trying again")
 			return retry
 		}
 	}
@@ -304,14 +305,15 @@ func (h *holder) replay(kvKey string) time.Time {
 			_, err = h.g.js.PublishMsg(ctx, out)
 		}
 		if err != nil {
-			log.Warn().Err(err).Msg("held key: republish failed; trying again")
+			h.trouble.warn(kvKey, err, "held key: republish failed; trying again")
 			return retry
 		}
 		if err := deleteMsg(ctx, s, pm.Sequence); err != nil {
-			log.Warn().Err(err).Msg("held key: delete of a replayed message failed; trying again")
+			h.trouble.warn(kvKey, err, "held key: delete of a replayed message failed; trying again")
 			return retry
 		}
 	}
+	h.trouble.ok()
 	h.g.cfg.Logger.Debug().Str("key", cur.Key).Int("messages", len(round)).Int("failures", cur.Failures).
 		Msg("held key replayed")
 	return time.Time{}
@@ -338,7 +340,7 @@ func (h *holder) emptyRound(ctx context.Context, kvKey, replayID string) time.Ti
 	})
 	switch {
 	case err != nil:
-		h.g.cfg.Logger.Warn().Err(err).Str("held_key", kvKey).Msg("held key: could not end an empty round; trying again")
+		h.trouble.warn(kvKey, err, "held key: could not end an empty round; trying again")
 		return time.Now().Add(time.Second)
 	case again:
 		return time.Now()

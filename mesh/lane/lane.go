@@ -35,9 +35,10 @@ const (
 // the server delivers one message at a time whatever the batch; a new pull
 // request goes out when half of it was used, so a larger batch only means
 // fewer pull requests (each one JSON the client encodes and the server
-// decodes and queues). 64 against 8, `bench -backlog 200000` alternating,
-// three runs each on a quiet machine: 2.86 against 2.98 simulator units of
-// CPU per event in the dispatcher's drain (−4 %; docs/scaling.md).
+// decodes and queues). 64 against 8, alternating, three runs each on a
+// quiet machine: 2.86 against 2.98 simulator units of CPU per event in the
+// dispatcher's backlog drain (−4 %), no difference in bench-quick's cells
+// (docs/scaling.md).
 const pullBatch = 64
 
 type lane struct {

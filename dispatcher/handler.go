@@ -212,7 +212,7 @@ func (s *Service) failure(m *lane.Msg, r crmreq.Request, res response, method, p
 		Int("partition", m.Partition).Dur("pause", d).Msg("crm request failed; the lane pauses the partition or steps the key aside")
 	o := lane.Pause(d, err).Transient()
 	if s.cfg.StepAside.Enabled {
-		o = o.WithProbe(s.probe(r, method, path, kind))
+		o = o.WithProbe(s.probe(r, method, path, kind, ra))
 	}
 	return o
 }

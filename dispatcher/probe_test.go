@@ -102,3 +102,40 @@ func TestAProbeAnsweredIsNotSentAgain(t *testing.T) {
 		})
 	}
 }
+
+// TestAProbeWaitsForTheCRMsRetryAfter: a CRM enforcing a quota answers the
+// paused lane's probe with 429 and Retry-After: 2; the next probe waits
+// those 2 s instead of coming every probe_every (50ms here).
+func TestAProbeWaitsForTheCRMsRetryAfter(t *testing.T) {
+	e := newEnv(t, 1)
+	var state atomic.Int32 // 0 down, 1 quota, 2 up
+	var mu sync.Mutex
+	var quota []time.Time // requests answered 429
+	crm := newFakeCRM(t, func(c call, n int) reply {
+		switch state.Load() {
+		case 0:
+			return reply{Status: 503}
+		case 1:
+			mu.Lock()
+			quota = append(quota, c.At)
+			mu.Unlock()
+			return reply{Status: 429, Header: map[string]string{"Retry-After": "2"}}
+		}
+		return reply{Status: 200, Body: `{"ok":true}`}
+	})
+	e.start(t, probing(crm.srv.URL), zerolog.Nop())
+	e.publish(t, request("acct:1", 1))
+	require.Eventually(t, func() bool { return e.paused(t, 0) }, 10*time.Second, 5*time.Millisecond)
+	state.Store(1)
+	var got []time.Time
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append([]time.Time(nil), quota...)
+		return len(got) >= 2
+	}, 10*time.Second, 5*time.Millisecond, "the probes should go on after the Retry-After")
+	require.GreaterOrEqual(t, got[1].Sub(got[0]), 1900*time.Millisecond,
+		"a probe came before the CRM's Retry-After had passed")
+	state.Store(2)
+	require.Eventually(t, func() bool { return e.dispatchLeft(t) == 0 }, 10*time.Second, 5*time.Millisecond)
+}

@@ -165,15 +165,23 @@ func (s *Service) headDelay(failures, inPlace int) time.Duration {
 // looked up first when crm.find is configured, as the lane does: found,
 // the pause ends and the lane adopts the record; not found, the probe
 // creates it. A create whose probe got no answer is uncertain, as after
-// the lane's own tries.
-func (s *Service) probe(r crmreq.Request, method, path, kind string) func(context.Context) error {
+// the lane's own tries. No probe is sent before the CRM's Retry-After (of
+// the failure that paused the lane, then of each probe's answer) has
+// passed: a CRM enforcing a quota is not asked again every probe_every.
+func (s *Service) probe(r crmreq.Request, method, path, kind string, retryAfter time.Duration) func(context.Context) error {
+	notBefore := time.Now().Add(retryAfter)
 	return func(ctx context.Context) error {
+		if wait := time.Until(notBefore); wait > 0 {
+			return fmt.Errorf("the CRM asked to wait %s more (Retry-After); not probing yet", wait.Round(time.Millisecond))
+		}
 		if kind == kindCreate && r.Find != nil && s.uncertain.has(r.EventID) {
-			if found, err := s.probeLookup(ctx, r); err != nil || found {
+			found, err := s.probeLookup(ctx, r, &notBefore)
+			if err != nil || found {
 				return err
 			}
 		}
 		res, err := s.crm.do(ctx, r, method, path)
+		waitRetryAfter(res, &notBefore)
 		if err == nil && kind == kindCreate && uncertainOutcome(res) {
 			s.uncertain.add(r.EventID)
 		}
@@ -187,10 +195,11 @@ func (s *Service) probe(r crmreq.Request, method, path, kind string) func(contex
 
 // probeLookup is the crm.find of an uncertain create's probe: found
 // reports a record the lane will adopt; an error keeps the lane paused.
-func (s *Service) probeLookup(ctx context.Context, r crmreq.Request) (found bool, err error) {
+func (s *Service) probeLookup(ctx context.Context, r crmreq.Request, notBefore *time.Time) (found bool, err error) {
 	fr := r
 	fr.Body = r.Find.Body
 	res, err := s.crm.do(ctx, fr, r.Find.Method, r.Find.Path)
+	waitRetryAfter(res, notBefore)
 	if err := s.probeResult(res, err); err != nil {
 		return false, err
 	}
@@ -203,6 +212,17 @@ func (s *Service) probeLookup(ctx context.Context, r crmreq.Request) (found bool
 	}
 	id, err := findID(ctx, code, res.Body)
 	return id != "" || err != nil, nil
+}
+
+// waitRetryAfter moves notBefore to the Retry-After of a probe's 429 or
+// 5xx answer.
+func waitRetryAfter(res response, notBefore *time.Time) {
+	if res.Err != nil || (res.Status != http.StatusTooManyRequests && res.Status < 500) {
+		return
+	}
+	if ra, ok := ParseRetryAfter(res.Header.Get("Retry-After"), time.Now()); ok && ra > 0 {
+		*notBefore = time.Now().Add(ra)
+	}
 }
 
 // probeResult is what a probe's answer means for the pause: nil ends it.

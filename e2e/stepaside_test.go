@@ -188,10 +188,10 @@ func testCRMDownPausesOutlet(t *testing.T, inline bool, stage topology.Stage) {
 	// resume them in time.
 	rep := waitDelivered(t, h, p, 20*time.Second+15*time.Second)
 	for _, k := range rep.Keys {
-		if k.Reordered != nil {
+		if k.Reordered != nil { // what the CRM got for the first reordered key, before the failure
 			for _, r := range h.Sim.Records() {
 				if r.Key == k.Key {
-					t.Logf("DEBUG %s %d %s", r.EventID, r.Status, r.At.Format("05.000"))
+					t.Logf("reordered key %s: %s answered %d at %s", k.Key, r.EventID, r.Status, r.At.Format("05.000"))
 				}
 			}
 			break

@@ -237,13 +237,11 @@ func writeAuditResult(w io.Writer, r ledger.Result, now time.Time) {
 }
 
 // ensureLedger creates the ledger stream when the ledger is on.
-func ensureLedger(ctx context.Context, js jetstream.JetStream, names topology.Names, c ledger.Config) error {
+func ensureLedger(ctx context.Context, js jetstream.JetStream, names topology.Names, c ledger.Config, log zerolog.Logger) error {
 	if !c.Enabled {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	return ledger.Ensure(ctx, js, names, c)
+	return whenReady(ctx, log, "ledger", startWait, func(ctx context.Context) error { return ledger.Ensure(ctx, js, names, c) })
 }
 
 // newLedgerWriter is a service's ledger writer on the connection of its

@@ -54,10 +54,10 @@ func Run(ctx context.Context, c Config, target string, log zerolog.Logger) error
 	if err != nil {
 		return err
 	}
-	if err := ensureTopology(ctx, adminJS, names); err != nil {
+	if err := ensureTopology(ctx, adminJS, names, log); err != nil {
 		return err
 	}
-	if err := ensureLedger(ctx, adminJS, names, c.Ledger); err != nil {
+	if err := ensureLedger(ctx, adminJS, names, c.Ledger, log); err != nil {
 		return err
 	}
 	cat, err := loadCatalog(c.Catalog)

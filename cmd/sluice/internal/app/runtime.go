@@ -2,8 +2,10 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"time"
 
@@ -155,8 +157,68 @@ func (l layeredFS) Open(name string) (fs.File, error) {
 	return nil, first
 }
 
-func ensureTopology(ctx context.Context, js jetstream.JetStream, names topology.Names) error {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	return names.Ensure(ctx, js)
+func ensureTopology(ctx context.Context, js jetstream.JetStream, names topology.Names, log zerolog.Logger) error {
+	return whenReady(ctx, log, "topology", startWait, func(ctx context.Context) error { return names.Ensure(ctx, js) })
+}
+
+// readyWait is how long the start waits for JetStream to answer (Limit, a
+// cluster still electing its leaders, a node restarting) and how long one
+// try may take (TryFor).
+type readyWait struct{ Limit, TryFor time.Duration }
+
+// startWait is sluice run's: 2 minutes, 15 s per try.
+var startWait = readyWait{Limit: 2 * time.Minute, TryFor: 15 * time.Second}
+
+// busRetryFirst is the first wait between two tries; it doubles up to 5 s.
+const busRetryFirst = 250 * time.Millisecond
+
+// whenReady runs try (one attempt, w.TryFor at most) until it succeeds,
+// fails for good, ctx ends or w.Limit has passed. JetStream that does not
+// answer yet (a timeout, no responders, a 503 "temporarily unavailable") is
+// waited for, with a warning per try; any other error is returned at once.
+// The chaos suite's ingest exited at start ("look up stream SLUICE_EVENTS:
+// context deadline exceeded") while its cluster formed.
+func whenReady(ctx context.Context, log zerolog.Logger, what string, w readyWait, try func(context.Context) error) error {
+	deadline := time.Now().Add(w.Limit)
+	wait := busRetryFirst
+	for {
+		tctx, cancel := context.WithTimeout(ctx, w.TryFor)
+		err := try(tctx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !busNotReady(err) {
+			return err
+		}
+		if time.Now().Add(wait).After(deadline) {
+			return fmt.Errorf("%s: JetStream did not answer within %s: %w", what, w.Limit, err)
+		}
+		log.Warn().Err(err).Dur("retry_in", wait).Msg(what + ": JetStream is not ready yet; waiting")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// jsErrNoPeers is nats-server's "no suitable peers for placement" (a
+// replicated stream created while peers are offline).
+const jsErrNoPeers jetstream.ErrorCode = 10005
+
+// busNotReady reports whether err means JetStream did not answer yet, or
+// cannot place a replicated stream while peers are offline, as opposed to
+// an answer that will not change (a refused config, a changed partition
+// count). A cluster with too few nodes for topology.replicas looks the same
+// as one whose peers are still starting: it is waited for, with the
+// server's reason in each warning, and then fails.
+func busNotReady(err error) bool {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, jetstream.ErrNoStreamResponse):
+		return true
+	case errors.As(err, &apiErr):
+		return apiErr.Code == http.StatusServiceUnavailable || apiErr.ErrorCode == jsErrNoPeers
+	}
+	return false
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -79,24 +78,6 @@ func TestStartStopsWaitingWhenCancelled(t *testing.T) {
 	require.True(t, errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.Canceled), "%v", err)
 }
 
-// lockedBuffer is a log sink read while another goroutine writes to it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // A service started while two of its cluster's three nodes are down (the
 // cluster restarting, or starting with the services) waits until JetStream
 // answers instead of exiting: with one try its lookup of the events stream
@@ -109,7 +90,7 @@ func TestRunWaitsForAClusterThatIsNotReadyYet(t *testing.T) {
 	cfg := meshtest.Topology(2)
 	cfg.Replicas = 3
 	names := topology.New(cfg)
-	var log lockedBuffer
+	var log meshtest.LogBuffer
 	done := make(chan error, 1)
 	// sluice run's wait (ensureTopology) with a shorter try, so that the
 	// first one fails within 2 s.

@@ -158,13 +158,7 @@ func (s *Service) createFailed(ctx context.Context, m *lane.Msg, r crmreq.Reques
 // (the lookup failed: retry, or park when it cannot even be built).
 func (s *Service) lookupAtCRM(ctx context.Context, m *lane.Msg, r crmreq.Request, uncertain bool) (id string, found bool, o lane.Outcome, ok bool) {
 	f := r.Find
-	code, err := s.jq.get(f.IDFrom)
-	if err != nil {
-		return "", false, lane.Park("undecodable request", err, nil), false
-	}
-	fr := r
-	fr.Body = f.Body
-	res, err := s.crm.do(ctx, fr, f.Method, f.Path)
+	fr, code, res, err := s.sendFind(ctx, r)
 	if err != nil {
 		return "", false, lane.Park("undecodable request", err, nil), false
 	}
@@ -202,6 +196,19 @@ func (s *Service) lookupAtCRM(ctx context.Context, m *lane.Msg, r crmreq.Request
 	}
 	s.recordAttempt(m, r, c)
 	return id, id != "", lane.Outcome{}, true
+}
+
+// sendFind sends r's crm.find (the request fr, with the find's body); code
+// reads the id from its answer (findID). err: the find could not be built
+// (its id_from or its request): the caller parks.
+func (s *Service) sendFind(ctx context.Context, r crmreq.Request) (fr crmreq.Request, code *catalog.JQ, res response, err error) {
+	if code, err = s.jq.get(r.Find.IDFrom); err != nil {
+		return r, nil, response{}, err
+	}
+	fr = r
+	fr.Body = r.Find.Body
+	res, err = s.crm.do(ctx, fr, r.Find.Method, r.Find.Path)
+	return fr, code, res, err
 }
 
 // adopt takes over an existing CRM record for the event's entity: the

@@ -39,10 +39,9 @@ func (p *probeAnswers) put(eventID, method, path string, res response) {
 	if p.m == nil {
 		p.m = map[string]probeAnswer{}
 	}
-	now := time.Now()
 	if len(p.m) >= maxProbeAnswers {
 		for id, a := range p.m {
-			if now.Sub(a.at) > probeAnswerTTL {
+			if a.expired() {
 				delete(p.m, id)
 			}
 		}
@@ -50,15 +49,17 @@ func (p *probeAnswers) put(eventID, method, path string, res response) {
 			return // the lane sends it again, as before
 		}
 	}
-	p.m[eventID] = probeAnswer{method: method, path: path, res: res, at: now}
+	p.m[eventID] = probeAnswer{method: method, path: path, res: res, at: time.Now()}
 }
+
+func (a probeAnswer) expired() bool { return time.Since(a.at) > probeAnswerTTL }
 
 // has reports whether a probe's answer waits for eventID.
 func (p *probeAnswers) has(eventID string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	a, ok := p.m[eventID]
-	return ok && time.Since(a.at) <= probeAnswerTTL
+	return ok && !a.expired()
 }
 
 // take returns and forgets the probe's answer to eventID's request, if it
@@ -71,7 +72,7 @@ func (p *probeAnswers) take(eventID, method, path string) (response, bool) {
 		return response{}, false
 	}
 	delete(p.m, eventID)
-	if a.method != method || a.path != path || time.Since(a.at) > probeAnswerTTL {
+	if a.method != method || a.path != path || a.expired() {
 		return response{}, false
 	}
 	return a.res, true

@@ -124,7 +124,6 @@ func (c StepAsideConfig) validate() error {
 	if c.RoundInPlace < 0 {
 		errs = append(errs, errors.New("dispatcher.step_aside.round_in_place: must be >= 0"))
 	}
-
 	if c.InPlaceDelay <= 0 {
 		errs = append(errs, errors.New("dispatcher.step_aside.in_place_delay: must be > 0"))
 	}
@@ -196,19 +195,16 @@ func (s *Service) probe(r crmreq.Request, method, path, kind string, retryAfter 
 // probeLookup is the crm.find of an uncertain create's probe: found
 // reports a record the lane will adopt; an error keeps the lane paused.
 func (s *Service) probeLookup(ctx context.Context, r crmreq.Request, notBefore *time.Time) (found bool, err error) {
-	fr := r
-	fr.Body = r.Find.Body
-	res, err := s.crm.do(ctx, fr, r.Find.Method, r.Find.Path)
+	_, code, res, err := s.sendFind(ctx, r)
+	if code == nil {
+		return true, nil // the find cannot be built: the lane parks the request
+	}
 	waitRetryAfter(res, notBefore)
 	if err := s.probeResult(res, err); err != nil {
 		return false, err
 	}
 	if res.Status/100 != 2 {
 		return res.Status != http.StatusNotFound, nil // any other answer: the lane handles it
-	}
-	code, err := s.jq.get(r.Find.IDFrom)
-	if err != nil {
-		return true, nil // the lane parks the request
 	}
 	id, err := findID(ctx, code, res.Body)
 	return id != "" || err != nil, nil

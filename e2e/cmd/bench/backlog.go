@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -163,8 +161,7 @@ func runBacklog(ctx context.Context, o options, sim *simProc) error {
 	}
 	if o.heapprofile != "" {
 		// The drain's allocations are this profile less the build's.
-		ext := filepath.Ext(o.heapprofile)
-		drainHeap := strings.TrimSuffix(o.heapprofile, ext) + "-drain" + ext
+		drainHeap := suffixed(o.heapprofile, "drain")
 		if err := run.fetchHeap(ctx, drainHeap); err != nil {
 			return fmt.Errorf("heap profile: %w", err)
 		}

@@ -21,8 +21,13 @@ func profilePath(path string, c cell, cells int) string {
 	if cells <= 1 {
 		return path
 	}
+	return suffixed(path, c.String())
+}
+
+// suffixed inserts "-"+s before path's extension (cpu.pprof → cpu-s.pprof).
+func suffixed(path, s string) string {
 	ext := filepath.Ext(path)
-	return strings.TrimSuffix(path, ext) + "-" + c.String() + ext
+	return strings.TrimSuffix(path, ext) + "-" + s + ext
 }
 
 // profileRun takes a CPU profile of the main sluice process for

@@ -17,6 +17,7 @@ import (
 
 	"sluice.dev/mesh/catalog"
 	"sluice.dev/mesh/embedded"
+	"sluice.dev/mesh/retry"
 	"sluice.dev/mesh/topology"
 	"sluice.dev/schemas"
 )
@@ -169,8 +170,8 @@ type readyWait struct{ Limit, TryFor time.Duration }
 // startWait is sluice run's: 2 minutes, 15 s per try.
 var startWait = readyWait{Limit: 2 * time.Minute, TryFor: 15 * time.Second}
 
-// busRetryFirst is the first wait between two tries; it doubles up to 5 s.
-const busRetryFirst = 250 * time.Millisecond
+// busRetry is the wait between two tries: 250ms, doubling up to 5 s.
+var busRetry = retry.Policy{Delay: 250 * time.Millisecond, Max: 5 * time.Second}
 
 // whenReady runs try (one attempt, w.TryFor at most) until it succeeds,
 // fails for good, ctx ends or w.Limit has passed. JetStream that does not
@@ -180,14 +181,14 @@ const busRetryFirst = 250 * time.Millisecond
 // context deadline exceeded") while its cluster formed.
 func whenReady(ctx context.Context, log zerolog.Logger, what string, w readyWait, try func(context.Context) error) error {
 	deadline := time.Now().Add(w.Limit)
-	wait := busRetryFirst
-	for {
+	for failures := 0; ; failures++ {
 		tctx, cancel := context.WithTimeout(ctx, w.TryFor)
 		err := try(tctx)
 		cancel()
 		if err == nil || ctx.Err() != nil || !busNotReady(err) {
 			return err
 		}
+		wait := busRetry.Backoff(failures)
 		if time.Now().Add(wait).After(deadline) {
 			return fmt.Errorf("%s: JetStream did not answer within %s: %w", what, w.Limit, err)
 		}
@@ -197,7 +198,6 @@ func whenReady(ctx context.Context, log zerolog.Logger, what string, w readyWait
 			return ctx.Err()
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, 5*time.Second)
 	}
 }
 

@@ -3,6 +3,7 @@ package watchdog_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -305,9 +306,10 @@ func TestDeletedLaneConsumerIsRecreatedAfterFence(t *testing.T) {
 		stage  topology.Stage
 		policy jetstream.DeliverPolicy
 		start  uint64
+		memory bool // in memory: lost with a NATS restart, recreated without an alert
 	}{
-		{topology.StageEnricher, jetstream.DeliverByStartSequencePolicy, 4},
-		{topology.StageDispatcher, jetstream.DeliverAllPolicy, 0},
+		{topology.StageEnricher, jetstream.DeliverByStartSequencePolicy, 4, false},
+		{topology.StageDispatcher, jetstream.DeliverAllPolicy, 0, true},
 	} {
 		stream, _ := e.names.StageFilter(tc.stage, 0)
 		consumer := e.names.ConsumerName(tc.stage, 0)
@@ -321,8 +323,23 @@ func TestDeletedLaneConsumerIsRecreatedAfterFence(t *testing.T) {
 		require.Equal(t, tc.policy, cfg.DeliverPolicy, consumer)
 		require.Equal(t, tc.start, cfg.OptStartSeq, consumer)
 		require.Equal(t, jetstream.PriorityPolicyPinned, cfg.PriorityPolicy, consumer)
+		require.Equal(t, tc.memory, cfg.MemoryStorage, consumer)
 	}
 	require.Zero(t, w.Stats().Actions[watchdog.ActionRecreateConsumer+"_failed"])
+	require.Equal(t, uint64(2), w.Stats().Actions[watchdog.ActionRecreateConsumer])
+	// The enricher's deletion is news; the dispatcher's in-memory consumer
+	// is lost with every NATS restart: recreated, no alert. Two more polls
+	// and both missing consumers have been handled (raised or not).
+	polls := w.Stats().Polls
+	require.Eventually(t, func() bool { return w.Stats().Polls >= polls+2 }, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, uint64(1), w.Stats().AlertsRaised, "one alert: the enricher consumer's")
+	enricher, dispatcher := e.names.ConsumerName(topology.StageEnricher, 0), e.names.ConsumerName(topology.StageDispatcher, 0)
+	require.Eventually(t, func() bool {
+		return slices.ContainsFunc(e.slack.texts(t), func(s string) bool { return strings.Contains(s, "consumer_missing/"+enricher) })
+	}, 5*time.Second, 20*time.Millisecond, "no alert for the deleted enricher consumer")
+	for _, txt := range e.slack.texts(t) {
+		require.NotContains(t, txt, dispatcher, "alerted on the recreated in-memory consumer")
+	}
 }
 
 // parked_rising follows the events the lanes park for the operator (their

@@ -304,6 +304,12 @@ func (w *Watchdog) consumerMissing(ctx context.Context, ls *laneState) {
 	w.act(ActionRecreateConsumer, err, func(e *zerolog.Event) *zerolog.Event {
 		return e.Str("stream", ls.stream).Str("consumer", ls.consumer).Uint64("start_seq", cfg.OptStartSeq)
 	})
+	if err == nil && cfg.MemoryStorage {
+		// An in-memory consumer (a work queue's, topology.LaneConsumerConfig)
+		// is lost with every NATS server restart and recreated exactly (the
+		// stream holds what is not acked yet): an action, not an alert.
+		return
+	}
 	txt := fmt.Sprintf("lane consumer %s on %s was missing (deleted?); recreated from the topology", ls.consumer, ls.stream)
 	if cfg.OptStartSeq > 0 {
 		txt += fmt.Sprintf(", starting after the lane's fence (sequence %d)", cfg.OptStartSeq-1)

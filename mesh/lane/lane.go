@@ -187,12 +187,7 @@ func (l *lane) consume(it jetstream.MessagesContext) {
 			}
 			l.setError(err)
 			if errors.Is(err, jetstream.ErrNoHeartbeat) {
-				// The iterator has already reset its pull and asks again;
-				// closing it could strand a buffered message until AckWait.
-				l.mu.Lock()
-				l.stats.MissedHeartbeats++
-				l.mu.Unlock()
-				l.log.Info().Err(err).Msg("lane pull went quiet; pulling again")
+				l.quiet(it, err) // pin.go
 				continue
 			}
 			// Anything else: drain (buffered messages are handed back) and

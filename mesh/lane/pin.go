@@ -74,7 +74,11 @@ func (l *lane) consumer(ctx context.Context) (jetstream.Consumer, error) {
 			return nil, err
 		}
 		want = topology.ResumeAfter(want, fence, info.Config.Retention)
-		if l.cons != nil || fence > 0 {
+		switch {
+		case want.MemoryStorage && (l.cons != nil || fence > 0):
+			// Expected after a NATS server restart (LaneConsumerConfig).
+			l.log.Info().Msg("lane consumer (in memory) missing after a NATS restart or a deletion; creating it at the work queue's first message")
+		case l.cons != nil || fence > 0:
 			l.log.Warn().Uint64("fence", fence).Uint64("start_seq", want.OptStartSeq).
 				Msg("lane consumer missing; creating it (after the lane's fence unless the stream is a work queue)")
 		}
@@ -94,10 +98,45 @@ func (l *lane) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	return c, nil
 }
 
+// quiet handles a pull that went quiet (jetstream.ErrNoHeartbeat). The
+// iterator has already reset its pull and asks again; closing it could
+// strand a buffered message until AckWait. Unless the consumer is gone: a
+// NATS server restart loses an in-memory consumer (LaneConsumerConfig)
+// without a word to the pulls waiting on it, and pulling again would wait
+// for it forever. Then the iterator is drained and run opens a new one,
+// which recreates the consumer.
+func (l *lane) quiet(it jetstream.MessagesContext, err error) {
+	l.mu.Lock()
+	l.stats.MissedHeartbeats++
+	l.mu.Unlock()
+	if !l.consumerGone() {
+		l.log.Info().Err(err).Msg("lane pull went quiet; pulling again")
+		return
+	}
+	l.log.Info().Msg("lane consumer gone (a NATS restart or a deletion); opening the lane again")
+	l.mu.Lock()
+	l.draining[it] = true
+	l.mu.Unlock()
+	it.Drain()
+}
+
+// consumerGone reports whether the server says the lane's consumer (or its
+// stream) does not exist; false when it cannot tell.
+func (l *lane) consumerGone() bool {
+	ctx, cancel := context.WithTimeout(l.ctx, 5*time.Second)
+	defer cancel()
+	_, err := l.g.js.Consumer(ctx, l.stream, l.name)
+	return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
 // keepPosition copies from the existing consumer's config have what an
-// update must keep.
+// update must keep. That includes its storage, which the server does not
+// let an update change: a dispatcher lane consumer created before
+// LaneConsumerConfig asked for memory storage keeps its state file until
+// it is recreated (docs/runbook.md, "In-memory dispatcher consumers").
 func keepPosition(want, have jetstream.ConsumerConfig) jetstream.ConsumerConfig {
 	want.DeliverPolicy, want.OptStartSeq, want.OptStartTime = have.DeliverPolicy, have.OptStartSeq, have.OptStartTime
+	want.MemoryStorage = have.MemoryStorage
 	if pu := have.PauseUntil; pu != nil && pu.After(time.Now()) {
 		want.PauseUntil = pu
 	}

@@ -173,8 +173,21 @@ func (n Names) checkPartitions(ctx context.Context, js StreamManager, stream, wa
 // PinnedTTL. It starts at the beginning of the stream (DeliverAll); a
 // consumer recreated after a deletion starts after the lane's fence instead
 // (LaneRecreateConfig).
+//
+// On a work-queue stream (StageSpec.WorkQueue: the dispatcher's) the
+// consumer keeps its state in memory (MemoryStorage): the stream itself is
+// the lane's position there (an ack removes the message), so the state
+// the server would otherwise rewrite to a file up to ten times a second
+// per consumer (open, write, rename) holds nothing the stream does not.
+// A NATS server restart then loses the consumer (a cluster keeps it while
+// one replica lives); the lane recreates it and goes on at the stream's
+// first message, which is the first one not yet acked. What is lost is
+// the server's delivery count and a pause: a paused lane tries once more
+// and pauses again.
 func (n Names) LaneConsumerConfig(stage Stage, p int, filter string) jetstream.ConsumerConfig {
+	spec, _ := SpecOf(stage)
 	return jetstream.ConsumerConfig{
+		MemoryStorage:  spec.WorkQueue,
 		Durable:        n.ConsumerName(stage, p),
 		Description:    fmt.Sprintf("Sluice %s lane %d/%d (ordered, pinned)", stage, p, n.c.Partitions),
 		FilterSubject:  filter,

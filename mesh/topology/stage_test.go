@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"sluice.dev/mesh/topology"
@@ -40,6 +41,11 @@ func TestStageSpecsAreComplete(t *testing.T) {
 		stream, f := names.StageFilter(s.Name, 3)
 		require.Equal(t, s.Stream(names), stream)
 		require.Equal(t, filter, f)
+		// Only a work queue's lane consumer keeps its state in memory: the
+		// stream is its position. Elsewhere a lost consumer state would
+		// send the history since the lane's fence again.
+		require.Equal(t, s.StreamConfig(names).Retention == jetstream.WorkQueuePolicy, s.WorkQueue, s.Name)
+		require.Equal(t, s.WorkQueue, names.LaneConsumerConfig(s.Name, 3, filter).MemoryStorage, s.Name)
 	}
 	require.Equal(t, len(seen), len(topology.Stages()))
 	require.False(t, topology.IsLaneConsumer("someone-else-001"))

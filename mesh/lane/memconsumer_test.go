@@ -94,3 +94,42 @@ func TestInMemoryConsumerIsRecreatedAfterANATSRestart(t *testing.T) {
 	require.True(t, c.CachedInfo().Config.MemoryStorage)
 	require.Equal(t, jetstream.DeliverAllPolicy, c.CachedInfo().Config.DeliverPolicy)
 }
+
+// A dispatcher lane consumer made before memory storage keeps its file
+// state when the lane updates it (the server refuses to change a
+// consumer's storage): the update goes through and the lane works.
+func TestExistingFileConsumerKeepsItsStorageOnUpdate(t *testing.T) {
+	ctx := context.Background()
+	names, js := setup(t, 1)
+	stream, filter := names.StageFilter(topology.StageDispatcher, 0)
+	old := names.LaneConsumerConfig(topology.StageDispatcher, 0, filter)
+	old.MemoryStorage = false
+	old.Description = "made by an earlier version"
+	_, err := js.CreateOrUpdateConsumer(ctx, stream, old)
+	require.NoError(t, err)
+	m := nats.NewMsg(names.DispatchSubject(0, "t", "k"))
+	m.Data = []byte("k-0")
+	_, err = js.PublishMsg(ctx, m)
+	require.NoError(t, err)
+
+	handled := make(chan string, 1)
+	g, err := lane.NewGroup(js, lane.Config{Stage: topology.StageDispatcher, Names: names, Logger: zerolog.Nop(),
+		Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
+			handled <- string(m.Data)
+			return lane.Done()
+		}})
+	require.NoError(t, err)
+	require.NoError(t, g.Start(ctx))
+	defer g.Stop(ctx)
+	select {
+	case got := <-handled:
+		require.Equal(t, "k-0", got)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the lane did not work after updating its consumer: %+v", g.Stats()[0])
+	}
+	c, err := js.Consumer(ctx, stream, names.ConsumerName(topology.StageDispatcher, 0))
+	require.NoError(t, err)
+	cfg := c.CachedInfo().Config
+	require.False(t, cfg.MemoryStorage, "the storage of an existing consumer cannot change")
+	require.Equal(t, names.LaneConsumerConfig(topology.StageDispatcher, 0, filter).Description, cfg.Description, "updated")
+}

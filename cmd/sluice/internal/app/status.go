@@ -89,6 +89,37 @@ type CRMStatus struct {
 	Statuses   map[string]uint64 `json:"statuses"`
 	LatencyP50 time.Duration     `json:"latency_p50_ns"`
 	LatencyP99 time.Duration     `json:"latency_p99_ns"`
+	// What the dispatcher did about the CRM's ways (dispatcher.Stats):
+	// records adopted after a lost answer (found by crm.find or named by a
+	// conflict), requests answered to a paused lane's probe and not sent
+	// again, OAuth2 tokens fetched and 401s, 429s and the limiter's rate.
+	Adopted      uint64  `json:"adopted,omitempty"`
+	ProbeAnswers uint64  `json:"probe_answers,omitempty"`
+	TokenFetches uint64  `json:"token_fetches,omitempty"`
+	Unauthorized uint64  `json:"unauthorized,omitempty"`
+	Throttled    uint64  `json:"throttled,omitempty"`
+	Rate         float64 `json:"rate,omitempty"`
+}
+
+// notes lists c's non-zero counters of the CRM's ways, "-" when none.
+func (c CRMStatus) notes() string {
+	var out []string
+	for _, n := range []struct {
+		name string
+		v    uint64
+	}{{"adopted", c.Adopted}, {"probe_answers", c.ProbeAnswers}, {"token_fetches", c.TokenFetches},
+		{"401s", c.Unauthorized}, {"429s", c.Throttled}} {
+		if n.v > 0 {
+			out = append(out, fmt.Sprintf("%s=%d", n.name, n.v))
+		}
+	}
+	if c.Rate > 0 {
+		out = append(out, fmt.Sprintf("rate=%.0f/s", c.Rate))
+	}
+	if len(out) == 0 {
+		return "-"
+	}
+	return strings.Join(out, " ")
 }
 
 // connectCLI connects an operator command to nats.url or, when empty, to
@@ -334,7 +365,9 @@ func discover(nc *nats.Conn) ([]ServiceStatus, []CRMStatus) {
 			continue
 		}
 		crm = append(crm, CRMStatus{ID: s.ID, Delivered: d.Delivered, Statuses: d.CRMStatuses,
-			LatencyP50: d.Latency.P50, LatencyP99: d.Latency.P99})
+			LatencyP50: d.Latency.P50, LatencyP99: d.Latency.P99,
+			Adopted: d.Adopted, ProbeAnswers: d.ProbeAnswers, TokenFetches: d.TokenFetches,
+			Unauthorized: d.Unauthorized, Throttled: d.Throttled, Rate: d.Rate})
 	}
 	return svcs, crm
 }
@@ -383,20 +416,21 @@ func writeStatus(w io.Writer, st Status) error {
 	if len(st.Services) == 0 {
 		fmt.Fprintln(tw, "(no service answered PING)")
 	}
-	fmt.Fprintln(tw, "\nCRM (dispatcher)\tDELIVERED\tCRM ANSWERS\tPRODUCE→CRM P50\tPRODUCE→CRM P99")
+	fmt.Fprintln(tw, "\nCRM (dispatcher)\tDELIVERED\tCRM ANSWERS\tPRODUCE→CRM P50\tPRODUCE→CRM P99\tNOTES")
 	for _, c := range st.CRM {
 		codes := make([]string, 0, len(c.Statuses))
 		for k, v := range c.Statuses {
 			codes = append(codes, fmt.Sprintf("%s=%d", k, v))
 		}
 		sort.Strings(codes)
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", c.ID, c.Delivered, strings.Join(codes, " "),
-			c.LatencyP50.Round(time.Millisecond), c.LatencyP99.Round(time.Millisecond))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", c.ID, c.Delivered, strings.Join(codes, " "),
+			c.LatencyP50.Round(time.Millisecond), c.LatencyP99.Round(time.Millisecond), c.notes())
 	}
 	if len(st.CRM) == 0 {
 		fmt.Fprintln(tw, "(no dispatcher answered STATS)")
 	} else {
 		fmt.Fprintln(tw, "(PRODUCE→CRM: from Sluice accepting the event to the CRM's 2xx, over the last 1024 deliveries; not the CRM's own answer time)")
+		fmt.Fprintln(tw, "(NOTES since start: adopted = records taken over after a lost answer; probe_answers = requests a paused lane's probe delivered, not sent again; 429s and rate = the CRM's quota; docs/crm-guide.md)")
 	}
 	return tw.Flush()
 }

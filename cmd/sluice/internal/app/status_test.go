@@ -95,6 +95,7 @@ func TestStatusShowsPausedLaneParkedAndServices(t *testing.T) {
 	svc, err := micro.AddService(nc, micro.Config{Name: "sluice-dispatcher", Version: "9.9.9",
 		StatsHandler: func(*micro.Endpoint) any {
 			return map[string]any{"delivered": 7, "crm_statuses": map[string]int{"200": 7, "503": 2},
+				"adopted": 2, "probe_answers": 1, "throttled": 3, "rate": 40.0,
 				"lanes": []map[string]any{{"consumer": "dispatcher-001", "last_error": "crm answered 503"}}}
 		}})
 	require.NoError(t, err)
@@ -130,6 +131,7 @@ func TestStatusShowsPausedLaneParkedAndServices(t *testing.T) {
 	require.Equal(t, ServiceStatus{Name: "sluice-dispatcher", Version: "9.9.9", ID: svc.Info().ID}, st.Services[0])
 	require.Len(t, st.CRM, 1)
 	require.Equal(t, map[string]uint64{"200": 7, "503": 2}, st.CRM[0].Statuses)
+	require.Equal(t, [4]uint64{2, 1, 3, 0}, [4]uint64{st.CRM[0].Adopted, st.CRM[0].ProbeAnswers, st.CRM[0].Throttled, st.CRM[0].Unauthorized})
 
 	out, err = runCLI(t, "status")
 	require.NoError(t, err)
@@ -137,6 +139,7 @@ func TestStatusShowsPausedLaneParkedAndServices(t *testing.T) {
 	require.Regexp(t, `dispatcher\s+0\s+dispatcher-000\s+0\s+0\s+0\s+0\s+-`, out)
 	require.Contains(t, out, "sluice-dispatcher")
 	require.Contains(t, out, "200=7 503=2")
+	require.Contains(t, out, "adopted=2 probe_answers=1 429s=3 rate=40/s")
 	require.Regexp(t, `HELD KEYS \(RETRYING BY THEMSELVES\)\n\s*dispatcher\s+1\s+1\s+1\n`, out)
 }
 

@@ -55,7 +55,15 @@ type flakyResult struct {
 	throughput  float64
 	cpuPerEvent time.Duration
 	check       checkTotals
+	// healthy is the throughput of a healthy run of the same size just
+	// before, the ratio's reference: the VM's speed drifts by up to 1.7×
+	// within a cell, so the cell's main run, a minute earlier and twice as
+	// long, made the ratio swing (0.72 in one run, 1.32 in another).
+	healthy float64
 }
+
+// ratio is the flaky run's throughput as a share of the healthy one's.
+func (f flakyResult) ratio() float64 { return f.throughput / f.healthy }
 
 // runEndToEnd measures (b) against `sluice run` in its own process (and
 // c.dispatchers-1 more `sluice run --target dispatcher` processes).
@@ -112,8 +120,11 @@ func runEndToEnd(ctx context.Context, o options, c cell, sim *simProc) (e2eResul
 		for _, rate := range o.flaky {
 			before := res.check
 			fr := flakyResult{rate: rate}
-			c0 := run.cpuTime()
 			n := o.flakyEvents
+			if fr.healthy, err = measure(n, nil); err != nil {
+				return res, fmt.Errorf("healthy run before the flaky CRM %.0f%%: %w", 100*rate, err)
+			}
+			c0 := run.cpuTime()
 			fr.throughput, err = measure(n, func() error {
 				_, err := sim.client.Configure(ctx, crmsim.ConfigPatch{ErrorRate: &rate})
 				return err
@@ -124,8 +135,8 @@ func runEndToEnd(ctx context.Context, o options, c cell, sim *simProc) (e2eResul
 			fr.cpuPerEvent = (run.cpuTime() - c0) / time.Duration(n)
 			fr.check = res.check.minus(before)
 			res.flaky = append(res.flaky, fr)
-			fmt.Printf("    flaky CRM (%4.1f%% random 503): %8.0f events/s = %.2f × healthy, %.0f µs CPU/event, check %s\n",
-				100*rate, fr.throughput, fr.throughput/res.throughput, float64(fr.cpuPerEvent)/1e3, fr.check)
+			fmt.Printf("    flaky CRM (%4.1f%% random 503): %8.0f events/s = %.2f × the healthy run just before (%.0f/s), %.0f µs CPU/event, check %s\n",
+				100*rate, fr.throughput, fr.ratio(), fr.healthy, float64(fr.cpuPerEvent)/1e3, fr.check)
 		}
 	}
 	// The CPU figures cover the healthy runs only.

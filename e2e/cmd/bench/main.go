@@ -91,7 +91,8 @@ func main() {
 	flag.BoolVar(&o.backlogLedge, "backlog-ledger", false, "-backlog: with the delivery ledger on")
 	flakyList := flag.String("flaky", "0.01,0.05",
 		"error rates of the flaky-CRM runs (the simulator answers that share of requests with 503 at random), "+
-			"comma-separated; run in the 16-partition one-process cells after the healthy run and reported as a ratio to it; '' for none")
+			"comma-separated; run in the 16-partition one-process cells after the healthy run, each right after a healthy run of the same size, "+
+			"and reported as a ratio to that one; '' for none")
 	flag.IntVar(&o.flakyEvents, "flaky-events", 0, "events per flaky-CRM run (0: half of -events)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs, data) and print its path")
 	flag.Parse()

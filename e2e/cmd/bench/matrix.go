@@ -21,7 +21,7 @@ const (
 	targetDrain   = 30 * time.Second
 )
 
-// flakyTarget is the least throughput, as a share of the healthy run's,
+// flakyTarget is the least throughput, as a share of a healthy run's,
 // with a CRM answering rate of its requests with 503 at random (issue 14).
 func flakyTarget(rate float64) float64 {
 	if rate <= 0.01 {
@@ -37,7 +37,7 @@ func flakyString(e e2eResult) string {
 	}
 	var parts []string
 	for _, f := range e.flaky {
-		r := f.throughput / e.throughput
+		r := f.ratio()
 		parts = append(parts, fmt.Sprintf("%g%%: %.2f %s", 100*f.rate, r, mark(r >= flakyTarget(f.rate) && f.check.ok())))
 	}
 	return strings.Join(parts, "  ")
@@ -206,7 +206,7 @@ func printTable(o options, rows []cellResult) {
 		}
 	}
 	fmt.Printf("targets (2 cores): e2e ≥ %.0f/s, ratio ≥ %.1f, p99 ≤ %s at %.0f/s; %d-event backlog drained in ≤ %s (-backlog); "+
-		"with 1%% random 503 ≥ 0.8 × and with 5%% ≥ 0.5 × the healthy run of the same cell.\n",
+		"with 1%% random 503 ≥ 0.8 × and with 5%% ≥ 0.5 × a healthy run of the same cell and size just before.\n",
 		targetE2E, targetRatio, targetP99, targetRate, targetBacklog, targetDrain)
 	fmt.Println("cell: partitions[xdispatcher processes][+ledger][+inline]; ceil µs/ev: CPU of the ceiling's nats-server and consumers per event; " +
 		"drain/s: events stored while the enricher was paused; CPU µs/ev: all sluice processes, sustained + drain runs; " +

@@ -299,6 +299,14 @@ func TestDeletedLaneConsumerIsRecreatedAfterFence(t *testing.T) {
 		_, err = kv.Put(ctx, topology.FenceKey(stage, 0), topology.Fence{Seq: 3, StreamCreated: s.CachedInfo().Created}.Marshal())
 		require.NoError(t, err)
 	}
+	// An operator paused the enricher lane: the recreated consumer takes the
+	// pause over (topology.Names.OperatorPause).
+	until := time.Now().Add(30 * time.Minute).UTC() // within watchdog.max_pause
+	rec, err := json.Marshal(watchdog.AuditRecord{Action: watchdog.AuditPause, Consumer: e.names.ConsumerName(topology.StageEnricher, 0),
+		Until: &until, By: "test", At: time.Now(), Source: "cli"})
+	require.NoError(t, err)
+	_, err = e.js.Publish(ctx, e.names.AuditSubject(watchdog.AuditPause), rec)
+	require.NoError(t, err)
 	w := e.start(t, e.fastConfig(), watchdog.Deps{})
 	require.Eventually(t, func() bool { return w.Stats().Polls >= 2 }, 5*time.Second, 10*time.Millisecond)
 
@@ -324,6 +332,12 @@ func TestDeletedLaneConsumerIsRecreatedAfterFence(t *testing.T) {
 		require.Equal(t, tc.start, cfg.OptStartSeq, consumer)
 		require.Equal(t, jetstream.PriorityPolicyPinned, cfg.PriorityPolicy, consumer)
 		require.Equal(t, tc.memory, cfg.MemoryStorage, consumer)
+		if tc.stage == topology.StageEnricher {
+			require.NotNil(t, cfg.PauseUntil, "the operator's pause was not taken over")
+			require.WithinDuration(t, until, *cfg.PauseUntil, time.Millisecond)
+		} else {
+			require.Nil(t, cfg.PauseUntil, consumer)
+		}
 	}
 	require.Zero(t, w.Stats().Actions[watchdog.ActionRecreateConsumer+"_failed"])
 	require.Equal(t, uint64(2), w.Stats().Actions[watchdog.ActionRecreateConsumer])
@@ -332,7 +346,8 @@ func TestDeletedLaneConsumerIsRecreatedAfterFence(t *testing.T) {
 	// and both missing consumers have been handled (raised or not).
 	polls := w.Stats().Polls
 	require.Eventually(t, func() bool { return w.Stats().Polls >= polls+2 }, 5*time.Second, 10*time.Millisecond)
-	require.Equal(t, uint64(1), w.Stats().AlertsRaised, "one alert: the enricher consumer's")
+	require.Equal(t, uint64(2), w.Stats().AlertsRaised,
+		"two alerts, the enricher consumer's: missing, then paused (the operator's pause): %q", e.slack.texts(t))
 	enricher, dispatcher := e.names.ConsumerName(topology.StageEnricher, 0), e.names.ConsumerName(topology.StageDispatcher, 0)
 	require.Eventually(t, func() bool {
 		return slices.ContainsFunc(e.slack.texts(t), func(s string) bool { return strings.Contains(s, "consumer_missing/"+enricher) })

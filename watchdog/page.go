@@ -26,12 +26,13 @@ import (
 //go:embed static
 var staticFS embed.FS
 
-// Audit actions of the status page, published on <prefix>.audit.<action>.
+// Audit actions of the status page, published on <prefix>.audit.<action>
+// (topology.AuditRecord).
 const (
-	AuditPause   = "pause"
-	AuditResume  = "resume"
-	AuditReplay  = "replay"
-	AuditDiscard = "discard"
+	AuditPause   = topology.AuditPause
+	AuditResume  = topology.AuditResume
+	AuditReplay  = topology.AuditReplay
+	AuditDiscard = topology.AuditDiscard
 )
 
 // maxActionBody bounds a control request's JSON body.
@@ -44,19 +45,10 @@ const pageRequestTimeout = 10 * time.Second
 const replayRounds = 3
 
 // AuditRecord is what every control action of the page publishes on
-// <prefix>.audit.<action> (the audit stream stores it) before it acts.
-type AuditRecord struct {
-	Action   string         `json:"action"`
-	Stage    topology.Stage `json:"stage,omitempty"`
-	Key      string         `json:"key,omitempty"`
-	Consumer string         `json:"consumer,omitempty"`
-	Until    *time.Time     `json:"until,omitempty"`
-	Reason   string         `json:"reason,omitempty"`
-	By       string         `json:"by"`
-	At       time.Time      `json:"at"`
-	Source   string         `json:"source"`
-	Remote   string         `json:"remote,omitempty"`
-}
+// <prefix>.audit.<action> (the audit stream stores it) before it acts. It
+// lives in topology: a recreated lane consumer takes over an operator's
+// pause from these records (Names.OperatorPause).
+type AuditRecord = topology.AuditRecord
 
 // actionBody is the optional JSON body of a control request.
 type actionBody struct {

@@ -2,12 +2,14 @@ package lane_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -25,74 +27,139 @@ import (
 // once, in order.
 func TestInMemoryConsumerIsRecreatedAfterANATSRestart(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	s := meshtest.RunServer(t, dir)
-	port := s.Addr().(*net.TCPAddr).Port
-	_, js := meshtest.Connect(t, s.ClientURL())
-	names := topology.New(meshtest.Topology(1))
-	require.NoError(t, names.Ensure(ctx, js))
-	stream, _ := names.StageFilter(topology.StageDispatcher, 0)
-	consumer := names.ConsumerName(topology.StageDispatcher, 0)
-	publishWork := func(from, to int) {
-		t.Helper()
-		for i := from; i < to; i++ {
-			m := nats.NewMsg(names.DispatchSubject(0, "t", "k"))
-			m.Data = []byte(fmt.Sprintf("k-%d", i))
-			m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("k-%d", i))
-			_, err := js.PublishMsg(ctx, m)
-			require.NoError(t, err)
-		}
-	}
-
-	var mu sync.Mutex
-	var got []string
-	count := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got)
-	}
-	g, err := lane.NewGroup(js, lane.Config{Stage: topology.StageDispatcher, Names: names, Logger: zerolog.Nop(),
-		Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
-			mu.Lock()
-			got = append(got, string(m.Data))
-			mu.Unlock()
-			return lane.Done()
-		}})
-	require.NoError(t, err)
-	require.NoError(t, g.Start(ctx))
+	e := newRestartEnv(t)
+	g := e.start(t)
 	defer g.Stop(ctx)
 
-	publishWork(0, 20)
-	require.Eventually(t, func() bool { return count() == 20 }, 10*time.Second, 10*time.Millisecond)
-	c, err := js.Consumer(ctx, stream, consumer)
+	e.publishWork(t, 0, 20)
+	require.Eventually(t, func() bool { return e.count() == 20 }, 10*time.Second, 10*time.Millisecond)
+	c, err := e.js.Consumer(ctx, e.stream, e.consumer)
 	require.NoError(t, err)
 	require.True(t, c.CachedInfo().Config.MemoryStorage, "a dispatcher lane consumer keeps its state in memory")
 	require.Eventually(t, func() bool { // the 20th ack has removed its message
-		info, err := js.Stream(ctx, stream)
+		info, err := e.js.Stream(ctx, e.stream)
 		return err == nil && info.CachedInfo().State.Msgs == 0
 	}, 5*time.Second, 10*time.Millisecond)
 
-	s.Shutdown()
-	s.WaitForShutdown()
-	meshtest.RunServerOn(t, dir, port)
-	require.Eventually(t, func() bool {
-		_, err := js.Consumer(ctx, stream, consumer)
-		return err != nil // gone with the server's memory (or not answering yet)
-	}, 5*time.Second, 10*time.Millisecond)
-
-	publishWork(20, 40)
-	require.Eventually(t, func() bool { return count() >= 40 }, 20*time.Second, 10*time.Millisecond,
-		"the lane did not recreate its consumer after the restart (%d of 40 handled)", count())
-	mu.Lock()
-	defer mu.Unlock()
-	for i, b := range got {
+	e.restartNATS(t)
+	e.publishWork(t, 20, 40)
+	require.Eventually(t, func() bool { return e.count() >= 40 }, 20*time.Second, 10*time.Millisecond,
+		"the lane did not recreate its consumer after the restart (%d of 40 handled)", e.count())
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i, b := range e.got {
 		require.Equal(t, fmt.Sprintf("k-%d", i), b)
 	}
-	require.Len(t, got, 40)
-	c, err = js.Consumer(ctx, stream, consumer)
+	require.Len(t, e.got, 40)
+	c, err = e.js.Consumer(ctx, e.stream, e.consumer)
 	require.NoError(t, err)
 	require.True(t, c.CachedInfo().Config.MemoryStorage)
 	require.Equal(t, jetstream.DeliverAllPolicy, c.CachedInfo().Config.DeliverPolicy)
+}
+
+// An operator's pause of a dispatcher lane (`sluice pause`: an audit
+// record, then the consumer's pause) is not lost with the in-memory
+// consumer: the lane recreates it paused until the recorded end, and
+// nothing is handled until it is resumed.
+func TestOperatorPauseSurvivesANATSRestart(t *testing.T) {
+	ctx := context.Background()
+	e := newRestartEnv(t)
+	g := e.start(t)
+	defer g.Stop(ctx)
+	e.publishWork(t, 0, 1)
+	require.Eventually(t, func() bool { return e.count() == 1 }, 10*time.Second, 10*time.Millisecond)
+
+	until := time.Now().Add(time.Hour).UTC()
+	rec, err := json.Marshal(topology.AuditRecord{Action: topology.AuditPause, Consumer: e.consumer, Until: &until,
+		By: "test", At: time.Now(), Source: "cli"})
+	require.NoError(t, err)
+	_, err = e.js.Publish(ctx, e.names.AuditSubject(topology.AuditPause), rec)
+	require.NoError(t, err)
+	_, err = e.js.PauseConsumer(ctx, e.stream, e.consumer, until)
+	require.NoError(t, err)
+
+	e.restartNATS(t)
+	e.publishWork(t, 1, 3)
+	require.Eventually(t, func() bool {
+		c, err := e.js.Consumer(ctx, e.stream, e.consumer)
+		return err == nil && c.CachedInfo().Paused
+	}, 20*time.Second, 10*time.Millisecond, "the lane's consumer was not recreated paused")
+	c, err := e.js.Consumer(ctx, e.stream, e.consumer)
+	require.NoError(t, err)
+	require.WithinDuration(t, until, *c.CachedInfo().Config.PauseUntil, time.Millisecond)
+	require.Equal(t, 1, e.count(), "handled while paused")
+
+	_, err = e.js.ResumeConsumer(ctx, e.stream, e.consumer)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return e.count() == 3 }, 10*time.Second, 10*time.Millisecond)
+}
+
+// restartEnv is one dispatcher lane on a NATS server the test restarts on
+// the same store.
+type restartEnv struct {
+	dir              string
+	port             int
+	srv              *server.Server
+	js               jetstream.JetStream
+	names            topology.Names
+	stream, consumer string
+
+	mu  sync.Mutex
+	got []string
+}
+
+func newRestartEnv(t *testing.T) *restartEnv {
+	e := &restartEnv{dir: t.TempDir()}
+	e.srv = meshtest.RunServer(t, e.dir)
+	e.port = e.srv.Addr().(*net.TCPAddr).Port
+	_, e.js = meshtest.Connect(t, e.srv.ClientURL())
+	e.names = topology.New(meshtest.Topology(1))
+	require.NoError(t, e.names.Ensure(context.Background(), e.js))
+	e.stream, _ = e.names.StageFilter(topology.StageDispatcher, 0)
+	e.consumer = e.names.ConsumerName(topology.StageDispatcher, 0)
+	return e
+}
+
+func (e *restartEnv) start(t *testing.T) *lane.Group {
+	g, err := lane.NewGroup(e.js, lane.Config{Stage: topology.StageDispatcher, Names: e.names, Logger: zerolog.Nop(),
+		Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
+			e.mu.Lock()
+			e.got = append(e.got, string(m.Data))
+			e.mu.Unlock()
+			return lane.Done()
+		}})
+	require.NoError(t, err)
+	require.NoError(t, g.Start(context.Background()))
+	return g
+}
+
+func (e *restartEnv) count() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.got)
+}
+
+func (e *restartEnv) publishWork(t *testing.T, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		m := nats.NewMsg(e.names.DispatchSubject(0, "t", "k"))
+		m.Data = []byte(fmt.Sprintf("k-%d", i))
+		m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("k-%d", i))
+		_, err := e.js.PublishMsg(context.Background(), m)
+		require.NoError(t, err)
+	}
+}
+
+// restartNATS restarts the server on the same port and store and waits
+// until the client is back.
+func (e *restartEnv) restartNATS(t *testing.T) {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+	e.srv = meshtest.RunServerOn(t, e.dir, e.port)
+	require.Eventually(t, func() bool {
+		_, err := e.js.Stream(context.Background(), e.stream)
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond)
 }
 
 // A dispatcher lane consumer made before memory storage keeps its file

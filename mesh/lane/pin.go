@@ -73,7 +73,12 @@ func (l *lane) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		if err != nil {
 			return nil, err
 		}
-		want = topology.ResumeAfter(want, fence, info.Config.Retention)
+		if want, err = l.g.cfg.Names.WithOperatorPause(ctx, l.g.js, topology.ResumeAfter(want, fence, info.Config.Retention)); err != nil {
+			return nil, err
+		}
+		if want.PauseUntil != nil {
+			l.log.Info().Time("until", *want.PauseUntil).Msg("lane consumer created paused: an operator's pause of it is still running (audit stream)")
+		}
 		switch {
 		case want.MemoryStorage && (l.cons != nil || fence > 0):
 			// Expected after a NATS server restart (LaneConsumerConfig).

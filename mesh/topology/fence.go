@@ -159,12 +159,13 @@ func (n Names) laneFence(ctx context.Context, js FenceSource, stage Stage, p int
 // whole history. Without a fence, or on a work-queue stream (which holds
 // only what is not applied yet), it starts at the beginning. It fails when
 // the fence cannot be read: recreating from the beginning then could re-send
-// days of events.
+// days of events. An operator's pause of the consumer that is still running
+// is taken over (WithOperatorPause); it fails when that cannot be read.
 func (n Names) LaneRecreateConfig(ctx context.Context, js FenceSource, stage Stage, p int) (jetstream.ConsumerConfig, error) {
 	_, filter := n.StageFilter(stage, p)
 	fence, info, err := n.laneFence(ctx, js, stage, p)
 	if err != nil {
 		return jetstream.ConsumerConfig{}, err
 	}
-	return ResumeAfter(n.LaneConsumerConfig(stage, p, filter), fence, info.Config.Retention), nil
+	return n.WithOperatorPause(ctx, js, ResumeAfter(n.LaneConsumerConfig(stage, p, filter), fence, info.Config.Retention))
 }

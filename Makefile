@@ -43,8 +43,8 @@ chaos: ## chaos suite (root, ip netns, PostgreSQL): 3 NATS processes in network 
 bench: build ## throughput/latency matrix (not a test): 1/16/64 partitions, 2 dispatchers, ledger on/off (~6 min)
 	$(GO) run ./e2e/cmd/bench $(BENCH_FLAGS)
 
-bench-quick: build ## smoke run of the benchmark: 16 partitions, two hops and inline, fewer events (~3 min)
-	$(GO) run ./e2e/cmd/bench -matrix=16,16+ledger+inline -events=20000 -warmup=2000 -latency-for=5s $(BENCH_FLAGS)
+bench-quick: build ## smoke run of the benchmark: 16 partitions, two hops and inline, fewer events (~5 min)
+	$(GO) run ./e2e/cmd/bench -matrix=16,16+ledger+inline -events=20000 -warmup=2000 -latency-for=5s -flaky-events=20000 $(BENCH_FLAGS)
 
 bench-backlog: build ## 336,000-event backlog (60 s CRM outage at 20M/hour): build, RSS, drain time
 	$(GO) run ./e2e/cmd/bench -backlog=336000 $(BENCH_FLAGS)

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,8 +34,10 @@ type e2eResult struct {
 	p50First, p50Last time.Duration
 	// latencySkipped says why there is no latency figure.
 	latencySkipped string
-	// rssKB is the peak RSS of each sluice process (main first).
-	rssKB []int64
+	// rssKB is the peak RSS of each sluice process (main first) over the
+	// whole cell; steadyRSSKB over the latency run alone (the issue's "RSS
+	// at steady 5,600/s"), nil when it was not measured.
+	rssKB, steadyRSSKB []int64
 	// cpuPerEvent is the CPU time of the sluice processes (and of the
 	// simulator) per event over the sustained run and the drain.
 	cpuPerEvent, simCPUPerEvent time.Duration
@@ -49,21 +54,31 @@ type e2eResult struct {
 	flaky []flakyResult
 }
 
-// flakyResult is one sustained run with a flaky CRM.
+// flakyResult is the sustained runs with a flaky CRM at one error rate.
 type flakyResult struct {
 	rate        float64 // share of requests answered 503
-	throughput  float64
+	throughput  float64 // the median of the flaky runs
 	cpuPerEvent time.Duration
 	check       checkTotals
-	// healthy is the throughput of a healthy run of the same size just
-	// before, the ratio's reference: the VM's speed drifts by up to 1.7×
-	// within a cell, so the cell's main run, a minute earlier and twice as
-	// long, made the ratio swing (0.72 in one run, 1.32 in another).
-	healthy float64
+	// pairs are each flaky run's throughput as a share of a healthy run
+	// of the same size just before it. The VM's speed drifts by up to 1.7×
+	// within a cell, and a run of 10,000 events takes 2 s: against the
+	// cell's main run a minute earlier the 1 % ratio read 0.72 in one run
+	// and 1.32 in another, and one pair still swung between 0.70 and 1.16.
+	pairs []float64
 }
 
-// ratio is the flaky run's throughput as a share of the healthy one's.
-func (f flakyResult) ratio() float64 { return f.throughput / f.healthy }
+// ratio is the median of the pairs' ratios.
+func (f flakyResult) ratio() float64 { return median(f.pairs) }
+
+// ratiosString formats ratios as "0.70 0.95 1.10".
+func ratiosString(rs []float64) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = strconv.FormatFloat(r, 'f', 2, 64)
+	}
+	return strings.Join(parts, " ")
+}
 
 // runEndToEnd measures (b) against `sluice run` in its own process (and
 // c.dispatchers-1 more `sluice run --target dispatcher` processes).
@@ -115,32 +130,6 @@ func runEndToEnd(ctx context.Context, o options, c cell, sim *simProc) (e2eResul
 	if res.throughput, err = measure(o.events, nil); err != nil {
 		return res, err
 	}
-	cpu1, sim1 := run.cpuTime(), sim.cpuTime()
-	if c.flaky() {
-		for _, rate := range o.flaky {
-			before := res.check
-			fr := flakyResult{rate: rate}
-			n := o.flakyEvents
-			if fr.healthy, err = measure(n, nil); err != nil {
-				return res, fmt.Errorf("healthy run before the flaky CRM %.0f%%: %w", 100*rate, err)
-			}
-			c0 := run.cpuTime()
-			fr.throughput, err = measure(n, func() error {
-				_, err := sim.client.Configure(ctx, crmsim.ConfigPatch{ErrorRate: &rate})
-				return err
-			})
-			if err != nil {
-				return res, fmt.Errorf("flaky CRM %.0f%%: %w", 100*rate, err)
-			}
-			fr.cpuPerEvent = (run.cpuTime() - c0) / time.Duration(n)
-			fr.check = res.check.minus(before)
-			res.flaky = append(res.flaky, fr)
-			fmt.Printf("    flaky CRM (%4.1f%% random 503): %8.0f events/s = %.2f × the healthy run just before (%.0f/s), %.0f µs CPU/event, check %s\n",
-				100*rate, fr.throughput, fr.ratio(), fr.healthy, float64(fr.cpuPerEvent)/1e3, fr.check)
-		}
-	}
-	// The CPU figures cover the healthy runs only.
-	flakyCPU, flakySim := run.cpuTime()-cpu1, sim.cpuTime()-sim1
 	// Backlog drain: hold the enricher lanes with a server-side pause,
 	// store the events, then resume and time the drain.
 	var drainStart time.Time
@@ -167,13 +156,10 @@ func runEndToEnd(ctx context.Context, o options, c cell, sim *simProc) (e2eResul
 		return res, err
 	}
 	res.drain = float64(len(events)) / end.Sub(drainStart).Seconds()
-	res.cpuPerEvent = (run.cpuTime() - cpu0 - flakyCPU) / time.Duration(o.events+len(events))
-	res.simCPUPerEvent = (sim.cpuTime() - simCPU0 - flakySim) / time.Duration(o.events+len(events))
+	res.cpuPerEvent = (run.cpuTime() - cpu0) / time.Duration(o.events+len(events))
+	res.simCPUPerEvent = (sim.cpuTime() - simCPU0) / time.Duration(o.events+len(events))
 	for i, t := range run.cpuTimes() {
 		d := t - split0[i]
-		if i == 0 {
-			d -= flakyCPU // the flaky runs only run with one process
-		}
 		res.cpuSplit = append(res.cpuSplit, d/time.Duration(o.events+len(events)))
 	}
 	if err := res.check.run(ctx, sim, events); err != nil {
@@ -193,11 +179,60 @@ func runEndToEnd(ctx context.Context, o options, c cell, sim *simProc) (e2eResul
 		// Far below the rate the run would only measure a growing queue.
 		res.latencySkipped = "overload"
 	default:
+		// The peak so far covers the throughput, flaky and drain runs,
+		// whose streams grow with every run; the target is the RSS at the
+		// steady rate.
+		before := run.peakRSS()
+		reset := run.resetPeakRSS()
 		if err := latencyRun(ctx, o, sim, js, names, &res); err != nil {
 			return res, err
 		}
+		if reset {
+			res.steadyRSSKB = run.peakRSS()
+		}
+		res.rssKB = before
 	}
-	res.rssKB = run.peakRSS()
+	for i, kb := range run.peakRSS() {
+		if len(res.rssKB) <= i {
+			res.rssKB = append(res.rssKB, kb)
+		}
+		res.rssKB[i] = max(res.rssKB[i], kb)
+	}
+	// The flaky-CRM runs come last: they add events to the streams (the
+	// peak RSS of the latency run grew by ~50 MiB when they came before
+	// it), and their CPU is not in the healthy figures.
+	if c.flaky() {
+		for _, rate := range o.flaky {
+			before := res.check
+			fr := flakyResult{rate: rate}
+			n := o.flakyEvents
+			var flakyRuns []float64
+			var cpu time.Duration
+			for range o.flakyPairs {
+				healthy, err := measure(n, nil)
+				if err != nil {
+					return res, fmt.Errorf("healthy run before the flaky CRM %.0f%%: %w", 100*rate, err)
+				}
+				c0 := run.cpuTime()
+				flaky, err := measure(n, func() error {
+					_, err := sim.client.Configure(ctx, crmsim.ConfigPatch{ErrorRate: &rate})
+					return err
+				})
+				if err != nil {
+					return res, fmt.Errorf("flaky CRM %.0f%%: %w", 100*rate, err)
+				}
+				cpu += run.cpuTime() - c0
+				flakyRuns = append(flakyRuns, flaky)
+				fr.pairs = append(fr.pairs, flaky/healthy)
+			}
+			fr.throughput = median(flakyRuns)
+			fr.cpuPerEvent = cpu / time.Duration(n*o.flakyPairs)
+			fr.check = res.check.minus(before)
+			res.flaky = append(res.flaky, fr)
+			fmt.Printf("    flaky CRM (%4.1f%% random 503): %8.0f events/s = %.2f × healthy (median of %d pairs, each against a healthy run just before it: %s), %.0f µs CPU/event, check %s\n",
+				100*rate, fr.throughput, fr.ratio(), len(fr.pairs), ratiosString(fr.pairs), float64(fr.cpuPerEvent)/1e3, fr.check)
+		}
+	}
 	res.cpuTotal = run.cpuTime()
 	return res, nil
 }
@@ -415,8 +450,14 @@ func latencyRun(ctx context.Context, o options, sim *simProc, js jetstream.JetSt
 	return nil
 }
 
-func median(d []time.Duration) time.Duration {
-	c := slices.Clone(d)
+// median is the middle value of xs (the upper one of an even count); xs
+// is not changed.
+func median[T cmp.Ordered](xs []T) T {
+	if len(xs) == 0 {
+		var zero T
+		return zero
+	}
+	c := slices.Clone(xs)
 	slices.Sort(c)
 	return c[len(c)/2]
 }

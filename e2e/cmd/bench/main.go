@@ -61,6 +61,7 @@ type options struct {
 	keep         bool
 	flaky        []float64
 	flakyEvents  int
+	flakyPairs   int
 }
 
 func main() {
@@ -91,9 +92,10 @@ func main() {
 	flag.BoolVar(&o.backlogLedge, "backlog-ledger", false, "-backlog: with the delivery ledger on")
 	flakyList := flag.String("flaky", "0.01,0.05",
 		"error rates of the flaky-CRM runs (the simulator answers that share of requests with 503 at random), "+
-			"comma-separated; run in the 16-partition one-process cells after the healthy run, each right after a healthy run of the same size, "+
-			"and reported as a ratio to that one; '' for none")
+			"comma-separated; run in the 16-partition one-process cells after the healthy run, -flaky-pairs times each right after a healthy run of the same size, "+
+			"and reported as the median of those ratios; '' for none")
 	flag.IntVar(&o.flakyEvents, "flaky-events", 0, "events per flaky-CRM run (0: half of -events)")
+	flag.IntVar(&o.flakyPairs, "flaky-pairs", 3, "healthy+flaky run pairs per error rate; the ratio is their median")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs, data) and print its path")
 	flag.Parse()
 	var err error
@@ -102,6 +104,9 @@ func main() {
 	}
 	if o.flaky, err = parseRates(*flakyList); err != nil {
 		fail(err)
+	}
+	if o.flakyPairs < 1 {
+		fail(fmt.Errorf("-flaky-pairs: at least 1, not %d", o.flakyPairs))
 	}
 	if o.flakyEvents <= 0 {
 		o.flakyEvents = max(o.events/2, 1000)

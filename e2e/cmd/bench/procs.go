@@ -36,6 +36,12 @@ func startProc(bin string, args []string, logPath string) (*proc, error) {
 // peakRSS is VmHWM in KiB (0 when unknown).
 func (p *proc) peakRSS() int64 { return p.status("VmHWM:") }
 
+// resetPeakRSS starts VmHWM again from the current RSS (Linux
+// clear_refs "5"), so that peakRSS covers what runs after it.
+func (p *proc) resetPeakRSS() error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", p.cmd.Process.Pid), []byte("5"), 0)
+}
+
 // rss is VmRSS, the current resident set, in KiB (0 when unknown).
 func (p *proc) rss() int64 { return p.status("VmRSS:") }
 

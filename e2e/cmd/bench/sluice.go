@@ -226,6 +226,17 @@ func (r *sluiceRun) peakRSS() []int64 {
 	return out
 }
 
+// resetPeakRSS restarts every process's VmHWM (proc.resetPeakRSS); false
+// when the system would not.
+func (r *sluiceRun) resetPeakRSS() bool {
+	for _, p := range r.procs {
+		if p.resetPeakRSS() != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // rss is the summed current RSS in KiB.
 func (r *sluiceRun) rss() int64 {
 	var n int64

@@ -53,11 +53,13 @@ type lane struct {
 	cancel context.CancelFunc
 
 	// Run goroutine only (and Start before it).
-	cons     jetstream.Consumer // kept across iterators: it carries the pin id (pin.go)
-	created  time.Time          // creation time of the lane's stream, for its fence; written under mu
-	fenceKey string
-	synced   uint64 // the connection's reconnect count at the last fence read from the bucket
-	wrotePin string // the pin id of the last synchronous fence write
+	cons        jetstream.Consumer // kept across iterators: it carries the pin id (pin.go)
+	created     time.Time          // creation time of the lane's stream, for its fence; written under mu
+	fenceKey    string
+	synced      uint64 // the connection's reconnect count at the last fence read from the bucket
+	wrotePin    string // the pin id of the last synchronous fence write
+	lastConsSeq uint64 // of the last message handled (forgotten, pin.go)
+	fresh       bool   // the consumer is a new incarnation (forgotten)
 
 	mu       sync.Mutex
 	it       jetstream.MessagesContext
@@ -263,10 +265,12 @@ func (l *lane) pinID() string {
 func (l *lane) handle(jm jetstream.Msg) {
 	start := time.Now()
 	m := &Msg{Subject: jm.Subject(), Data: jm.Data(), Header: jm.Headers(), raw: jm, l: l, received: start}
+	var forgotten bool
 	if md, err := jm.Metadata(); err == nil {
 		m.StreamSeq = md.Sequence.Stream
 		m.NumDelivered = md.NumDelivered
 		m.Stored = md.Timestamp
+		forgotten = l.forgotten(md.Sequence.Consumer) // pin.go
 	}
 	l.delivered(m, start)
 	if l.fencedOnArrival(m) {
@@ -280,6 +284,9 @@ func (l *lane) handle(jm jetstream.Msg) {
 		l.headSeq, l.headFailures, l.headInHand, l.headFirst = m.StreamSeq, 0, 0, start
 		l.headSeen, l.headParked = 1, false
 		m.FirstSeen = start
+	}
+	if forgotten { // one delivery more than this lane's attempts, at least
+		m.NumDelivered = max(m.NumDelivered, uint64(m.Failures-m.InHand)+2)
 	}
 
 	var o Outcome

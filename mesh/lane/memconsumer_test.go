@@ -3,6 +3,7 @@ package lane_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -92,6 +93,84 @@ func TestOperatorPauseSurvivesANATSRestart(t *testing.T) {
 	_, err = e.js.ResumeConsumer(ctx, e.stream, e.consumer)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return e.count() == 3 }, 10*time.Second, 10*time.Millisecond)
+}
+
+// The message in hand when NATS restarts comes back from the recreated
+// in-memory consumer as its first delivery: the server forgot it had
+// delivered it. The lane still counts it as delivered before, so that the
+// dispatcher looks an uncertain create up instead of sending it blind, the
+// audit counts a possible duplicate and a stale parked copy is looked for.
+func TestAMessageInHandAcrossANATSRestartCountsAsDeliveredBefore(t *testing.T) {
+	ctx := context.Background()
+	e := newRestartEnv(t)
+	inHand, release := make(chan struct{}), make(chan struct{})
+	type seen struct {
+		numDelivered uint64
+		redelivered  bool
+	}
+	deliveries := make(chan seen, 10)
+	g, err := lane.NewGroup(e.js, lane.Config{Stage: topology.StageDispatcher, Names: e.names, Logger: zerolog.Nop(),
+		Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
+			deliveries <- seen{m.NumDelivered, m.Redelivered()}
+			if len(deliveries) == 1 && m.NumDelivered == 1 && m.Failures == 0 {
+				close(inHand)
+				<-release
+				return lane.Retry(200*time.Millisecond, errors.New("the CRM's answer was lost")) // a nak, not a retry in hand
+			}
+			return lane.Done()
+		}})
+	require.NoError(t, err)
+	require.NoError(t, g.Start(ctx))
+	defer g.Stop(ctx)
+	e.publishWork(t, 0, 1)
+	<-inHand
+	e.restartNATS(t)
+	close(release)
+
+	first := <-deliveries
+	require.Equal(t, seen{1, false}, first)
+	select {
+	case again := <-deliveries:
+		require.GreaterOrEqual(t, again.numDelivered, uint64(2), "the delivery before the restart is forgotten")
+		require.True(t, again.redelivered)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the message did not come back after the restart")
+	}
+}
+
+// A lane that finds its consumer recreated by someone else (the watchdog,
+// after a NATS restart) since it applied messages counts the first message
+// as delivered before too: it cannot know what the lost incarnation did.
+func TestAConsumerRecreatedByAnotherCountsItsFirstMessageAsDeliveredBefore(t *testing.T) {
+	ctx := context.Background()
+	e := newRestartEnv(t)
+	g := e.start(t)
+	e.publishWork(t, 0, 1)
+	require.Eventually(t, func() bool { return e.count() == 1 }, 10*time.Second, 10*time.Millisecond)
+	g.Stop(ctx) // writes the lane's fence
+
+	e.restartNATS(t)
+	_, filter := e.names.StageFilter(topology.StageDispatcher, 0)
+	_, err := e.js.CreateConsumer(ctx, e.stream, e.names.LaneConsumerConfig(topology.StageDispatcher, 0, filter))
+	require.NoError(t, err)
+	e.publishWork(t, 1, 3)
+	delivered := make(chan uint64, 2)
+	g2, err := lane.NewGroup(e.js, lane.Config{Stage: topology.StageDispatcher, Names: e.names, Logger: zerolog.Nop(),
+		Handler: func(ctx context.Context, m *lane.Msg) lane.Outcome {
+			delivered <- m.NumDelivered
+			return lane.Done()
+		}})
+	require.NoError(t, err)
+	require.NoError(t, g2.Start(ctx))
+	defer g2.Stop(ctx)
+	for i, want := range []uint64{2, 1} { // the first counts as delivered before; the next is itself
+		select {
+		case got := <-delivered:
+			require.Equal(t, want, got, "delivery %d", i)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("delivery %d did not come", i)
+		}
+	}
 }
 
 // restartEnv is one dispatcher lane on a NATS server the test restarts on

@@ -56,6 +56,11 @@ func (l *lane) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	switch {
 	case err == nil:
 		info := cur.CachedInfo()
+		if info.Delivered.Consumer == 0 && l.g.fence != nil && l.g.fence.current(l.fenceKey, l.created) > 0 {
+			// Made by someone else (the watchdog) since the lane applied
+			// messages: a new incarnation.
+			l.fresh = true
+		}
 		l.sweepAcked(ctx, s, info)
 		want = keepPosition(want, info.Config)
 		if sameLaneConfig(info.Config, want) {
@@ -79,6 +84,7 @@ func (l *lane) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		if want.PauseUntil != nil {
 			l.log.Info().Time("until", *want.PauseUntil).Msg("lane consumer created paused: an operator's pause of it is still running (audit stream)")
 		}
+		l.fresh = l.cons != nil || fence > 0
 		switch {
 		case want.MemoryStorage && (l.cons != nil || fence > 0):
 			// Expected after a NATS server restart (LaneConsumerConfig).
@@ -132,6 +138,27 @@ func (l *lane) consumerGone() bool {
 	defer cancel()
 	_, err := l.g.js.Consumer(ctx, l.stream, l.name)
 	return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+// forgotten reports whether the server may have forgotten deliveries of
+// the message it delivered with consumer sequence consSeq: the first one
+// from a new incarnation of the consumer (the lane recreated it, or found
+// it recreated, after applying messages: an in-memory consumer after a
+// NATS restart, a deleted one), or one whose consumer sequence went back
+// (lost or lagging consumer state). Only the head can have been in flight
+// in the earlier incarnation (MaxAckPending=1). The lane then counts it as
+// delivered before (Msg.Redelivered, the ledger's delivery count, the
+// stale parked copy check): a create is looked up first instead of sent
+// blind, and the audit counts a possible duplicate. At worst that is one
+// lookup that was not needed.
+func (l *lane) forgotten(consSeq uint64) bool {
+	back := consSeq <= l.lastConsSeq
+	l.lastConsSeq = consSeq
+	if l.fresh {
+		l.fresh = false
+		return true
+	}
+	return back
 }
 
 // keepPosition copies from the existing consumer's config have what an

@@ -182,9 +182,10 @@ func (n Names) checkPartitions(ctx context.Context, js StreamManager, stream, wa
 // A NATS server restart then loses the consumer (a cluster keeps it while
 // one replica lives); the lane recreates it and goes on at the stream's
 // first message, which is the first one not yet acked. What is lost is
-// the server's delivery count and the outlet's own pause (a paused lane
-// tries once more and pauses again); an operator's pause is taken over
-// from the audit stream (WithOperatorPause).
+// the server's delivery count (the lane counts the first message of a new
+// incarnation as delivered before) and the outlet's own pause (a paused
+// lane tries once more and pauses again); an operator's pause is taken
+// over from the audit stream (WithOperatorPause).
 func (n Names) LaneConsumerConfig(stage Stage, p int, filter string) jetstream.ConsumerConfig {
 	spec, _ := SpecOf(stage)
 	return jetstream.ConsumerConfig{

@@ -58,6 +58,12 @@ func (n Names) OperatorPause(ctx context.Context, js StreamSource, consumer stri
 	if err != nil {
 		return nil, fmt.Errorf("audit stream: %w", err)
 	}
+	// Most recreations find no pause ever recorded: one lookup, no read.
+	if _, err := s.GetLastMsgForSubject(ctx, n.AuditSubject(AuditPause)); errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("audit stream: %w", err)
+	}
 	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{n.AuditSubject(AuditPause), n.AuditSubject(AuditResume)},
 	})

@@ -172,6 +172,9 @@ func runEndToEnd(ctx context.Context, o options, c cell, sim *simProc) (e2eResul
 			return res, fmt.Errorf("profile: %w", err)
 		}
 	}
+	// The peak so far covers the throughput, drain and profile runs; the
+	// target is the RSS at the steady rate, the latency run's own peak.
+	res.rssKB = run.peakRSS()
 	switch {
 	case o.skipLatency:
 		res.latencySkipped = "skipped"
@@ -179,10 +182,6 @@ func runEndToEnd(ctx context.Context, o options, c cell, sim *simProc) (e2eResul
 		// Far below the rate the run would only measure a growing queue.
 		res.latencySkipped = "overload"
 	default:
-		// The peak so far covers the throughput, flaky and drain runs,
-		// whose streams grow with every run; the target is the RSS at the
-		// steady rate.
-		before := run.peakRSS()
 		reset := run.resetPeakRSS()
 		if err := latencyRun(ctx, o, sim, js, names, &res); err != nil {
 			return res, err
@@ -190,12 +189,8 @@ func runEndToEnd(ctx context.Context, o options, c cell, sim *simProc) (e2eResul
 		if reset {
 			res.steadyRSSKB = run.peakRSS()
 		}
-		res.rssKB = before
 	}
-	for i, kb := range run.peakRSS() {
-		if len(res.rssKB) <= i {
-			res.rssKB = append(res.rssKB, kb)
-		}
+	for i, kb := range run.peakRSS() { // the whole cell's: the larger of the two
 		res.rssKB[i] = max(res.rssKB[i], kb)
 	}
 	// The flaky-CRM runs come last: they add events to the streams (the
